@@ -1,0 +1,140 @@
+//! Lookup tables. Every table type implements [`Dict`]; [`registry`] maps Postfix
+//! type names (`hash`, `inline`, ...) to constructors.
+//!
+//! Adding a table type: one file here with an `open` function, plus one line in
+//! `registry.rs`.
+
+pub mod environ;
+pub mod fail;
+pub mod inline;
+pub mod postmap_text;
+pub mod registry;
+pub mod static_table;
+pub mod surrogate;
+pub mod texthash;
+
+use crate::config::Params;
+use std::any::Any;
+
+/// Why an operation failed. Converted to a reply status in one place
+/// (`service::status`): Retry → RETRY, Config → CONFIG, Unsupported → CONFIG.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DictError {
+    /// Temporary failure (Postfix `DICT_ERR_RETRY`): database down, table unavailable.
+    #[error("{0}")]
+    Retry(String),
+    /// Configuration error (Postfix `DICT_ERR_CONFIG`).
+    #[error("{0}")]
+    Config(String),
+    /// The table type does not implement this operation. Postfix 3.7 exits
+    /// with a fatal error here; we answer an error status instead.
+    #[error("{0} operation is not supported")]
+    Unsupported(&'static str),
+}
+
+pub type DictResult<T> = Result<T, DictError>;
+
+/// Why a table could not be opened. The server logs `error: <reason>` once and
+/// serves a surrogate table that answers RETRY.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{reason}")]
+pub struct OpenError {
+    pub reason: String,
+}
+
+impl OpenError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        OpenError { reason: reason.into() }
+    }
+}
+
+/// Open mode, as Postfix's O_RDONLY (proxymap) or O_RDWR|O_CREAT (proxywrite).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Everything a table constructor gets.
+pub struct OpenRequest<'a> {
+    pub type_name: &'a str,
+    /// The part after `type:`.
+    pub name: &'a str,
+    pub mode: Mode,
+    /// Open flags (instance bits as the client sent them).
+    pub flags: u32,
+    /// The daemon's configuration (main.cf plus overrides).
+    pub params: &'a Params,
+}
+
+impl OpenRequest<'_> {
+    /// `type:name`, as Postfix prints tables.
+    pub fn full_name(&self) -> String {
+        format!("{}:{}", self.type_name, self.name)
+    }
+
+    /// Postfix's refusal for read-only table types opened by proxywrite.
+    pub fn require_read_only(&self) -> Result<(), OpenError> {
+        match self.mode {
+            Mode::ReadOnly => Ok(()),
+            Mode::ReadWrite => {
+                Err(OpenError::new(format!("{} map requires O_RDONLY access mode", self.full_name())))
+            }
+        }
+    }
+}
+
+/// Opaque per-connection iteration state of one table; each table type keeps
+/// whatever it needs in it (an index, a database cursor).
+pub type Cursor = Box<dyn Any + Send>;
+
+/// One open table. Methods take the effective request flags (instance bits plus
+/// this request's bits), so per-request behaviour such as case folding needs no
+/// shared mutable flag state.
+pub trait Dict: Send {
+    /// Flags of the freshly opened table: its IMPL bits (FIXED, PATTERN,
+    /// MULTI_WRITER) plus the instance bits it keeps. Reported in open replies.
+    fn flags(&self) -> u32;
+
+    /// Look `key` up; on a hit write the value into `out` (cleared first) and
+    /// return true.
+    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool>;
+
+    /// Store `key` → `value`. Returns false when the key existed and the
+    /// duplicate policy in `flags` kept the old value.
+    fn update(&mut self, _key: &[u8], _value: &[u8], _flags: u32) -> DictResult<bool> {
+        Err(DictError::Unsupported("update"))
+    }
+
+    /// Remove `key`; false when it was not there.
+    fn delete(&mut self, _key: &[u8], _flags: u32) -> DictResult<bool> {
+        Err(DictError::Unsupported("delete"))
+    }
+
+    /// First (`first` = true) or next entry, using the caller's cursor. Ok(None)
+    /// at the end.
+    fn sequence(
+        &mut self,
+        _cursor: &mut Option<Cursor>,
+        _first: bool,
+        _flags: u32,
+    ) -> DictResult<Option<(Vec<u8>, Vec<u8>)>> {
+        Err(DictError::Unsupported("sequence"))
+    }
+
+    /// True when the table's source changed on disk since it was opened (file
+    /// tables); the read-only service then reopens it.
+    fn changed(&self) -> bool {
+        false
+    }
+}
+
+/// ASCII lowercase a key when `fold` is set, as Postfix's `lowercase()`.
+/// Borrows when nothing changes.
+pub fn fold_key(key: &[u8], fold: bool) -> std::borrow::Cow<'_, [u8]> {
+    if fold && key.iter().any(u8::is_ascii_uppercase) {
+        std::borrow::Cow::Owned(key.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    }
+}

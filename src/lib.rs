@@ -1,0 +1,10 @@
+//! proxymap: a drop-in replacement for Postfix's proxymap(8) and proxywrite.
+//!
+//! Layout: `protocol` (wire codec, no I/O), `config` (main.cf, allowlists,
+//! standalone settings), `dict` (table backends), `service` (request handling),
+//! `worker` (connection event loop), `master` (standalone prefork supervisor),
+//! `sys` (the few raw system calls), `logging`.
+
+pub mod config;
+pub mod dict;
+pub mod protocol;

@@ -1,0 +1,183 @@
+//! Postfix's attribute encoding, variant 0 (`attr_print0` / `attr_scan0`):
+//! `name\0value\0 ... \0`. No I/O here: the writer appends to a buffer and the
+//! reader works on whatever bytes have arrived so far.
+
+/// What a string read stopped on when the buffer ran out; decides the wording of
+/// Postfix's timeout and end-of-input warnings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Context {
+    Name,
+    Value,
+}
+
+impl Context {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Context::Name => "input attribute name",
+            Context::Value => "input attribute value",
+        }
+    }
+}
+
+/// A cursor over received bytes that yields NUL-terminated strings.
+#[derive(Clone, Copy, Debug)]
+pub struct Scanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// The buffer ended inside (or right before) a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incomplete {
+    pub context: Context,
+    /// Some bytes of the unfinished string were already received.
+    pub partial: bool,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Scanner { buf, pos: 0 }
+    }
+
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// The next NUL-terminated string (without its NUL), or `Incomplete` when the
+    /// buffer holds no NUL yet. An empty name is the list terminator.
+    pub fn string(&mut self, context: Context) -> Result<&'a [u8], Incomplete> {
+        let rest = &self.buf[self.pos..];
+        match rest.iter().position(|&b| b == 0) {
+            Some(n) => {
+                self.pos += n + 1;
+                Ok(&rest[..n])
+            }
+            None => Err(Incomplete { context, partial: !rest.is_empty() }),
+        }
+    }
+}
+
+/// Parse an integer as the 3.7 reader does (`sscanf("%u%c")` on glibc): optional
+/// leading white space and sign, decimal digits, nothing after. Overflow saturates
+/// and the result is truncated to 32 bits, so "-1" is 0xFFFFFFFF.
+pub fn parse_uint(text: &[u8]) -> Option<u32> {
+    let mut i = 0;
+    while i < text.len() && matches!(text[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
+        i += 1;
+    }
+    let negative = match text.get(i) {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let digits = &text[i..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &d in digits {
+        value = match value.checked_mul(10).and_then(|v| v.checked_add(u64::from(d - b'0'))) {
+            Some(v) => v,
+            None => u64::MAX, // strtoul saturates at ULONG_MAX
+        };
+        if value == u64::MAX {
+            break;
+        }
+    }
+    let value = if negative && value != u64::MAX { value.wrapping_neg() } else { value };
+    Some(value as u32)
+}
+
+/// Appends one attribute list to a reply buffer.
+pub struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        Writer { out }
+    }
+
+    pub fn str(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.out.extend_from_slice(value);
+        self.out.push(0);
+        self
+    }
+
+    /// ATTR_TYPE_INT: unsigned decimal, as C's `%u`.
+    pub fn int(&mut self, name: &str, value: u32) -> &mut Self {
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        let mut digits = [0u8; 10];
+        let mut n = value;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&digits[i..]);
+        self.out.push(0);
+        self
+    }
+
+    /// The list terminator.
+    pub fn end(&mut self) {
+        self.out.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_separates_need_more_from_strings() {
+        let mut s = Scanner::new(b"abc\0de");
+        assert_eq!(s.string(Context::Name), Ok(&b"abc"[..]));
+        assert_eq!(s.consumed(), 4);
+        assert_eq!(s.string(Context::Value), Err(Incomplete { context: Context::Value, partial: true }));
+        let mut s = Scanner::new(b"");
+        assert_eq!(s.string(Context::Name), Err(Incomplete { context: Context::Name, partial: false }));
+        let mut s = Scanner::new(b"\0");
+        assert_eq!(s.string(Context::Name), Ok(&b""[..]));
+    }
+
+    #[test]
+    fn integers_parse_like_sscanf_u() {
+        assert_eq!(parse_uint(b"0"), Some(0));
+        assert_eq!(parse_uint(b"524353"), Some(524353));
+        assert_eq!(parse_uint(b"  \t16384"), Some(16384));
+        assert_eq!(parse_uint(b"+7"), Some(7));
+        assert_eq!(parse_uint(b"-1"), Some(u32::MAX));
+        assert_eq!(parse_uint(b"4294967296"), Some(0));
+        assert_eq!(parse_uint(b"99999999999999999999999"), Some(u32::MAX));
+        assert_eq!(parse_uint(b""), None);
+        assert_eq!(parse_uint(b" "), None);
+        assert_eq!(parse_uint(b"1 "), None);
+        assert_eq!(parse_uint(b"0x10"), None);
+        assert_eq!(parse_uint(b"abc"), None);
+        assert_eq!(parse_uint(b"-"), None);
+    }
+
+    #[test]
+    fn writer_emits_exact_bytes() {
+        let mut out = Vec::new();
+        Writer::new(&mut out).int("status", 0).int("flags", 28).end();
+        assert_eq!(out, b"status\x000\x00flags\x0028\x00\x00");
+        out.clear();
+        Writer::new(&mut out).int("n", u32::MAX).str("value", b"").end();
+        assert_eq!(out, b"n\x004294967295\x00value\x00\x00\x00");
+    }
+}

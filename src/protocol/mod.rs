@@ -1,0 +1,12 @@
+//! The proxymap wire protocol: attribute codec, requests, replies, flags.
+//! Pure data transformations: no I/O and no `unsafe` in this module tree.
+#![forbid(unsafe_code)]
+
+pub mod attr;
+pub mod flags;
+pub mod reply;
+pub mod request;
+
+pub use flags::Status;
+pub use reply::{Reply, ANNOUNCEMENT};
+pub use request::{parse, Dialect, Op, Outcome, Parse, Request, Warning};

@@ -1,0 +1,251 @@
+//! Requests as proxymap reads them: `request` first, then the attributes of that
+//! request in a fixed order, read the way Postfix's STRICT scanner reads them, so
+//! that every malformed input gets the reply (or the silence) Postfix gives it.
+//!
+//! Both request shapes are accepted: 3.7's (`table, flags, ...`) and 3.11's, where
+//! `instance_flags` follows `table`. The shape is chosen per request.
+
+use super::attr::{parse_uint, Context, Incomplete, Scanner};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Open,
+    Lookup,
+    Update,
+    Delete,
+    Sequence,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Open => "open",
+            Op::Lookup => "lookup",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Sequence => "sequence",
+        }
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Op> {
+        Some(match b {
+            b"open" => Op::Open,
+            b"lookup" => Op::Lookup,
+            b"update" => Op::Update,
+            b"delete" => Op::Delete,
+            b"sequence" => Op::Sequence,
+            _ => return None,
+        })
+    }
+
+    /// The attributes after `request`, in 3.7 order.
+    fn attrs(self) -> &'static [Attr] {
+        use Attr::*;
+        match self {
+            Op::Open => &[Table, Flags],
+            Op::Lookup => &[Table, Flags, Key],
+            Op::Update => &[Table, Flags, Key, Value],
+            Op::Delete => &[Table, Flags, Key],
+            Op::Sequence => &[Table, Flags, Function],
+        }
+    }
+}
+
+/// Which Postfix request/reply shape a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Postfix 3.6 to 3.10.
+    V37,
+    /// Postfix 3.11 and later: `instance_flags` in requests, `flags` in every reply.
+    V311,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attr {
+    Table,
+    Flags,
+    Key,
+    Value,
+    Function,
+}
+
+impl Attr {
+    fn name(self) -> &'static str {
+        match self {
+            Attr::Table => "table",
+            Attr::Flags => "flags",
+            Attr::Key => "key",
+            Attr::Value => "value",
+            Attr::Function => "function",
+        }
+    }
+}
+
+const INSTANCE_FLAGS: &[u8] = b"instance_flags";
+
+pub const SEQ_FIRST: u32 = 0;
+pub const SEQ_NEXT: u32 = 1;
+
+/// A well-formed request. Byte strings borrow from the receive buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub op: Op,
+    pub dialect: Dialect,
+    pub table: &'a [u8],
+    /// 3.7: the instance bits of `flags`; 3.11: the `instance_flags` attribute.
+    pub instance_flags: u32,
+    /// Request flags (for a 3.7 `open`, the open flags the client sent).
+    pub flags: u32,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub function: u32,
+}
+
+/// A warning Postfix logs for this input. Rendered with the service name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning<'a> {
+    Missing(&'static str),
+    Unexpected { got: &'a [u8], expecting: &'static str },
+    Malformed(&'a [u8]),
+    Unrecognized(&'a [u8]),
+}
+
+impl Warning<'_> {
+    pub fn display<'s>(&'s self, service: &'s str) -> impl fmt::Display + 's {
+        WarningText { w: self, service }
+    }
+}
+
+struct WarningText<'s, 'a> {
+    w: &'s Warning<'a>,
+    service: &'s str,
+}
+
+impl fmt::Display for WarningText<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let svc = self.service;
+        match *self.w {
+            Warning::Missing(name) => write!(f, "missing attribute {name} in input from {svc} socket"),
+            Warning::Unexpected { got, expecting } => write!(
+                f,
+                "unexpected attribute {} from {svc} socket (expecting: {expecting})",
+                String::from_utf8_lossy(got)
+            ),
+            Warning::Malformed(text) => write!(
+                f,
+                "malformed numerical data from {svc} socket while reading input attribute value: {}",
+                String::from_utf8_lossy(text)
+            ),
+            Warning::Unrecognized(req) => {
+                write!(f, "unrecognized request: \"{}\", ignored", String::from_utf8_lossy(req))
+            }
+        }
+    }
+}
+
+/// What to do with the bytes received so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parse<'a> {
+    /// No decision yet: wait for more bytes (not an error).
+    NeedMore(Incomplete),
+    /// A decision was reached after `consumed` bytes.
+    Done { consumed: usize, outcome: Outcome<'a> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// Serve it; a warning may still be due (an extra attribute at the end).
+    Request { req: Request<'a>, warning: Option<Warning<'a>> },
+    /// Reply BAD in the shape of `op` (status only when the request name was unknown).
+    Bad { op: Option<Op>, dialect: Dialect, warning: Option<Warning<'a>> },
+    /// Postfix reads no request here and sends no reply.
+    Ignored(Warning<'a>),
+}
+
+/// Parse one request from the start of `buf`.
+pub fn parse(buf: &[u8]) -> Parse<'_> {
+    let mut s = Scanner::new(buf);
+    match parse_inner(&mut s) {
+        Ok(outcome) => Parse::Done { consumed: s.consumed(), outcome },
+        Err(incomplete) => Parse::NeedMore(incomplete),
+    }
+}
+
+fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
+    let name = s.string(Context::Name)?;
+    if name.is_empty() {
+        return Ok(Outcome::Ignored(Warning::Missing("request")));
+    }
+    if name != b"request" {
+        return Ok(Outcome::Ignored(Warning::Unexpected { got: name, expecting: "request" }));
+    }
+    let request = s.string(Context::Value)?;
+    let Some(op) = Op::from_bytes(request) else {
+        return Ok(Outcome::Bad { op: None, dialect: Dialect::V37, warning: Some(Warning::Unrecognized(request)) });
+    };
+
+    let mut req = Request {
+        op,
+        dialect: Dialect::V37,
+        table: b"",
+        instance_flags: 0,
+        flags: 0,
+        key: b"",
+        value: b"",
+        function: 0,
+    };
+    let bad = |dialect, warning| Ok(Outcome::Bad { op: Some(op), dialect, warning });
+    let mut attrs = op.attrs().iter().copied().peekable();
+    while let Some(&want) = attrs.peek() {
+        let name = s.string(Context::Name)?;
+        if name.is_empty() {
+            return bad(req.dialect, Some(Warning::Missing(want.name())));
+        }
+        let is_instance_flags =
+            want == Attr::Flags && req.dialect == Dialect::V37 && name == INSTANCE_FLAGS;
+        if name != want.name().as_bytes() && !is_instance_flags {
+            return bad(req.dialect, Some(Warning::Unexpected { got: name, expecting: want.name() }));
+        }
+        let value = s.string(Context::Value)?;
+        if is_instance_flags {
+            req.dialect = Dialect::V311;
+            match parse_uint(value) {
+                Some(n) => req.instance_flags = n,
+                None => return bad(req.dialect, Some(Warning::Malformed(value))),
+            }
+            if op == Op::Open {
+                // A 3.11 open carries no request flags.
+                req.flags = req.instance_flags;
+                attrs.next();
+            }
+            continue;
+        }
+        match want {
+            Attr::Table => req.table = value,
+            Attr::Key => req.key = value,
+            Attr::Value => req.value = value,
+            Attr::Flags | Attr::Function => {
+                let Some(n) = parse_uint(value) else {
+                    return bad(req.dialect, Some(Warning::Malformed(value)));
+                };
+                if want == Attr::Flags {
+                    req.flags = n;
+                } else {
+                    req.function = n;
+                }
+            }
+        }
+        attrs.next();
+    }
+    if req.dialect == Dialect::V37 {
+        req.instance_flags = req.flags & super::flags::INST_MASK;
+    }
+    let end = s.string(Context::Name)?;
+    let warning = (!end.is_empty())
+        .then_some(Warning::Unexpected { got: end, expecting: "(list terminator)" });
+    if op == Op::Sequence && req.function != SEQ_FIRST && req.function != SEQ_NEXT {
+        return bad(req.dialect, warning);
+    }
+    Ok(Outcome::Request { req, warning })
+}
