@@ -5,6 +5,12 @@
 //! `worker` (connection event loop), `master` (standalone prefork supervisor),
 //! `sys` (the few raw system calls), `logging`.
 
+pub mod client;
 pub mod config;
 pub mod dict;
+pub mod logging;
+pub mod master;
 pub mod protocol;
+pub mod service;
+pub mod sys;
+pub mod worker;

@@ -1,1 +1,156 @@
-fn main() {}
+//! `proxymap`: the daemon (standalone, or under Postfix's master(8)) and a
+//! small client for trying it out.
+
+use proxymap::client::{attr, Client};
+use proxymap::master::{self, Source};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage:
+  proxymap standalone [--config FILE] [-v]
+      Run the proxymap and proxywrite services under our own prefork master.
+      Without --config: the embedded demo (files and sockets in ./proxymap-demo/).
+  proxymap client [-s SOCKET] [-f FLAGS] open|lookup|update|delete|sequence TABLE [KEY [VALUE]]
+      Send one request (sequence: walk the whole table) and print the result.
+      Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete).
+  proxymap --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("standalone") => standalone(&args[1..]),
+        Some("client") => client(&args[1..]),
+        Some("--version") => {
+            println!("proxymap {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn standalone(args: &[String]) -> ExitCode {
+    let mut config = None;
+    let mut verbose = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-C" => match it.next() {
+                Some(f) => config = Some(PathBuf::from(f)),
+                None => return usage_error("--config needs a file name"),
+            },
+            "-v" => verbose = true,
+            other => return usage_error(&format!("unknown argument: {other}")),
+        }
+    }
+    let source = match config {
+        Some(path) => Source::File(path),
+        None => Source::Demo(PathBuf::from("proxymap-demo")),
+    };
+    match master::run(source, verbose) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxymap: fatal: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("proxymap: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn client(args: &[String]) -> ExitCode {
+    let mut socket = None;
+    let mut flags = String::from("540737"); // what `postmap -q` sends
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-s" => socket = it.next().map(PathBuf::from),
+            "-f" => flags = it.next().cloned().unwrap_or_default(),
+            _ => rest.push(a.as_str()),
+        }
+    }
+    let (op, table, operands) = match rest.as_slice() {
+        [op, table, operands @ ..] => (*op, *table, operands),
+        _ => return usage_error("client needs a request and a table"),
+    };
+    let needed = match op {
+        "open" | "sequence" => 0,
+        "lookup" | "delete" => 1,
+        "update" => 2,
+        _ => return usage_error(&format!("unknown request: {op}")),
+    };
+    if operands.len() != needed {
+        return usage_error(&format!("{op} takes {needed} argument(s) after the table"));
+    }
+    let socket = socket.unwrap_or_else(|| {
+        let svc = if matches!(op, "update" | "delete") { "proxywrite" } else { "proxymap" };
+        PathBuf::from("proxymap-demo/private").join(svc)
+    });
+    match run_client(&socket, op, table, &flags, operands) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("proxymap: {}: {e}", socket.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_client(socket: &std::path::Path, op: &str, table: &str, flags: &str, operands: &[&str]) -> std::io::Result<ExitCode> {
+    let mut c = Client::connect(socket)?;
+    let mut pairs: Vec<(&str, &[u8])> = vec![("request", op.as_bytes()), ("table", table.as_bytes()), ("flags", flags.as_bytes())];
+    let names: &[&str] = match op {
+        "update" => &["key", "value"],
+        "sequence" => &["function"],
+        _ => &["key"],
+    };
+    let mut func = "0";
+    if op == "sequence" {
+        pairs.push(("function", func.as_bytes()));
+    } else {
+        for (n, v) in names.iter().zip(operands) {
+            pairs.push((n, v.as_bytes()));
+        }
+    }
+    loop {
+        let reply = c.call(&pairs)?;
+        let status = attr(&reply, "status").and_then(|s| std::str::from_utf8(s).ok()?.parse::<u32>().ok());
+        let text = |n| String::from_utf8_lossy(attr(&reply, n).unwrap_or_default()).into_owned();
+        match (op, status) {
+            ("open", Some(0)) => println!("flags={}", text("flags")),
+            ("lookup", Some(0)) => println!("{}", text("value")),
+            ("sequence", Some(0)) => {
+                println!("{}\t{}", text("key"), text("value"));
+                func = "1";
+                pairs.pop();
+                pairs.push(("function", func.as_bytes()));
+                continue;
+            }
+            ("sequence", Some(1)) => {}
+            (_, Some(0)) => {}
+            (_, Some(1)) => return Ok(ExitCode::from(1)),
+            (_, s) => {
+                let name = match s {
+                    Some(2) => "RETRY",
+                    Some(3) => "BAD",
+                    Some(4) => "DENY",
+                    Some(5) => "CONFIG",
+                    _ => "unexpected",
+                };
+                eprintln!("proxymap: {op} {table}: status {} ({name})", s.map_or("?".into(), |s| s.to_string()));
+                return Ok(ExitCode::from(2));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+}

@@ -10,3 +10,7 @@ impl Allowlist {
         self.0.contains(table)
     }
 }
+pub fn proxy_allowlist(params: &super::Params, writer: bool) -> Allowlist {
+    let name = if writer { "proxy_write_maps" } else { "proxy_read_maps" };
+    Allowlist::from_param(&params.get(name), name)
+}

@@ -1,0 +1,109 @@
+//! Logging through the `log` facade, to syslog or stderr, formatted as Postfix
+//! formats its messages: `warning: `, `error: `, `fatal: ` prefixes, tag
+//! `<syslog_name>/<process name>[pid]`, facility mail.
+//!
+//! `log::error!(target: "fatal", ...)` marks a fatal message (see [`fatal`]).
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+use std::sync::Mutex;
+use syslog::{Facility, Formatter3164, LoggerBackend};
+
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Stderr,
+    Syslog,
+}
+
+struct Sink {
+    tag: String,
+    destination: Destination,
+    syslog: Option<syslog::Logger<LoggerBackend, Formatter3164>>,
+}
+
+struct PostfixLogger {
+    sink: Mutex<Option<Sink>>,
+}
+
+static LOGGER: PostfixLogger = PostfixLogger { sink: Mutex::new(None) };
+
+/// Install (or re-install) the logger. Call again after fork so the pid in
+/// syslog lines is the child's, and after the configuration changed the tag.
+pub fn init(tag: &str, destination: Destination, verbose: bool) {
+    let syslog = match destination {
+        Destination::Syslog => syslog::unix(Formatter3164 {
+            facility: Facility::LOG_MAIL,
+            hostname: None,
+            process: tag.to_owned(),
+            pid: std::process::id(),
+        })
+        .ok(),
+        Destination::Stderr => None,
+    };
+    let sink = Sink { tag: tag.to_owned(), destination, syslog };
+    if let Ok(mut guard) = LOGGER.sink.lock() {
+        *guard = Some(sink);
+    }
+    // Fails only when already installed, which is fine: the sink was replaced.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(if verbose { LevelFilter::Debug } else { LevelFilter::Info });
+}
+
+/// Log a fatal error as Postfix does (`fatal: ...`) and exit with status 1.
+pub fn fatal(message: std::fmt::Arguments<'_>) -> ! {
+    log::error!(target: "fatal", "{message}");
+    std::process::exit(1)
+}
+
+fn prefix(record: &Record<'_>) -> &'static str {
+    match record.level() {
+        Level::Error if record.target() == "fatal" => "fatal: ",
+        Level::Error => "error: ",
+        Level::Warn => "warning: ",
+        _ => "",
+    }
+}
+
+impl Log for PostfixLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut text = format!("{}{}", prefix(record), record.args());
+        // Postfix truncates a message at 2000 bytes.
+        if text.len() > 2000 {
+            let mut cut = 2000;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        let Ok(mut guard) = self.sink.lock() else { return };
+        let Some(sink) = guard.as_mut() else {
+            let _ = writeln!(std::io::stderr(), "{text}");
+            return;
+        };
+        if sink.destination == Destination::Syslog {
+            if let Some(s) = sink.syslog.as_mut() {
+                let sent = match record.level() {
+                    Level::Error if record.target() == "fatal" => s.crit(&text),
+                    Level::Error => s.err(&text),
+                    Level::Warn => s.warning(&text),
+                    Level::Info => s.info(&text),
+                    _ => s.debug(&text),
+                };
+                if sent.is_ok() {
+                    return;
+                }
+            }
+        }
+        let _ = writeln!(std::io::stderr(), "{}[{}]: {text}", sink.tag, std::process::id());
+    }
+
+    fn flush(&self) {}
+}

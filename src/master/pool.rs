@@ -1,0 +1,408 @@
+//! The master's worker pool: spawning, dispatching connections, reaping,
+//! respawning, reload and shutdown.
+
+use super::{limits, Loaded, MasterError, Source, TOKEN_SIGNAL, TOKEN_WORKER_BASE};
+use crate::config::allowlist::proxy_allowlist;
+use crate::logging;
+use crate::service::{Role, Service};
+use crate::sys::{self, Received};
+use crate::worker::{control, Intake, Worker};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+/// A worker that dies this soon after start, abnormally, is throttled.
+const STARTUP_GRACE: Duration = Duration::from_secs(1);
+const THROTTLE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+struct WorkerRec {
+    pid: Pid,
+    role: Role,
+    /// Our end of the control channel; None once the worker is leaving.
+    ctl: Option<OwnedFd>,
+    conns: usize,
+    started: Instant,
+}
+
+impl WorkerRec {
+    fn available(&self, role: Role) -> bool {
+        self.role == role && self.ctl.is_some()
+    }
+}
+
+struct Listener {
+    role: Role,
+    token: u64,
+    socket: UnixListener,
+    paused: bool,
+}
+
+pub struct Pool {
+    epoll: Option<Epoll>,
+    sigfd: Option<SignalFd>,
+    signals: SigSet,
+    listeners: Vec<Listener>,
+    workers: HashMap<u64, WorkerRec>,
+    next_id: u64,
+    pending: VecDeque<(Role, UnixStream)>,
+    current: Loaded,
+    throttled_until: HashMap<&'static str, Instant>,
+    log_dest: logging::Destination,
+    verbose: bool,
+    tag: String,
+}
+
+impl Pool {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        epoll: Epoll,
+        sigfd: SignalFd,
+        signals: SigSet,
+        listeners: Vec<(Role, u64, UnixListener)>,
+        current: Loaded,
+        log_dest: logging::Destination,
+        verbose: bool,
+        tag: String,
+    ) -> Pool {
+        Pool {
+            epoll: Some(epoll),
+            sigfd: Some(sigfd),
+            signals,
+            listeners: listeners
+                .into_iter()
+                .map(|(role, token, socket)| Listener { role, token, socket, paused: false })
+                .collect(),
+            workers: HashMap::new(),
+            next_id: TOKEN_WORKER_BASE,
+            pending: VecDeque::new(),
+            current,
+            throttled_until: HashMap::new(),
+            log_dest,
+            verbose,
+            tag,
+        }
+    }
+
+    fn epoll(&self) -> &Epoll {
+        match &self.epoll {
+            Some(e) => e,
+            None => unreachable!("the epoll instance is only taken in a forked worker"),
+        }
+    }
+
+    /// The master's main loop; returns after SIGTERM/SIGINT once every worker is gone.
+    pub fn serve(&mut self, source: &Source) -> Result<(), MasterError> {
+        self.maintain();
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let n = match self.epoll().wait(&mut events, 250u16) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_SIGNAL => {
+                        if let Some(stop) = self.signal_event(source) {
+                            log::info!("terminating on signal {stop}");
+                            self.shutdown();
+                            return Ok(());
+                        }
+                    }
+                    t if t >= TOKEN_WORKER_BASE => self.control_event(t),
+                    t => self.accept_ready(t),
+                }
+            }
+            self.maintain();
+        }
+    }
+
+    /// Handle queued signals; returns the name of a stop signal if one came.
+    fn signal_event(&mut self, source: &Source) -> Option<&'static str> {
+        let mut stop = None;
+        loop {
+            let info = match self.sigfd.as_ref().map(SignalFd::read_signal) {
+                Some(Ok(Some(info))) => info,
+                _ => break,
+            };
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => self.reap(),
+                Ok(Signal::SIGHUP) => self.reload(source),
+                Ok(Signal::SIGTERM) => stop = Some("TERM"),
+                Ok(Signal::SIGINT) => stop = Some("INT"),
+                _ => {}
+            }
+        }
+        stop
+    }
+
+    fn accept_ready(&mut self, token: u64) {
+        let Some(idx) = self.listeners.iter().position(|l| l.token == token) else { return };
+        loop {
+            let role = self.listeners[idx].role;
+            if !self.workers.values().any(|w| w.available(role)) {
+                // Leave connections in the kernel's backlog until a worker exists.
+                self.pause(idx, true);
+                return;
+            }
+            match self.listeners[idx].socket.accept() {
+                Ok((stream, _)) => self.dispatch(role, stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
+                Err(e) => {
+                    log::error!("accept connection: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause(&mut self, idx: usize, paused: bool) {
+        let l = &mut self.listeners[idx];
+        if l.paused == paused {
+            return;
+        }
+        l.paused = paused;
+        let flags = if paused { EpollFlags::empty() } else { EpollFlags::EPOLLIN };
+        let mut ev = EpollEvent::new(flags, l.token);
+        if let Some(epoll) = &self.epoll {
+            let _ = epoll.modify(&l.socket, &mut ev);
+        }
+    }
+
+    /// Hand a connection to the least busy worker of its service.
+    fn dispatch(&mut self, role: Role, stream: UnixStream) {
+        let mut candidates: Vec<(usize, u64)> =
+            self.workers.iter().filter(|(_, w)| w.available(role)).map(|(id, w)| (w.conns, *id)).collect();
+        candidates.sort_unstable();
+        for (_, id) in candidates {
+            let Some(w) = self.workers.get_mut(&id) else { continue };
+            let Some(ctl) = &w.ctl else { continue };
+            if sys::send_msg(ctl, control::CONNECTION, Some(stream.as_raw_fd())).is_ok() {
+                w.conns += 1;
+                return; // our copy of the descriptor closes here
+            }
+        }
+        self.pending.push_back((role, stream));
+    }
+
+    fn control_event(&mut self, id: u64) {
+        loop {
+            let Some(w) = self.workers.get_mut(&id) else { return };
+            let Some(ctl) = &w.ctl else { return };
+            match sys::recv_msg(ctl) {
+                Ok(Received::Message(control::DONE, _)) => w.conns = w.conns.saturating_sub(1),
+                Ok(Received::Message(control::RETIRING, _)) => {
+                    // Acknowledge by closing the channel: the worker exits when
+                    // its clients are gone, and we start its replacement.
+                    self.release(id);
+                    return;
+                }
+                Ok(Received::Message(cmd, _)) => log::warn!("unexpected control message {cmd:?} from worker"),
+                Ok(Received::Empty) => return,
+                Ok(Received::Eof) | Err(_) => {
+                    self.release(id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stop sending connections to a worker and close our end of its channel.
+    fn release(&mut self, id: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            if let Some(ctl) = w.ctl.take() {
+                if let Some(epoll) = &self.epoll {
+                    let _ = epoll.delete(&ctl);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "proxymap".into());
+        loop {
+            let (pid, abnormal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, 0)) => (pid, false),
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    log::warn!("process {exe} pid {pid} exit status {code}");
+                    (pid, true)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    log::warn!("process {exe} pid {pid} killed by signal {}", sig as i32);
+                    (pid, true)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let Some(id) = self.workers.iter().find(|(_, w)| w.pid == pid).map(|(id, _)| *id) else { continue };
+            self.release(id);
+            if let Some(w) = self.workers.remove(&id) {
+                if abnormal && w.started.elapsed() < STARTUP_GRACE {
+                    log::warn!("{exe}: bad command startup -- throttling");
+                    self.throttled_until.insert(w.role.service_name(), Instant::now() + THROTTLE);
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self, source: &Source) {
+        match source.load() {
+            Err(e) => log::error!("reload: {e}; keeping the current configuration"),
+            Ok(loaded) => {
+                for (role, svc) in [(Role::Reader, &loaded.settings.proxymap), (Role::Writer, &loaded.settings.proxywrite)] {
+                    let old = self.current.settings.socket_path(service_of(role));
+                    if loaded.settings.socket_path(service_of(role)) != old || svc.enabled != self.enabled(role) {
+                        log::warn!("reload: socket changes for {} take effect after a restart", role.service_name());
+                    }
+                }
+                self.current = loaded;
+                let old: Vec<u64> = self.workers.keys().copied().collect();
+                // New workers first, then the old ones leave (they see EOF on
+                // their channel and exit): connections never wait for a worker.
+                self.throttled_until.clear();
+                self.spawn_missing(&old);
+                for id in old {
+                    self.release(id);
+                }
+                log::info!("reload -- configuration re-read");
+            }
+        }
+    }
+
+    fn enabled(&self, role: Role) -> bool {
+        let s = &self.current.settings;
+        match role {
+            Role::Reader => s.proxymap.enabled,
+            Role::Writer => s.proxywrite.enabled,
+        }
+    }
+
+    fn wanted(&self, role: Role) -> usize {
+        let s = &self.current.settings;
+        let enabled = self.listeners.iter().any(|l| l.role == role);
+        match role {
+            Role::Reader if enabled => s.proxymap.workers,
+            Role::Writer if enabled => s.proxywrite.workers,
+            _ => 0,
+        }
+    }
+
+    /// Keep each pool at its size, retry queued connections, resume accepting.
+    fn maintain(&mut self) {
+        self.spawn_missing(&[]);
+        let pending = std::mem::take(&mut self.pending);
+        for (role, stream) in pending {
+            self.dispatch(role, stream);
+        }
+        for idx in 0..self.listeners.len() {
+            let role = self.listeners[idx].role;
+            let ready = self.workers.values().any(|w| w.available(role)) && !self.pending.iter().any(|(r, _)| *r == role);
+            if ready {
+                self.pause(idx, false);
+            }
+        }
+    }
+
+    /// Start workers until each service has its configured number, not
+    /// counting the workers in `outgoing`.
+    fn spawn_missing(&mut self, outgoing: &[u64]) {
+        for role in [Role::Reader, Role::Writer] {
+            if self.throttled_until.get(role.service_name()).is_some_and(|t| Instant::now() < *t) {
+                continue;
+            }
+            let have = self.workers.iter().filter(|(id, w)| w.available(role) && !outgoing.contains(id)).count();
+            for _ in have..self.wanted(role) {
+                if let Err(e) = self.spawn(role) {
+                    log::error!("cannot start {} worker: {e}", role.service_name());
+                    break;
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, role: Role) -> Result<(), MasterError> {
+        let (ours, theirs) = sys::seqpacket_pair()?;
+        match sys::fork()? {
+            ForkResult::Parent { child } => {
+                drop(theirs);
+                let id = self.next_id;
+                self.next_id += 1;
+                self.epoll().add(&ours, EpollEvent::new(EpollFlags::EPOLLIN, id))?;
+                self.workers.insert(id, WorkerRec { pid: child, role, ctl: Some(ours), conns: 0, started: Instant::now() });
+                Ok(())
+            }
+            ForkResult::Child => {
+                drop(ours);
+                self.become_worker(role, theirs)
+            }
+        }
+    }
+
+    /// In a freshly forked child: shed the master's descriptors and serve.
+    fn become_worker(&mut self, role: Role, channel: OwnedFd) -> ! {
+        let _ = self.signals.thread_unblock();
+        self.epoll = None;
+        self.sigfd = None;
+        self.listeners.clear();
+        self.workers.clear();
+        self.pending.clear();
+        logging::init(&self.tag, self.log_dest, self.verbose);
+        let params = self.current.params.clone();
+        let allowlist = proxy_allowlist(&params, role == Role::Writer);
+        let service = Service::new(role, params, allowlist);
+        let limits = limits(&self.current.settings);
+        let code = match Worker::new(service, Intake::Master(channel), limits) {
+            Ok(mut worker) => {
+                worker.run();
+                0
+            }
+            Err(e) => {
+                log::error!("cannot start worker: {e}");
+                1
+            }
+        };
+        std::process::exit(code)
+    }
+
+    /// Stop accepting, terminate every worker, wait for them.
+    fn shutdown(&mut self) {
+        self.listeners.clear();
+        for w in self.workers.values() {
+            let _ = kill(w.pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while !self.workers.is_empty() {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
+                    self.workers.retain(|_, w| w.pid != pid);
+                }
+                Ok(_) => {
+                    if Instant::now() > deadline {
+                        for w in self.workers.values() {
+                            let _ = kill(w.pid, Signal::SIGKILL);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn service_of(role: Role) -> crate::config::settings::Service {
+    match role {
+        Role::Reader => crate::config::settings::Service::Proxymap,
+        Role::Writer => crate::config::settings::Service::Proxywrite,
+    }
+}

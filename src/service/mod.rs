@@ -1,0 +1,229 @@
+//! Request handling: allowlist checks, the table cache, and turning one parsed
+//! request into one reply. No socket I/O here: the worker owns the sockets.
+
+pub mod cache;
+pub mod status;
+
+use crate::config::allowlist::Allowlist;
+use crate::config::Params;
+use crate::dict::{Cursor, DictError, Mode};
+use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
+use crate::protocol::{Op, Outcome, Reply, Request, Status};
+use cache::{Entry, TableCache};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Which of the two services this process serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `proxymap`: open, lookup, sequence.
+    Reader,
+    /// `proxywrite`: everything, tables opened read-write and created if missing.
+    Writer,
+}
+
+impl Role {
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Role::Reader => "proxymap",
+            Role::Writer => "proxywrite",
+        }
+    }
+
+    fn allowlist_param(self) -> &'static str {
+        match self {
+            Role::Reader => "proxy_read_maps",
+            Role::Writer => "proxy_write_maps",
+        }
+    }
+
+    fn access(self) -> &'static str {
+        match self {
+            Role::Reader => "read-only",
+            Role::Writer => "read-write",
+        }
+    }
+}
+
+/// Per-connection state: sequence cursors belong to the connection that made them.
+#[derive(Default)]
+pub struct Session {
+    cursors: HashMap<u64, Cursor>,
+}
+
+/// One service instance: what a worker needs to answer requests.
+pub struct Service {
+    role: Role,
+    /// Name used in log lines (`<name> socket`).
+    name: String,
+    allowlist: Allowlist,
+    params: Arc<Params>,
+    tables: TableCache,
+    /// Reply buffers, reused across requests.
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl Service {
+    pub fn new(role: Role, params: Arc<Params>, allowlist: Allowlist) -> Self {
+        let mode = match role {
+            Role::Reader => Mode::ReadOnly,
+            Role::Writer => Mode::ReadWrite,
+        };
+        Service {
+            role,
+            name: role.service_name().to_owned(),
+            allowlist,
+            params,
+            tables: TableCache::new(mode),
+            key: Vec::new(),
+            value: Vec::new(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The service name as it appears in `... from <name> socket` warnings.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Before taking a new client: the reader drops tables whose files changed.
+    pub fn before_accept(&mut self) {
+        if self.role == Role::Reader {
+            self.tables.drop_changed();
+        }
+    }
+
+    /// Answer one parse outcome, appending the reply (if any) to `out`.
+    pub fn handle(&mut self, outcome: &Outcome<'_>, session: &mut Session, out: &mut Vec<u8>) {
+        match *outcome {
+            Outcome::Ignored(w) => log::warn!("{}", w.display(&self.name)),
+            Outcome::Bad { op, dialect, warning } => {
+                if let Some(w) = warning {
+                    log::warn!("{}", w.display(&self.name));
+                }
+                Reply::status(op, dialect, Status::Bad).encode(out);
+            }
+            Outcome::Request { req, warning } => {
+                if let Some(w) = warning {
+                    log::warn!("{}", w.display(&self.name));
+                }
+                self.serve(&req, session, out);
+            }
+        }
+    }
+
+    fn serve(&mut self, req: &Request<'_>, session: &mut Session, out: &mut Vec<u8>) {
+        let mut reply = Reply::status(Some(req.op), req.dialect, Status::Bad);
+        if matches!(req.op, Op::Update | Op::Delete) && self.role == Role::Reader {
+            log::warn!(
+                "refusing {} {} request on non-proxywrite service",
+                String::from_utf8_lossy(req.table),
+                req.op.as_str()
+            );
+            reply.status = Status::Deny;
+            return reply.encode(out);
+        }
+        let name = match self.approve(req.table) {
+            Ok(name) => name,
+            Err(status) => {
+                reply.status = status;
+                return reply.encode(out);
+            }
+        };
+        let entry = self.tables.get(&name, req.instance_flags, &self.params);
+        // The instance's own bits plus this request's bits: per-request state is
+        // passed down, never left behind in the shared table.
+        let mut flags = (entry.open_flags & !RQST_MASK) | (req.flags & RQST_MASK);
+        let (key, value) = (&mut self.key, &mut self.value);
+        let result: Result<Status, DictError> = match req.op {
+            Op::Open => {
+                reply.flags = entry.open_flags;
+                Ok(Status::Ok)
+            }
+            Op::Lookup => {
+                entry.dict.lookup(req.key, flags, value).map(status::of_bool)
+            }
+            Op::Update => {
+                flags |= SYNC_UPDATE | DUP_REPLACE;
+                entry.dict.update(req.key, req.value, flags).map(status::of_bool)
+            }
+            Op::Delete => {
+                flags |= SYNC_UPDATE;
+                entry.dict.delete(req.key, flags).map(status::of_bool)
+            }
+            Op::Sequence => {
+                let first = req.function == crate::protocol::request::SEQ_FIRST;
+                sequence(entry, session, first, flags).map(|found| match found {
+                    Some((k, v)) => {
+                        (*key, *value) = (k, v);
+                        Status::Ok
+                    }
+                    None => Status::NoKey,
+                })
+            }
+        };
+        if req.op != Op::Open {
+            reply.flags = flags;
+        }
+        reply.status = match result {
+            Ok(s) => s,
+            Err(e) => {
+                if let DictError::Unsupported(op) = e {
+                    log::warn!("table {}: {} operation is not supported", entry.name, op);
+                }
+                status::of_error(&e)
+            }
+        };
+        if req.op == Op::Lookup && reply.status == Status::Ok {
+            reply.value = value.as_slice();
+        }
+        if req.op == Op::Sequence && reply.status == Status::Ok {
+            reply.key = key.as_slice();
+            reply.value = value.as_slice();
+        }
+        reply.encode(out);
+    }
+
+    /// Strip `proxy:` prefixes and check the allowlist, as Postfix's
+    /// proxy_map_find: no colon → BAD (silently), not listed → DENY with two warnings.
+    fn approve(&self, table: &[u8]) -> Result<String, Status> {
+        let mut t = table;
+        while let Some(rest) = t.strip_prefix(b"proxy:") {
+            t = rest;
+        }
+        if !t.contains(&b':') {
+            return Err(Status::Bad);
+        }
+        match std::str::from_utf8(t) {
+            Ok(name) if self.allowlist.contains(name) => Ok(name.to_owned()),
+            _ => {
+                let name = String::from_utf8_lossy(t);
+                log::warn!("request for unapproved table: \"{name}\"");
+                log::warn!(
+                    "to approve this table for {} access, list proxy:{name} in main.cf:{}",
+                    self.role.access(),
+                    self.role.allowlist_param()
+                );
+                Err(Status::Deny)
+            }
+        }
+    }
+}
+
+fn sequence(
+    entry: &mut Entry,
+    session: &mut Session,
+    first: bool,
+    flags: u32,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, DictError> {
+    let mut cursor = session.cursors.remove(&entry.id);
+    let r = entry.dict.sequence(&mut cursor, first, flags);
+    if let Some(c) = cursor {
+        session.cursors.insert(entry.id, c);
+    }
+    r
+}

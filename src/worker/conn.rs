@@ -1,0 +1,80 @@
+//! One client connection: receive buffer, pending reply bytes, request timing.
+
+use crate::protocol::attr::Incomplete;
+use crate::service::Session;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+pub struct Conn {
+    pub stream: UnixStream,
+    pub inbuf: Vec<u8>,
+    pub outbuf: Vec<u8>,
+    out_pos: usize,
+    /// When the first byte of the request being received arrived.
+    pub request_started: Option<Instant>,
+    /// Where the parser stopped, for timeout and end-of-input warnings.
+    pub incomplete: Option<Incomplete>,
+    /// When a reply started waiting for the client to read it.
+    pub write_started: Option<Instant>,
+    pub last_active: Instant,
+    pub session: Session,
+}
+
+/// Result of a read attempt.
+pub enum ReadStatus {
+    Data,
+    WouldBlock,
+    Eof,
+}
+
+impl Conn {
+    pub fn new(stream: UnixStream, now: Instant) -> Self {
+        Conn {
+            stream,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            out_pos: 0,
+            request_started: None,
+            incomplete: None,
+            write_started: None,
+            last_active: now,
+            session: Session::default(),
+        }
+    }
+
+    /// One read of whatever the client sent, appended to `inbuf`.
+    pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadStatus> {
+        match self.stream.read(scratch) {
+            Ok(0) => Ok(ReadStatus::Eof),
+            Ok(n) => {
+                self.inbuf.extend_from_slice(&scratch[..n]);
+                Ok(ReadStatus::Data)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadStatus::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(ReadStatus::WouldBlock),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.out_pos < self.outbuf.len()
+    }
+
+    /// Write as much pending output as the socket takes. Ok(true) when all of
+    /// it went out.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.out_pos < self.outbuf.len() {
+            match self.stream.write(&self.outbuf[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.outbuf.clear();
+        self.out_pos = 0;
+        Ok(true)
+    }
+}

@@ -1,0 +1,402 @@
+//! A worker process's event loop: many client connections, one request at a
+//! time per connection, tables shared by all of them.
+//!
+//! Connections come either from our standalone master over a control socket
+//! ([`Intake::Master`]) or from listening sockets accepted here ([`Intake::Listen`],
+//! used under Postfix's master(8) and by in-process tests).
+
+pub mod conn;
+
+use crate::protocol::{self, Parse, ANNOUNCEMENT};
+use crate::service::Service;
+use crate::sys::{self, Received};
+use conn::{Conn, ReadStatus};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+/// Control messages between the standalone master and its workers.
+pub mod control {
+    /// master → worker: a new client connection (the descriptor rides along).
+    pub const CONNECTION: u8 = b'C';
+    /// worker → master: one client connection ended.
+    pub const DONE: u8 = b'D';
+    /// worker → master: send no more connections; I exit once my clients leave.
+    pub const RETIRING: u8 = b'R';
+}
+
+/// Where new client connections come from.
+pub enum Intake {
+    /// Our standalone master passes accepted descriptors over this socket.
+    Master(OwnedFd),
+    /// Accept on these listening sockets ourselves.
+    Listen(Vec<UnixListener>),
+}
+
+/// Process lifetime and per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Clients served before the process retires (0 = unlimited).
+    pub max_use: u32,
+    /// Seconds without clients before the process retires (zero = never).
+    pub max_idle: Duration,
+    /// A connection idle for this long is closed.
+    pub ipc_timeout: Duration,
+    /// Time a request (or a reply) may take to arrive (Postfix: 1 s).
+    pub request_timeout: Duration,
+    /// Largest request accepted; a client sending more is disconnected.
+    pub max_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_use: 100,
+            max_idle: Duration::from_secs(100),
+            ipc_timeout: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(1),
+            max_request: 1 << 20,
+        }
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// max_use or max_idle reached and every client gone.
+    Retired,
+    /// The master closed the control channel (reload, shutdown, or it died).
+    MasterGone,
+}
+
+const INTAKE_TOKEN_BASE: u64 = 0;
+const FIRST_CONN_TOKEN: u64 = 1 << 32;
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct Worker {
+    service: Service,
+    intake: Intake,
+    limits: Limits,
+    epoll: Epoll,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    active: usize,
+    use_count: u32,
+    retiring: bool,
+    /// The master acknowledged our retirement by closing the control channel.
+    intake_closed: bool,
+    idle_since: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+impl Worker {
+    pub fn new(service: Service, intake: Intake, limits: Limits) -> std::io::Result<Worker> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        match &intake {
+            Intake::Master(fd) => epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, INTAKE_TOKEN_BASE))?,
+            Intake::Listen(listeners) => {
+                for (i, l) in listeners.iter().enumerate() {
+                    l.set_nonblocking(true)?;
+                    epoll.add(l, EpollEvent::new(EpollFlags::EPOLLIN, INTAKE_TOKEN_BASE + i as u64))?;
+                }
+            }
+        }
+        Ok(Worker {
+            service,
+            intake,
+            limits,
+            epoll,
+            conns: Vec::new(),
+            free: Vec::new(),
+            active: 0,
+            use_count: 0,
+            retiring: false,
+            intake_closed: false,
+            idle_since: Some(Instant::now()),
+            scratch: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Serve until the process should exit.
+    pub fn run(&mut self) -> Exit {
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut last_sweep = Instant::now();
+        loop {
+            let n = match self.epoll.wait(&mut events, TICK.as_millis() as u16) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => {
+                    log::error!("epoll_wait: {e}");
+                    0
+                }
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                if token >= FIRST_CONN_TOKEN {
+                    self.conn_event((token - FIRST_CONN_TOKEN) as usize, ev.events());
+                } else if let Some(exit) = self.intake_event(token as usize) {
+                    return exit;
+                }
+            }
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= TICK {
+                last_sweep = now;
+                self.sweep(now);
+            }
+            if let Some(exit) = self.lifetime_check(now) {
+                return exit;
+            }
+        }
+    }
+
+    fn intake_event(&mut self, index: usize) -> Option<Exit> {
+        match self.intake {
+            Intake::Master(_) => self.control_event(),
+            Intake::Listen(_) => {
+                self.accept(index);
+                None
+            }
+        }
+    }
+
+    /// Drain the control channel from our master.
+    fn control_event(&mut self) -> Option<Exit> {
+        loop {
+            let Intake::Master(fd) = &self.intake else { return None };
+            match sys::recv_msg(fd) {
+                Ok(Received::Message(control::CONNECTION, Some(fd))) => self.add_conn(UnixStream::from(fd)),
+                Ok(Received::Message(cmd, _)) => log::warn!("unexpected control message {cmd:?} from master"),
+                Ok(Received::Empty) => return None,
+                Ok(Received::Eof) | Err(_) => {
+                    if !self.retiring {
+                        return Some(Exit::MasterGone);
+                    }
+                    let _ = self.epoll.delete(fd);
+                    self.intake_closed = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        self.service.before_accept();
+        let Intake::Listen(listeners) = &self.intake else { return };
+        let Some(listener) = listeners.get(index) else { return };
+        match listener.accept() {
+            Ok((stream, _)) => self.add_conn(stream),
+            Err(e) if is_transient_accept_error(&e) => {}
+            Err(e) => log::error!("accept connection: {e}"),
+        }
+    }
+
+    fn add_conn(&mut self, stream: UnixStream) {
+        if let Intake::Master(_) = self.intake {
+            self.service.before_accept();
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return self.connection_ended();
+        }
+        let now = Instant::now();
+        let mut conn = Conn::new(stream, now);
+        conn.outbuf.extend_from_slice(ANNOUNCEMENT);
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let token = FIRST_CONN_TOKEN + slot as u64;
+        if self.epoll.add(conn.stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)).is_err() {
+            self.free.push(slot);
+            return self.connection_ended();
+        }
+        self.conns[slot] = Some(conn);
+        self.active += 1;
+        self.idle_since = None;
+        self.write_reply(slot, now);
+    }
+
+    fn conn_event(&mut self, slot: usize, events: EpollFlags) {
+        let now = Instant::now();
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if conn.has_output() {
+            // Replies go out before more input is read: one request at a time.
+            if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+                self.write_reply(slot, now);
+            }
+            return;
+        }
+        let status = match conn.read_some(&mut self.scratch) {
+            Ok(s) => s,
+            Err(_) => return self.close(slot),
+        };
+        match status {
+            ReadStatus::WouldBlock => {}
+            ReadStatus::Eof => {
+                if let Some(inc) = conn.incomplete.filter(|_| !conn.inbuf.is_empty()) {
+                    let svc = self.service.name();
+                    if inc.partial {
+                        log::warn!("unexpected end-of-input from {svc} socket while reading {}", inc.context.as_str());
+                    } else {
+                        log::warn!("premature end-of-input on {svc} socket while reading {}", inc.context.as_str());
+                    }
+                }
+                self.close(slot)
+            }
+            ReadStatus::Data => {
+                conn.last_active = now;
+                match protocol::parse(&conn.inbuf) {
+                    Parse::NeedMore(inc) => {
+                        conn.incomplete = Some(inc);
+                        conn.request_started.get_or_insert(now);
+                        if conn.inbuf.len() > self.limits.max_request {
+                            log::warn!(
+                                "request from {} socket exceeds {} bytes -- closing connection",
+                                self.service.name(),
+                                self.limits.max_request
+                            );
+                            self.close(slot);
+                        }
+                    }
+                    Parse::Done { outcome, .. } => {
+                        self.service.handle(&outcome, &mut conn.session, &mut conn.outbuf);
+                        // Like Postfix, input received beyond this request is
+                        // discarded when the reply is sent: clients never pipeline.
+                        conn.inbuf.clear();
+                        conn.incomplete = None;
+                        conn.request_started = None;
+                        self.write_reply(slot, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send pending output; wait for writability if the socket is full.
+    fn write_reply(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if !conn.has_output() {
+            return;
+        }
+        let was_waiting = conn.write_started.is_some();
+        match conn.flush() {
+            Ok(true) => {
+                conn.write_started = None;
+                if was_waiting {
+                    let token = FIRST_CONN_TOKEN + slot as u64;
+                    let mut ev = EpollEvent::new(EpollFlags::EPOLLIN, token);
+                    let _ = self.epoll.modify(conn.stream.as_fd(), &mut ev);
+                }
+            }
+            Ok(false) => {
+                if !was_waiting {
+                    conn.write_started = Some(now);
+                    let token = FIRST_CONN_TOKEN + slot as u64;
+                    let mut ev = EpollEvent::new(EpollFlags::EPOLLOUT, token);
+                    let _ = self.epoll.modify(conn.stream.as_fd(), &mut ev);
+                }
+            }
+            Err(_) => self.close(slot),
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
+            let _ = self.epoll.delete(conn.stream.as_fd());
+            self.free.push(slot);
+            self.active -= 1;
+            self.connection_ended();
+        }
+    }
+
+    /// Bookkeeping for a client that went away (or never got served).
+    fn connection_ended(&mut self) {
+        self.use_count = self.use_count.saturating_add(1);
+        if let Intake::Master(fd) = &self.intake {
+            if !self.intake_closed {
+                let _ = sys::send_msg(fd, control::DONE, None);
+            }
+        }
+        if self.active == 0 {
+            self.idle_since = Some(Instant::now());
+        }
+        if self.limits.max_use > 0 && self.use_count >= self.limits.max_use {
+            self.retire();
+        }
+    }
+
+    fn retire(&mut self) {
+        if self.retiring {
+            return;
+        }
+        self.retiring = true;
+        if let Intake::Master(fd) = &self.intake {
+            let _ = sys::send_msg(fd, control::RETIRING, None);
+        }
+    }
+
+    /// Timeouts: requests that stall, replies nobody reads, idle connections.
+    fn sweep(&mut self, now: Instant) {
+        let svc = self.service.name().to_owned();
+        let mut expired = Vec::new();
+        for (slot, conn) in self.conns.iter().enumerate() {
+            let Some(conn) = conn else { continue };
+            if let (Some(t), Some(inc)) = (conn.request_started, conn.incomplete) {
+                if now.duration_since(t) > self.limits.request_timeout {
+                    log::warn!("timeout on {svc} socket while reading {}", inc.context.as_str());
+                    expired.push(slot);
+                    continue;
+                }
+            }
+            if let Some(t) = conn.write_started {
+                if now.duration_since(t) > self.limits.request_timeout {
+                    log::warn!("timeout on {svc} socket while writing reply");
+                    expired.push(slot);
+                    continue;
+                }
+            }
+            if now.duration_since(conn.last_active) > self.limits.ipc_timeout {
+                log::debug!("closing connection idle for {:?}", self.limits.ipc_timeout);
+                expired.push(slot);
+            }
+        }
+        for slot in expired {
+            self.close(slot);
+        }
+    }
+
+    fn lifetime_check(&mut self, now: Instant) -> Option<Exit> {
+        if self.active == 0 {
+            if let Some(since) = self.idle_since {
+                if !self.limits.max_idle.is_zero() && now.duration_since(since) >= self.limits.max_idle {
+                    log::debug!("idle timeout -- exiting");
+                    self.retire();
+                }
+            }
+        }
+        if self.retiring && self.active == 0 {
+            match self.intake {
+                // Wait for the master's acknowledgement, so that no connection
+                // is handed to us after we decided to leave.
+                Intake::Master(_) if !self.intake_closed => None,
+                _ => Some(Exit::Retired),
+            }
+        } else {
+            None
+        }
+    }
+}
+
+/// Errors that mean "another process took it, or the client gave up": try later.
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    use nix::errno::Errno::*;
+    let Some(code) = e.raw_os_error() else { return false };
+    matches!(
+        nix::errno::Errno::from_raw(code),
+        EAGAIN | ECONNREFUSED | ECONNRESET | EHOSTDOWN | EHOSTUNREACH | EINTR | ENETDOWN | ENETUNREACH
+            | ENOTCONN | ENOBUFS | ECONNABORTED | EPROTO
+    )
+}
