@@ -1,0 +1,250 @@
+//! Helpers shared by the integration tests: temporary directories, raw
+//! protocol exchanges, and the standalone daemon as a child process.
+#![allow(dead_code)]
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("pm-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Encode name/value pairs as one attribute list.
+pub fn list(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in pairs {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out.push(0);
+    out
+}
+
+/// A raw connection: exact bytes in, exact bytes out.
+pub struct Raw {
+    pub stream: UnixStream,
+}
+
+impl Raw {
+    /// Connect and check the 28-byte announcement.
+    pub fn connect(path: &Path) -> Raw {
+        let stream = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut raw = Raw { stream };
+        let hello = raw.read_lists(1);
+        assert_eq!(hello, b"protocol\0proxymap_protocol\0\0");
+        raw
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Read exactly `n` complete attribute lists and return their bytes.
+    pub fn read_lists(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut done = 0;
+        let mut at_name_start = true;
+        while done < n {
+            let mut b = [0u8; 1];
+            match self.stream.read(&mut b) {
+                Ok(1) => {}
+                Ok(_) => panic!("EOF after {:?}", String::from_utf8_lossy(&out)),
+                Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&out)),
+            }
+            out.push(b[0]);
+            // a NUL at the start of a name ends the list; names and values alternate
+            if b[0] == 0 {
+                if at_name_start {
+                    done += 1;
+                    continue;
+                }
+                // end of a name: skip its value
+                loop {
+                    self.stream.read_exact(&mut b).expect("read value");
+                    out.push(b[0]);
+                    if b[0] == 0 {
+                        break;
+                    }
+                }
+                at_name_start = true;
+            } else {
+                at_name_start = false;
+            }
+        }
+        out
+    }
+
+    /// Send a request and return the reply bytes.
+    pub fn call(&mut self, pairs: &[(&str, &str)]) -> Vec<u8> {
+        self.send(&list(pairs));
+        self.read_lists(1)
+    }
+
+    /// True when nothing arrives within `wait` (the server stays silent).
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut b = [0u8; 1];
+        let r = self.stream.read(&mut b);
+        self.stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+    }
+
+    /// True when the server closes the connection within `wait`.
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut b = [0u8; 64];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+}
+
+pub fn lookup<'a>(table: &'a str, key: &'a str) -> [(&'a str, &'a str); 4] {
+    [("request", "lookup"), ("table", table), ("flags", "540737"), ("key", key)]
+}
+
+/// The reply bytes of a lookup answered with `value`.
+pub fn found(value: &str) -> Vec<u8> {
+    list(&[("status", "0"), ("value", value)])
+}
+
+/// The standalone daemon, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Start `proxymap standalone --config` with this TOML (its `@DIR@` replaced
+    /// by the test directory) and this main.cf, and wait for both sockets.
+    pub fn start(tag: &str, toml: &str, main_cf: &str) -> Daemon {
+        let dir = TempDir::new(tag);
+        let d = dir.path().display().to_string();
+        dir.write("main.cf", &main_cf.replace("@DIR@", &d));
+        let config = dir.write("proxymap.toml", &toml.replace("@DIR@", &d));
+        let child = Command::new(env!("CARGO_BIN_EXE_proxymap"))
+            .args(["standalone", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("daemon.log")).expect("log file")))
+            .spawn()
+            .expect("start proxymap");
+        let daemon = Daemon { child, dir, config };
+        daemon.wait_for_socket("proxymap");
+        daemon
+    }
+
+    pub fn socket(&self, service: &str) -> PathBuf {
+        self.dir.path().join("private").join(service)
+    }
+
+    pub fn wait_for_socket(&self, service: &str) {
+        let path = self.socket(service);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} never appeared; log:\n{}", path.display(), self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// PIDs of the master's worker processes.
+    pub fn workers(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signal the daemon");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Processes whose parent is `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Some(after) = stat.rsplit(") ").next() else { continue };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // fields[0] = state, fields[1] = ppid
+        if fields.get(1).and_then(|f| f.parse::<i32>().ok()) == Some(pid) && fields.first() != Some(&"Z") {
+            out.push(p);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Poll `cond` until it holds or `secs` pass.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}

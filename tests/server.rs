@@ -1,0 +1,210 @@
+//! The worker event loop in-process, over temporary UNIX sockets: exact reply
+//! bytes for the traces of spec section 2.6, malformed and hostile input, and
+//! per-connection sequence cursors.
+
+mod common;
+
+use common::*;
+use proxymap::config::allowlist::proxy_allowlist;
+use proxymap::config::Params;
+use proxymap::service::{Role, Service};
+use proxymap::worker::{Intake, Limits, Worker};
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Server {
+    _dir: TempDir,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+/// Start a worker thread for `role` with `main_cf` (`@DIR@` = a temp directory).
+fn serve(role: Role, main_cf: &str, files: &[(&str, &str)]) -> Server {
+    let dir = TempDir::new("server");
+    let d = dir.path().display().to_string();
+    for (name, text) in files {
+        dir.write(name, text);
+    }
+    let params = Params::from_text(&main_cf.replace("@DIR@", &d), "main.cf", &[]).expect("main.cf");
+    let params = Arc::new(params);
+    let allowlist = proxy_allowlist(&params, role == Role::Writer);
+    let socket = dir.path().join(role.service_name());
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let limits = Limits { max_use: 0, max_idle: Duration::ZERO, ..Limits::default() };
+    let service = Service::new(role, params, allowlist);
+    let mut worker = Worker::new(service, Intake::Listen(vec![listener]), limits).expect("worker");
+    std::thread::spawn(move || worker.run());
+    let dir_path = dir.path().to_path_buf();
+    Server { _dir: dir, socket, dir: dir_path }
+}
+
+const MAIN_CF: &str = "
+proxy_read_maps = proxy:texthash:@DIR@/test proxy:static:hello proxy:fail:down
+    proxy:texthash:@DIR@/missing proxy:inline:{a=1,b=2,c=3} proxy:environ:
+proxy_write_maps = proxy:environ: proxy:static:hello proxy:fail:down
+";
+const TEST_TABLE: &str = "foo bar\nkey2 Value Two\n";
+
+fn reader() -> Server {
+    serve(Role::Reader, MAIN_CF, &[("test", TEST_TABLE)])
+}
+
+fn status(s: &str) -> Vec<u8> {
+    list(&[("status", s)])
+}
+
+fn lookup_reply(s: &str, v: &str) -> Vec<u8> {
+    list(&[("status", s), ("value", v)])
+}
+
+#[test]
+fn traces_of_the_read_only_service() {
+    let s = reader();
+    let t = format!("texthash:{}/test", s.dir.display());
+    let mut c = Raw::connect(&s.socket);
+    // no folding without FOLD_FIX; folding with it
+    assert_eq!(c.call(&[("request", "lookup"), ("table", &t), ("flags", "0"), ("key", "Foo")]), lookup_reply("1", ""));
+    assert_eq!(c.call(&[("request", "lookup"), ("table", &t), ("flags", "16384"), ("key", "Foo")]), lookup_reply("0", "bar"));
+    // unapproved, no colon
+    assert_eq!(c.call(&lookup("hash:/etc/other", "k")), lookup_reply("4", ""));
+    assert_eq!(c.call(&lookup("nocolon", "k")), lookup_reply("3", ""));
+    // update/delete on proxymap
+    assert_eq!(c.call(&[("request", "update"), ("table", &t), ("flags", "0"), ("key", "k"), ("value", "v")]), status("4"));
+    assert_eq!(c.call(&[("request", "delete"), ("table", &t), ("flags", "0"), ("key", "k")]), status("4"));
+    // open: prefixes stripped, FIXED tables 16, PATTERN tables 32
+    let prefixed = format!("proxy:proxy:{t}");
+    assert_eq!(c.call(&[("request", "open"), ("table", &prefixed), ("flags", "0")]), list(&[("status", "0"), ("flags", "16")]));
+    assert_eq!(c.call(&[("request", "open"), ("table", "static:hello"), ("flags", "0")]), list(&[("status", "0"), ("flags", "16")]));
+    assert_eq!(c.call(&[("request", "open"), ("table", "fail:down"), ("flags", "0")]), list(&[("status", "0"), ("flags", "32")]));
+    assert_eq!(c.call(&[("request", "open"), ("table", "hash:/x"), ("flags", "0")]), list(&[("status", "4"), ("flags", "0")]));
+    // a table that cannot be opened: open OK with the surrogate's PATTERN flag, lookups RETRY
+    let missing = format!("texthash:{}/missing", s.dir.display());
+    assert_eq!(c.call(&[("request", "open"), ("table", &missing), ("flags", "0")]), list(&[("status", "0"), ("flags", "32")]));
+    assert_eq!(c.call(&lookup(&missing, "k")), lookup_reply("2", ""));
+    // fail: RETRY
+    assert_eq!(c.call(&lookup("fail:down", "k")), lookup_reply("2", ""));
+    // unknown request
+    assert_eq!(c.call(&[("request", "frob"), ("table", &t)]), status("3"));
+    // sequence function 2
+    assert_eq!(
+        c.call(&[("request", "sequence"), ("table", &t), ("flags", "0"), ("function", "2")]),
+        list(&[("status", "3"), ("key", ""), ("value", "")])
+    );
+    // the connection still works after all of that
+    assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}
+
+#[test]
+fn postfix_3_11_clients_get_3_11_replies() {
+    let s = reader();
+    let mut c = Raw::connect(&s.socket);
+    assert_eq!(
+        c.call(&[("request", "open"), ("table", "static:hello"), ("instance_flags", "0")]),
+        list(&[("status", "0"), ("flags", "16")])
+    );
+    assert_eq!(
+        c.call(&[("request", "lookup"), ("table", "static:hello"), ("instance_flags", "0"), ("flags", "64"), ("key", "x")]),
+        list(&[("status", "0"), ("flags", "80"), ("value", "hello")])
+    );
+    // and a 3.7 request on the same connection still gets the 3.7 shape
+    assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}
+
+#[test]
+fn malformed_input_replies_bad_or_nothing() {
+    let s = reader();
+    let mut c = Raw::connect(&s.socket);
+    // not starting with `request`: no reply
+    c.send(&list(&[("table", "static:hello")]));
+    assert!(c.silent_for(Duration::from_millis(300)));
+    // missing attribute: BAD in lookup shape
+    assert_eq!(c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "0")]), lookup_reply("3", ""));
+    // non-numeric flags
+    assert_eq!(c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "x"), ("key", "k")]), lookup_reply("3", ""));
+    // extra attribute at the end: served
+    assert_eq!(
+        c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "0"), ("key", "k"), ("x", "y")]),
+        lookup_reply("0", "hello")
+    );
+    assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}
+
+#[test]
+fn garbage_and_vanishing_clients_do_not_hurt_others() {
+    let s = reader();
+    let mut good = Raw::connect(&s.socket);
+    for i in 0..50u32 {
+        let mut bad = UnixStream::connect(&s.socket).expect("connect");
+        let junk: Vec<u8> = (0..(i * 37 % 500 + 1)).map(|j| (j * 7 + i) as u8).collect();
+        let _ = bad.write_all(&junk);
+        if i % 2 == 0 {
+            let _ = bad.write_all(b"request\0lookup\0table\0stat"); // half a request, then gone
+        }
+        drop(bad);
+        assert_eq!(good.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"), "after garbage {i}");
+    }
+}
+
+#[test]
+fn a_stalled_request_is_closed_after_the_deadline() {
+    let s = reader();
+    let mut c = Raw::connect(&s.socket);
+    c.send(b"request\0lookup\0table\0static:hel");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    let mut other = Raw::connect(&s.socket);
+    assert_eq!(other.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}
+
+#[test]
+fn a_request_split_over_time_within_the_deadline_is_served() {
+    let s = reader();
+    let mut c = Raw::connect(&s.socket);
+    let req = list(&lookup("static:hello", "x"));
+    c.send(&req[..10]);
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(&req[10..]);
+    assert_eq!(c.read_lists(1), lookup_reply("0", "hello"));
+}
+
+#[test]
+fn oversized_requests_are_refused() {
+    let s = reader();
+    let mut c = Raw::connect(&s.socket);
+    let huge = vec![b'a'; 2 << 20];
+    let mut req = b"request\0lookup\0table\0static:hello\0flags\x000\0key\0".to_vec();
+    req.extend_from_slice(&huge);
+    let _ = c.stream.write_all(&req);
+    assert!(c.closed_within(Duration::from_secs(5)));
+    let mut other = Raw::connect(&s.socket);
+    assert_eq!(other.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}
+
+#[test]
+fn large_values_and_keys_within_limits_work() {
+    let s = serve(Role::Writer, MAIN_CF, &[]);
+    let mut c = Raw::connect(&s.socket);
+    let big = "v".repeat(200_000);
+    assert_eq!(
+        c.call(&[("request", "update"), ("table", "environ:"), ("flags", "0"), ("key", "PM_BIG"), ("value", &big)]),
+        status("0")
+    );
+    assert_eq!(c.call(&lookup("environ:", "PM_BIG")), lookup_reply("0", &big));
+}
+
+#[test]
+fn writer_traces_and_unsupported_operations() {
+    let s = serve(Role::Writer, MAIN_CF, &[]);
+    let mut c = Raw::connect(&s.socket);
+    // read-only table names in proxy_read_maps only are denied to the writer
+    let t = format!("texthash:{}/test", s.dir.display());
+    assert_eq!(c.call(&[("request", "open"), ("table", &t), ("flags", "0")]), list(&[("status", "4"), ("flags", "0")]));
+    // fail: RETRY for update and delete
+    assert_eq!(c.call(&[("request", "update"), ("table", "fail:down"), ("flags", "0"), ("key", "k"), ("value", "v")]), status("2"));
+    assert_eq!(c.call(&[("request", "delete"), ("table", "fail:down"), ("flags", "0"), ("key", "k")]), status("2"));
+    // update on static: Postfix 3.7 exits; we answer CONFIG and keep serving
+    assert_eq!(c.call(&[("request", "update"), ("table", "static:hello"), ("flags", "0"), ("key", "k"), ("value", "v")]), status("5"));
+    assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}

@@ -1,0 +1,182 @@
+//! The real binary in standalone mode: lookups on both sockets, worker
+//! respawn after kill -9, max_use, SIGHUP reload, SIGTERM shutdown, many idle
+//! connections.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use proxymap::client::{attr, Client};
+use std::time::Duration;
+
+const TOML: &str = r#"
+config_directory = "@DIR@"
+socket_directory = "@DIR@/private"
+max_use = 1000
+max_idle = 100
+[proxymap]
+workers = 2
+[proxywrite]
+workers = 1
+"#;
+
+const MAIN_CF: &str = "
+demo = @DIR@
+virtual_alias_maps = proxy:texthash:$demo/virtual
+proxy_read_maps = $virtual_alias_maps proxy:static:hello proxy:environ:
+proxy_write_maps = proxy:environ:
+";
+
+const VIRTUAL: &str = "alice@example.com alice-value\nbob@example.com bob-value\n";
+
+fn start(tag: &str, toml: &str) -> Daemon {
+    let d = Daemon::start(tag, toml, MAIN_CF);
+    d.dir.write("virtual", VIRTUAL);
+    d.wait_for_socket("proxywrite");
+    d
+}
+
+fn texthash(d: &Daemon) -> String {
+    format!("texthash:{}/virtual", d.dir.path().display())
+}
+
+fn lookup_value(d: &Daemon, table: &str, key: &str) -> Option<String> {
+    let mut c = Client::connect(&d.socket("proxymap")).ok()?;
+    let reply = c.call(&[("request", b"lookup"), ("table", table.as_bytes()), ("flags", b"540737"), ("key", key.as_bytes())]).ok()?;
+    if attr(&reply, "status") != Some(b"0") {
+        return None;
+    }
+    attr(&reply, "value").map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[test]
+fn serves_lookups_on_both_sockets() {
+    let d = start("both", TOML);
+    let t = texthash(&d);
+    let mut r = Raw::connect(&d.socket("proxymap"));
+    assert_eq!(r.call(&lookup(&t, "alice@example.com")), found("alice-value"));
+    assert_eq!(r.call(&lookup(&t, "nobody@example.com")), list(&[("status", "1"), ("value", "")]));
+    assert_eq!(r.call(&lookup("static:hello", "x")), found("hello"));
+
+    let mut w = Raw::connect(&d.socket("proxywrite"));
+    let update = [("request", "update"), ("table", "environ:"), ("flags", "0"), ("key", "PM_TEST_VAR"), ("value", "v1")];
+    assert_eq!(w.call(&update), list(&[("status", "0")]));
+    assert_eq!(w.call(&lookup("environ:", "PM_TEST_VAR")), found("v1"));
+    // the read-only service refuses updates
+    assert_eq!(r.call(&update), list(&[("status", "4")]));
+    assert!(d.log().contains("warning: refusing environ: update request on non-proxywrite service"), "{}", d.log());
+}
+
+#[test]
+fn killed_worker_is_replaced_and_service_continues() {
+    let d = start("respawn", TOML);
+    let t = texthash(&d);
+    assert!(wait_until(5, || d.workers().len() == 3), "workers: {:?}", d.workers());
+    let before = d.workers();
+    let victim = before[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill worker");
+    assert!(
+        wait_until(5, || {
+            let now = d.workers();
+            now.len() == 3 && !now.contains(&victim)
+        }),
+        "worker not replaced: {:?}",
+        d.workers()
+    );
+    // After the respawn every request succeeds.
+    for i in 0..200 {
+        assert_eq!(lookup_value(&d, &t, "bob@example.com").as_deref(), Some("bob-value"), "request {i}");
+    }
+    assert!(d.log().contains(&format!("pid {victim} killed by signal 9")), "{}", d.log());
+}
+
+#[test]
+fn max_use_retires_workers() {
+    let toml = TOML.replace("max_use = 1000", "max_use = 2").replace("workers = 2", "workers = 1");
+    let d = start("maxuse", &toml);
+    let t = texthash(&d);
+    assert!(wait_until(5, || d.workers().len() == 2));
+    let first = d.workers();
+    for _ in 0..6 {
+        assert_eq!(lookup_value(&d, &t, "alice@example.com").as_deref(), Some("alice-value"));
+    }
+    // 6 clients at max_use 2 per worker: the original reader is gone.
+    assert!(
+        wait_until(5, || {
+            let now = d.workers();
+            now.len() == 2 && now.iter().filter(|p| first.contains(p)).count() == 1
+        }),
+        "before {first:?} after {:?}",
+        d.workers()
+    );
+}
+
+#[test]
+fn sighup_rereads_configuration_and_replaces_workers() {
+    let d = start("hup", TOML);
+    assert_eq!(lookup_value(&d, "static:newtable", "x"), None);
+    let before = d.workers();
+    d.dir.write(
+        "main.cf",
+        &MAIN_CF.replace("@DIR@", &d.dir.path().display().to_string()).replace(
+            "proxy:static:hello",
+            "proxy:static:hello proxy:static:newtable",
+        ),
+    );
+    d.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(5, || {
+            let now = d.workers();
+            now.len() == 3 && now.iter().all(|p| !before.contains(p))
+        }),
+        "workers not replaced: {before:?} -> {:?}",
+        d.workers()
+    );
+    assert_eq!(lookup_value(&d, "static:newtable", "x").as_deref(), Some("newtable"));
+    // connections keep being accepted during and after the reload
+    for _ in 0..50 {
+        assert_eq!(lookup_value(&d, "static:hello", "x").as_deref(), Some("hello"));
+    }
+}
+
+#[test]
+fn sigterm_stops_everything_and_removes_sockets() {
+    let mut d = start("term", TOML);
+    assert!(wait_until(5, || d.workers().len() == 3));
+    let workers = d.workers();
+    d.signal(Signal::SIGTERM);
+    assert!(wait_until(10, || matches!(d.child.try_wait(), Ok(Some(_)))), "master did not exit");
+    for w in workers {
+        assert!(!std::path::Path::new(&format!("/proc/{w}")).exists() || is_zombie_or_gone(w), "worker {w} survived");
+    }
+    assert!(!d.socket("proxymap").exists());
+    assert!(!d.socket("proxywrite").exists());
+}
+
+fn is_zombie_or_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn many_idle_connections_do_not_block_service() {
+    let toml = TOML.replace("workers = 2", "workers = 1");
+    let d = start("idle", &toml);
+    let t = texthash(&d);
+    let mut idle = Vec::new();
+    for _ in 0..10_000 {
+        match std::os::unix::net::UnixStream::connect(d.socket("proxymap")) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connection {} refused: {e}", idle.len()),
+        }
+    }
+    // One worker now holds every idle connection and still answers at once.
+    let start = std::time::Instant::now();
+    assert_eq!(lookup_value(&d, &t, "alice@example.com").as_deref(), Some("alice-value"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(idle);
+    assert_eq!(lookup_value(&d, &t, "bob@example.com").as_deref(), Some("bob-value"));
+}
