@@ -10,6 +10,7 @@ pub mod config;
 pub mod dict;
 pub mod logging;
 pub mod master;
+pub mod postfix_child;
 pub mod protocol;
 pub mod service;
 pub mod sys;

@@ -14,6 +14,8 @@ use syslog::{Facility, Formatter3164, LoggerBackend};
 pub enum Destination {
     Stderr,
     Syslog,
+    /// Syslog, and a copy on stderr (Postfix's `-V`).
+    SyslogAndStderr,
 }
 
 struct Sink {
@@ -32,7 +34,7 @@ static LOGGER: PostfixLogger = PostfixLogger { sink: Mutex::new(None) };
 /// syslog lines is the child's, and after the configuration changed the tag.
 pub fn init(tag: &str, destination: Destination, verbose: bool) {
     let syslog = match destination {
-        Destination::Syslog => syslog::unix(Formatter3164 {
+        Destination::Syslog | Destination::SyslogAndStderr => syslog::unix(Formatter3164 {
             facility: Facility::LOG_MAIL,
             hostname: None,
             process: tag.to_owned(),
@@ -88,7 +90,7 @@ impl Log for PostfixLogger {
             let _ = writeln!(std::io::stderr(), "{text}");
             return;
         };
-        if sink.destination == Destination::Syslog {
+        if sink.destination != Destination::Stderr {
             if let Some(s) = sink.syslog.as_mut() {
                 let sent = match record.level() {
                     Level::Error if record.target() == "fatal" => s.crit(&text),
@@ -97,7 +99,7 @@ impl Log for PostfixLogger {
                     Level::Info => s.info(&text),
                     _ => s.debug(&text),
                 };
-                if sent.is_ok() {
+                if sent.is_ok() && sink.destination == Destination::Syslog {
                     return;
                 }
             }

@@ -3,6 +3,7 @@
 
 use proxymap::client::{attr, Client};
 use proxymap::master::{self, Source};
+use proxymap::postfix_child;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,7 +15,9 @@ usage:
   proxymap client [-s SOCKET] [-f FLAGS] open|lookup|update|delete|sequence TABLE [KEY [VALUE]]
       Send one request (sequence: walk the whole table) and print the result.
       Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete).
-  proxymap --version";
+  proxymap --version
+  proxymap -t unix [-u] [-n proxywrite] [-o name=value] ...
+      As started by Postfix's master(8) from master.cf (see docs/postfix.md).
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +31,11 @@ fn main() -> ExitCode {
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
+        }
+        // Anything else that starts with an option: started by Postfix's master(8).
+        Some(a) if a.starts_with('-') => {
+            let argv0 = std::env::args().next().unwrap_or_else(|| "proxymap".into());
+            postfix_child::run(&argv0, &args)
         }
         _ => {
             eprintln!("{USAGE}");

@@ -34,6 +34,18 @@ impl Params {
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.raw.get(name).map(String::as_str)
     }
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.raw.insert(name.into(), value.into());
+    }
+    pub fn get_int(&self, name: &str) -> Result<i64, ConfigError> {
+        self.get(name).parse().map_err(|_| ConfigError::Invalid(name.into()))
+    }
+    pub fn get_time(&self, name: &str) -> Result<u64, ConfigError> {
+        self.get(name).trim_end_matches('s').parse().map_err(|_| ConfigError::Invalid(name.into()))
+    }
+    pub fn get_bool(&self, name: &str) -> Result<bool, ConfigError> {
+        Ok(self.get(name) == "yes")
+    }
     pub fn get(&self, name: &str) -> String {
         self.raw(name).unwrap_or("").to_string()
     }

@@ -93,3 +93,64 @@ pub fn raise_nofile_limit() {
         }
     }
 }
+
+/// Take ownership of a descriptor inherited from our parent (Postfix's
+/// master(8) passes the status channel as 5 and listeners from 6 on).
+/// Fails unless `fd` is open.
+pub fn inherited_fd(fd: RawFd) -> nix::Result<OwnedFd> {
+    nix::fcntl::fcntl(borrowed(fd)?, nix::fcntl::FcntlArg::F_GETFD)?;
+    // SAFETY: `fd` is open (checked above) and, being inherited across exec,
+    // is owned by no other object in this process.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(&owned)?;
+    Ok(owned)
+}
+
+/// An inherited listening socket; fails unless `fd` is a socket.
+pub fn inherited_listener(fd: RawFd) -> nix::Result<std::os::unix::net::UnixListener> {
+    let stat = nix::sys::stat::fstat(borrowed(fd)?)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(nix::errno::Errno::ENOTSOCK);
+    }
+    Ok(std::os::unix::net::UnixListener::from(inherited_fd(fd)?))
+}
+
+fn borrowed(fd: RawFd) -> nix::Result<std::os::fd::BorrowedFd<'static>> {
+    if fd < 0 {
+        return Err(nix::errno::Errno::EBADF);
+    }
+    // SAFETY: only used for the fcntl/fstat probes above, which the kernel
+    // answers with EBADF if `fd` is not open; the borrow does not outlive them.
+    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
+fn set_cloexec(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
+}
+
+/// Postfix's chroot_uid(): switch group, supplementary groups, optionally
+/// chroot, then user. Errors carry Postfix's texts.
+pub fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>) -> Result<(), String> {
+    use nix::unistd::{chdir, chroot, initgroups, setgid, setuid, User};
+    let account = match user {
+        Some(name) => match User::from_name(name) {
+            Ok(Some(u)) => Some(u),
+            _ => return Err(format!("unknown user: {name}")),
+        },
+        None => None,
+    };
+    if let Some(u) = &account {
+        setgid(u.gid).map_err(|e| format!("setgid({}): {}", u.gid, e.desc()))?;
+        let cname = std::ffi::CString::new(u.name.as_str()).map_err(|_| format!("unknown user: {}", u.name))?;
+        initgroups(&cname, u.gid).map_err(|e| format!("initgroups: {}", e.desc()))?;
+    }
+    if let Some(dir) = jail {
+        chroot(dir).map_err(|e| format!("chroot({}): {}", dir.display(), e.desc()))?;
+        chdir("/").map_err(|e| format!("chdir(/): {}", e.desc()))?;
+    }
+    if let Some(u) = &account {
+        setuid(u.uid).map_err(|e| format!("setuid({}): {}", u.uid, e.desc()))?;
+    }
+    Ok(())
+}

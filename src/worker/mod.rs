@@ -6,11 +6,13 @@
 //! used under Postfix's master(8) and by in-process tests).
 
 pub mod conn;
+pub mod master_status;
 
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::Service;
 use crate::sys::{self, Received};
 use conn::{Conn, ReadStatus};
+use master_status::MasterStatus;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -71,6 +73,7 @@ pub enum Exit {
 }
 
 const INTAKE_TOKEN_BASE: u64 = 0;
+const STATUS_TOKEN: u64 = (1 << 32) - 1;
 const FIRST_CONN_TOKEN: u64 = 1 << 32;
 const TICK: Duration = Duration::from_millis(250);
 
@@ -88,6 +91,9 @@ pub struct Worker {
     intake_closed: bool,
     idle_since: Option<Instant>,
     scratch: Vec<u8>,
+    /// Under Postfix's master(8): the status channel (fd 5).
+    status: Option<MasterStatus>,
+    master_gone: bool,
 }
 
 impl Worker {
@@ -115,7 +121,17 @@ impl Worker {
             intake_closed: false,
             idle_since: Some(Instant::now()),
             scratch: vec![0; 64 * 1024],
+            status: None,
+            master_gone: false,
         })
+    }
+
+    /// Report to Postfix's master(8) on this status channel, and exit when it
+    /// becomes readable (EOF: master reloads or is gone).
+    pub fn with_master_status(mut self, status: MasterStatus) -> std::io::Result<Worker> {
+        self.epoll.add(status.fd(), EpollEvent::new(EpollFlags::EPOLLIN, STATUS_TOKEN))?;
+        self.status = Some(status);
+        Ok(self)
     }
 
     /// Serve until the process should exit.
@@ -131,8 +147,15 @@ impl Worker {
                     0
                 }
             };
+            if self.master_gone {
+                return Exit::MasterGone;
+            }
             for ev in &events[..n] {
                 let token = ev.data();
+                if token == STATUS_TOKEN {
+                    log::debug!("master disconnect -- exiting");
+                    return Exit::MasterGone;
+                }
                 if token >= FIRST_CONN_TOKEN {
                     self.conn_event((token - FIRST_CONN_TOKEN) as usize, ev.events());
                 } else if let Some(exit) = self.intake_event(token as usize) {
@@ -269,6 +292,9 @@ impl Worker {
                         conn.incomplete = None;
                         conn.request_started = None;
                         self.write_reply(slot, now);
+                        if let Some(status) = &mut self.status {
+                            self.master_gone |= status.served().is_err();
+                        }
                     }
                 }
             }
