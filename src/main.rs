@@ -17,7 +17,7 @@ usage:
       Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete).
   proxymap --version
   proxymap -t unix [-u] [-n proxywrite] [-o name=value] ...
-      As started by Postfix's master(8) from master.cf (see docs/postfix.md).
+      As started by Postfix's master(8) from master.cf (see docs/postfix.md).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
