@@ -152,11 +152,7 @@ pub fn split_key_value(line: &[u8]) -> Result<(&[u8], &[u8]), SplitError> {
     while i < line.len() {
         match line[i] {
             b'\\' => i += 1,
-            b if is_space(b) => {
-                if !in_quotes {
-                    break;
-                }
-            }
+            b if is_space(b) && !in_quotes => break,
             b'"' => in_quotes = !in_quotes,
             _ => {}
         }
@@ -256,11 +252,7 @@ pub fn split_qnameval(s: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
     while i < s.len() {
         match s[i] {
             b'\\' => i += 1,
-            b if is_space(b) || b == b'=' => {
-                if !in_quotes {
-                    break;
-                }
-            }
+            b if (is_space(b) || b == b'=') && !in_quotes => break,
             b'"' => in_quotes = !in_quotes,
             _ => {}
         }

@@ -307,6 +307,10 @@ mod tests {
         let missing = format!("{}.missing", f.name());
         let err = open_with(&missing, Mode::ReadOnly, 0).err().unwrap();
         assert_eq!(err.reason, format!("open database {missing}: No such file or directory"));
+        // Postfix exits with this text; we fail the open with it.
+        let dir = std::env::temp_dir();
+        let err = open_with(dir.to_str().unwrap(), Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("read {}: Is a directory", dir.display()));
     }
 
     #[test]
