@@ -1,5 +1,371 @@
-//! STUB: being written.
-use super::{Dict, OpenError, OpenRequest};
+//! `texthash:/path`: a postmap-format text file read into memory at open
+//! (Postfix dict_thash.c on top of the in-memory dict_ht).
+//!
+//! Read-only: opening it for proxywrite gives Postfix's `requires O_RDONLY`
+//! surrogate. Keys are folded at load only when the open flags have FOLD_FIX,
+//! and at lookup when the request flags have it. Duplicates follow the open
+//! flags; with no duplicate flag the whole table fails to open. Sequence is
+//! supported (Postfix inherits it from dict_ht). Postfix's texthash does not
+//! take part in table change detection (it records no file status), so
+//! `changed()` stays false.
+
+use super::postmap_text::{self, LogicalLines, SplitError};
+use super::{Cursor, Dict, DictResult, OpenError, OpenRequest};
+use crate::protocol::flags::{DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, SRC_RHS_IS_FILE, UTF8_ACTIVE};
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An immutable-after-load key → value table in insertion order, so that
+/// sequence cursors are plain indexes into a stable list.
+#[derive(Default)]
+pub(crate) struct MemTable {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl MemTable {
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Postfix dict_ht update: replace the value, or append a new entry.
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push((key, value));
+            }
+        }
+    }
+
+    /// Lookup with optional ASCII folding of the key; uses `out` as the
+    /// folding buffer so that a lookup does not allocate.
+    pub(crate) fn lookup(&self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
+        let found = if fold && key.iter().any(u8::is_ascii_uppercase) {
+            out.clear();
+            out.extend_from_slice(key);
+            out.make_ascii_lowercase();
+            self.index.get(out.as_slice())
+        } else {
+            self.index.get(key)
+        };
+        out.clear();
+        match found {
+            Some(&i) => {
+                out.extend_from_slice(&self.entries[i].1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// dict_ht sequence with a per-connection cursor: FIRST restarts, NEXT
+    /// without a FIRST (or after the end) reports the end, as htable does.
+    pub(crate) fn sequence(&self, cursor: &mut Option<Cursor>, first: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+        if first {
+            *cursor = Some(Box::new(0usize));
+        }
+        let pos = cursor.as_mut()?.downcast_mut::<usize>()?;
+        let entry = self.entries.get(*pos)?;
+        *pos += 1;
+        Some(entry.clone())
+    }
+}
+
+pub struct TextHash {
+    flags: u32,
+    table: MemTable,
+}
+
+impl Dict for TextHash {
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        Ok(self.table.lookup(key, flags & FOLD_FIX != 0, out))
+    }
+
+    fn sequence(
+        &mut self,
+        cursor: &mut Option<Cursor>,
+        first: bool,
+        _flags: u32,
+    ) -> DictResult<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.table.sequence(cursor, first))
+    }
+}
+
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
-    Err(OpenError::new(format!("{}: not yet implemented", req.full_name())))
+    req.require_read_only()?;
+    let path = req.name;
+    loop {
+        // Postfix re-reads a file modified within about a second of the read,
+        // in case it was being written meanwhile.
+        let before = unix_now();
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| OpenError::new(format!("open database {path}: {}", postmap_text::io_error_text(&e))))?;
+        let mut data = Vec::new();
+        // Postfix exits (fatal) on read/fstat errors; we fail the open instead.
+        file.read_to_end(&mut data)
+            .map_err(|e| OpenError::new(format!("read {path}: {}", postmap_text::io_error_text(&e))))?;
+        let table = parse(&data, path, req.flags)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| OpenError::new(format!("fstat {path}: {}", postmap_text::io_error_text(&e))))?;
+        let after = unix_now();
+        let mtime = std::os::unix::fs::MetadataExt::mtime(&meta);
+        if mtime < before - 1 || mtime > after {
+            return Ok(Box::new(TextHash { flags: req.flags | FIXED, table }));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Load the file contents; `flags` are the open flags.
+fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
+    let mut table = MemTable::default();
+    let fold = flags & FOLD_FIX != 0;
+    for line in LogicalLines::new(data, path) {
+        let n = line.line_no;
+        let shown = || String::from_utf8_lossy(postmap_text::until_nul(&line.text)).into_owned();
+        if flags & UTF8_ACTIVE != 0 && std::str::from_utf8(postmap_text::until_nul(&line.text)).is_err() {
+            log::warn!("{path}, line {n}: non-UTF-8 input \"{}\" -- ignoring this line", shown());
+            continue;
+        }
+        let (key, value) = match postmap_text::split_key_value(&line.text) {
+            Ok(kv) => kv,
+            Err(SplitError::UnbalancedQuote) => {
+                log::warn!("{path}, line {n}: unbalanced '\"' in '{}' -- ignoring this line", shown());
+                continue;
+            }
+            Err(SplitError::ExpectedFormat) => {
+                log::warn!("{path}, line {n}: expected format: key whitespace value -- ignoring this line");
+                continue;
+            }
+        };
+        if key.last() == Some(&b':') {
+            log::warn!("{path}, line {n}: record is in \"key: value\" format; is this an alias file?");
+        }
+        let value = if flags & SRC_RHS_IS_FILE != 0 {
+            match postmap_text::file_to_base64(value) {
+                Ok(v) => v,
+                Err(err) => {
+                    log::warn!("{path}, line {n}: {err}: skipping this entry");
+                    continue;
+                }
+            }
+        } else {
+            value.to_vec()
+        };
+        let stored_key = super::fold_key(key, fold).into_owned();
+        if table.contains(&stored_key) {
+            if flags & DUP_IGNORE != 0 {
+                // keep the first value
+            } else if flags & DUP_REPLACE != 0 {
+                table.put(stored_key, value);
+            } else if flags & DUP_WARN != 0 {
+                log::warn!("{path}, line {n}: duplicate entry: \"{}\"", String::from_utf8_lossy(key));
+            } else {
+                return Err(OpenError::new(format!(
+                    "{path}, line {n}: duplicate entry: \"{}\"",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        } else {
+            table.put(stored_key, value);
+        }
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Params;
+    use crate::dict::{DictError, Mode};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A temp file removed on drop; its mtime is set an hour back so that the
+    /// "file is hot" re-read does not slow the tests down.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(content: &[u8]) -> TempFile {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "proxymap-texthash-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::write(&path, content).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+            TempFile(path)
+        }
+        fn name(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
+        let params = Params::default();
+        open(&OpenRequest { type_name: "texthash", name, mode, flags, params: &params })
+    }
+
+    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
+        let mut out = b"garbage".to_vec();
+        match d.lookup(key.as_bytes(), flags, &mut out).unwrap() {
+            true => Some(String::from_utf8(out).unwrap()),
+            false => None,
+        }
+    }
+
+    const SAMPLE: &str = "# comment\n\
+        Alice  alice@example.com  \n\
+        bob\tbob@example.com,\n\
+        \t  bob2@example.com\n\
+        \n\
+        \"quoted key\" quoted value\n\
+        esc\\ aped   value 2\n\
+        lonely\n\
+        \"unbalanced x\n\
+        alias: target\n";
+
+    #[test]
+    fn hits_misses_continuations_and_bad_lines() {
+        let f = TempFile::new(SAMPLE.as_bytes());
+        let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        assert_eq!(d.flags(), FIXED);
+        assert_eq!(get(&mut d, "Alice", 0).as_deref(), Some("alice@example.com"));
+        assert_eq!(get(&mut d, "bob", 0).as_deref(), Some("bob@example.com,\t  bob2@example.com"));
+        assert_eq!(get(&mut d, "\"quoted key\"", 0).as_deref(), Some("quoted value"));
+        assert_eq!(get(&mut d, "quoted key", 0), None);
+        assert_eq!(get(&mut d, "esc\\ aped", 0).as_deref(), Some("value 2"));
+        // Bad lines are skipped; the alias-style key is kept with its colon.
+        assert_eq!(get(&mut d, "lonely", 0), None);
+        assert_eq!(get(&mut d, "\"unbalanced", 0), None);
+        assert_eq!(get(&mut d, "alias:", 0).as_deref(), Some("target"));
+        assert_eq!(get(&mut d, "nobody", 0), None);
+        assert!(!d.changed());
+    }
+
+    #[test]
+    fn folding_at_open_and_per_request() {
+        let f = TempFile::new(b"MiXed value1\nlower value2\n");
+        // Open without FOLD_FIX: stored as written.
+        let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        assert_eq!(get(&mut d, "MiXed", 0).as_deref(), Some("value1"));
+        assert_eq!(get(&mut d, "mixed", 0), None);
+        assert_eq!(get(&mut d, "MiXed", FOLD_FIX), None, "folded lookup cannot reach an unfolded key");
+        assert_eq!(get(&mut d, "LOWER", FOLD_FIX).as_deref(), Some("value2"));
+        assert_eq!(get(&mut d, "LOWER", 0), None);
+        // Open with FOLD_FIX: stored folded.
+        let mut d = open_with(f.name(), Mode::ReadOnly, FOLD_FIX).unwrap();
+        assert_eq!(d.flags(), FOLD_FIX | FIXED);
+        assert_eq!(get(&mut d, "MIXED", FOLD_FIX).as_deref(), Some("value1"));
+        assert_eq!(get(&mut d, "mixed", 0).as_deref(), Some("value1"));
+        assert_eq!(get(&mut d, "MiXed", 0), None);
+    }
+
+    #[test]
+    fn duplicates_per_policy() {
+        let f = TempFile::new(b"a first\nb other\na second\n");
+        let mut d = open_with(f.name(), Mode::ReadOnly, DUP_IGNORE).unwrap();
+        assert_eq!(get(&mut d, "a", 0).as_deref(), Some("first"));
+        let mut d = open_with(f.name(), Mode::ReadOnly, DUP_REPLACE).unwrap();
+        assert_eq!(get(&mut d, "a", 0).as_deref(), Some("second"));
+        let mut d = open_with(f.name(), Mode::ReadOnly, DUP_WARN).unwrap();
+        assert_eq!(get(&mut d, "a", 0).as_deref(), Some("first"));
+        let err = open_with(f.name(), Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("{}, line 3: duplicate entry: \"a\"", f.name()));
+        // Duplicates after folding count, and the message shows the key as written.
+        let g = TempFile::new(b"a 1\nA 2\n");
+        assert!(open_with(g.name(), Mode::ReadOnly, 0).is_ok());
+        let err = open_with(g.name(), Mode::ReadOnly, FOLD_FIX).err().unwrap();
+        assert_eq!(err.reason, format!("{}, line 2: duplicate entry: \"A\"", g.name()));
+    }
+
+    #[test]
+    fn open_errors() {
+        let f = TempFile::new(b"a b\n");
+        let err = open_with(f.name(), Mode::ReadWrite, 0).err().unwrap();
+        assert_eq!(err.reason, format!("texthash:{} map requires O_RDONLY access mode", f.name()));
+        let missing = format!("{}.missing", f.name());
+        let err = open_with(&missing, Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("open database {missing}: No such file or directory"));
+        // Postfix exits with this text; we fail the open with it.
+        let dir = std::env::temp_dir();
+        let err = open_with(dir.to_str().unwrap(), Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("read {}: Is a directory", dir.display()));
+    }
+
+    #[test]
+    fn sequence_over_snapshot() {
+        let f = TempFile::new(b"k1 v1\nk2 v2\nk3 v3\n");
+        let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        let mut c1 = None;
+        let mut c2 = None;
+        assert_eq!(d.sequence(&mut c1, false, 0).unwrap(), None, "NEXT without FIRST");
+        let mut seen = Vec::new();
+        let mut first = true;
+        while let Some((k, v)) = d.sequence(&mut c1, first, 0).unwrap() {
+            first = false;
+            seen.push((String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()));
+            // A second cursor is independent.
+            if seen.len() == 1 {
+                assert_eq!(d.sequence(&mut c2, true, 0).unwrap().unwrap().0, b"k1");
+            }
+        }
+        assert_eq!(seen, vec![("k1".into(), "v1".into()), ("k2".into(), "v2".into()), ("k3".into(), "v3".into())]);
+        assert_eq!(d.sequence(&mut c1, false, 0).unwrap(), None);
+        assert_eq!(d.sequence(&mut c2, false, 0).unwrap().unwrap().0, b"k2");
+        assert_eq!(d.update(b"k", b"v", 0), Err(DictError::Unsupported("update")));
+    }
+
+    #[test]
+    fn empty_file_and_utf8_check() {
+        let f = TempFile::new(b"# nothing\n");
+        let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        assert_eq!(d.sequence(&mut None, true, 0).unwrap(), None);
+        let g = TempFile::new(b"bad\xff value\ngood value\n");
+        let mut d = open_with(g.name(), Mode::ReadOnly, UTF8_ACTIVE).unwrap();
+        assert_eq!(get(&mut d, "good", 0).as_deref(), Some("value"));
+        let mut out = Vec::new();
+        assert!(!d.lookup(b"bad\xff", 0, &mut out).unwrap());
+        let mut d = open_with(g.name(), Mode::ReadOnly, 0).unwrap();
+        assert!(d.lookup(b"bad\xff", 0, &mut out).unwrap());
+    }
+
+    #[test]
+    fn values_are_files() {
+        let content = TempFile::new(b"foo");
+        let f = TempFile::new(format!("k {}\nbad /nonexistent/x\n", content.name()).as_bytes());
+        let mut d = open_with(f.name(), Mode::ReadOnly, SRC_RHS_IS_FILE).unwrap();
+        assert_eq!(get(&mut d, "k", 0).as_deref(), Some("Zm9v"));
+        assert_eq!(get(&mut d, "bad", 0), None);
+    }
+
+    #[test]
+    fn hot_file_is_reread_until_cool() {
+        let f = TempFile::new(b"a b\n");
+        std::fs::File::options().write(true).open(&f.0).unwrap().set_modified(SystemTime::now()).unwrap();
+        let start = std::time::Instant::now();
+        let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert_eq!(get(&mut d, "a", 0).as_deref(), Some("b"));
+    }
 }
