@@ -18,10 +18,19 @@ pub enum Destination {
     SyslogAndStderr,
 }
 
+/// Postfix's `maillog_file` route: datagrams to the postlogd(8) socket.
+#[derive(Clone, Debug)]
+pub struct Postlog {
+    pub socket: std::path::PathBuf,
+    /// `myhostname`; its first label goes into each record.
+    pub hostname: String,
+}
+
 struct Sink {
     tag: String,
     destination: Destination,
     syslog: Option<syslog::Logger<LoggerBackend, Formatter3164>>,
+    postlog: Option<(std::os::unix::net::UnixDatagram, Postlog)>,
 }
 
 struct PostfixLogger {
@@ -33,7 +42,18 @@ static LOGGER: PostfixLogger = PostfixLogger { sink: Mutex::new(None) };
 /// Install (or re-install) the logger. Call again after fork so the pid in
 /// syslog lines is the child's, and after the configuration changed the tag.
 pub fn init(tag: &str, destination: Destination, verbose: bool) {
+    init_with_postlog(tag, destination, None, verbose);
+}
+
+/// Like [`init`], with `maillog_file` logging through postlogd instead of syslog.
+pub fn init_with_postlog(tag: &str, destination: Destination, postlog: Option<Postlog>, verbose: bool) {
+    let postlog = postlog.and_then(|p| {
+        let sock = std::os::unix::net::UnixDatagram::unbound().ok()?;
+        sock.connect(&p.socket).ok()?;
+        Some((sock, p))
+    });
     let syslog = match destination {
+        _ if postlog.is_some() => None,
         Destination::Syslog | Destination::SyslogAndStderr => syslog::unix(Formatter3164 {
             facility: Facility::LOG_MAIL,
             hostname: None,
@@ -43,7 +63,7 @@ pub fn init(tag: &str, destination: Destination, verbose: bool) {
         .ok(),
         Destination::Stderr => None,
     };
-    let sink = Sink { tag: tag.to_owned(), destination, syslog };
+    let sink = Sink { tag: tag.to_owned(), destination, syslog, postlog };
     if let Ok(mut guard) = LOGGER.sink.lock() {
         *guard = Some(sink);
     }
@@ -90,7 +110,19 @@ impl Log for PostfixLogger {
             let _ = writeln!(std::io::stderr(), "{text}");
             return;
         };
-        if sink.destination != Destination::Stderr {
+        if let Some((sock, p)) = &sink.postlog {
+            let host = p.hostname.split('.').next().unwrap_or_default();
+            let record = format!(
+                "{} {host} {}[{}]: {text}",
+                crate::sys::syslog_timestamp(),
+                sink.tag,
+                std::process::id()
+            );
+            let _ = sock.send(record.as_bytes());
+            if sink.destination != Destination::SyslogAndStderr {
+                return;
+            }
+        } else if sink.destination != Destination::Stderr {
             if let Some(s) = sink.syslog.as_mut() {
                 let sent = match record.level() {
                     Level::Error if record.target() == "fatal" => s.crit(&text),

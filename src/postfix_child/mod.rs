@@ -45,7 +45,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     let tag = format!("{}/{process_name}", params.get("syslog_name"));
     let verbose = verbose_env || a.verbose > 0;
     let destination = if a.stderr { logging::Destination::SyslogAndStderr } else { logging::Destination::Syslog };
-    logging::init(&tag, destination, verbose);
+    logging::init_with_postlog(&tag, destination, postlog(&params), verbose);
 
     if !a.stand_alone && !a.foreground && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         fatal(format_args!("do not run this command by hand"));
@@ -111,6 +111,15 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     let mut worker = worker;
     worker.run();
     std::process::exit(0)
+}
+
+/// With `maillog_file` set, Postfix daemons log through postlogd(8).
+fn postlog(params: &Params) -> Option<logging::Postlog> {
+    if params.get("maillog_file").is_empty() {
+        return None;
+    }
+    let socket = Path::new(&params.get("queue_directory")).join("public").join(params.get("postlog_service_name"));
+    Some(logging::Postlog { socket, hostname: params.get("myhostname") })
 }
 
 /// `GENERATION` from master's environment: octal digits, absent = 0.

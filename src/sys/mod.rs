@@ -154,3 +154,20 @@ pub fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>) -> Re
     }
     Ok(())
 }
+
+/// Local time as `Mon DD HH:MM:SS` (strftime `%b %d %H:%M:%S`, C locale), the
+/// time stamp of Postfix's own log records.
+pub fn syslog_timestamp() -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let now: libc::time_t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as libc::time_t);
+    // SAFETY: an all-zero `tm` is a valid value of this plain C struct.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+        return "Jan 01 00:00:00".into();
+    }
+    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("Jan");
+    format!("{month} {:02} {:02}:{:02}:{:02}", tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
