@@ -1,1 +1,1 @@
-//! STUB
+//! Standalone settings (being written).
