@@ -43,8 +43,8 @@ fn serve(role: Role, main_cf: &str, files: &[(&str, &str)]) -> Server {
 
 const MAIN_CF: &str = "
 proxy_read_maps = proxy:texthash:@DIR@/test proxy:static:hello proxy:fail:down
-    proxy:texthash:@DIR@/missing proxy:inline:{a=1,b=2,c=3} proxy:environ:
-proxy_write_maps = proxy:environ: proxy:static:hello proxy:fail:down
+    proxy:texthash:@DIR@/missing proxy:inline:{a=1,b=2,c=3} proxy:environ:env
+proxy_write_maps = proxy:environ:env proxy:static:hello proxy:fail:down
 ";
 const TEST_TABLE: &str = "foo bar\nkey2 Value Two\n";
 
@@ -188,10 +188,10 @@ fn large_values_and_keys_within_limits_work() {
     let mut c = Raw::connect(&s.socket);
     let big = "v".repeat(200_000);
     assert_eq!(
-        c.call(&[("request", "update"), ("table", "environ:"), ("flags", "0"), ("key", "PM_BIG"), ("value", &big)]),
+        c.call(&[("request", "update"), ("table", "environ:env"), ("flags", "0"), ("key", "pm_big"), ("value", &big)]),
         status("0")
     );
-    assert_eq!(c.call(&lookup("environ:", "PM_BIG")), lookup_reply("0", &big));
+    assert_eq!(c.call(&lookup("environ:env", "pm_big")), lookup_reply("0", &big));
 }
 
 #[test]

@@ -24,8 +24,8 @@ workers = 1
 const MAIN_CF: &str = "
 demo = @DIR@
 virtual_alias_maps = proxy:texthash:$demo/virtual
-proxy_read_maps = $virtual_alias_maps proxy:static:hello proxy:environ:
-proxy_write_maps = proxy:environ:
+proxy_read_maps = $virtual_alias_maps proxy:static:hello proxy:environ:env
+proxy_write_maps = proxy:environ:env
 ";
 
 const VIRTUAL: &str = "alice@example.com alice-value\nbob@example.com bob-value\n";
@@ -60,12 +60,12 @@ fn serves_lookups_on_both_sockets() {
     assert_eq!(r.call(&lookup("static:hello", "x")), found("hello"));
 
     let mut w = Raw::connect(&d.socket("proxywrite"));
-    let update = [("request", "update"), ("table", "environ:"), ("flags", "0"), ("key", "PM_TEST_VAR"), ("value", "v1")];
+    let update = [("request", "update"), ("table", "environ:env"), ("flags", "0"), ("key", "pm_test_var"), ("value", "v1")];
     assert_eq!(w.call(&update), list(&[("status", "0")]));
-    assert_eq!(w.call(&lookup("environ:", "PM_TEST_VAR")), found("v1"));
+    assert_eq!(w.call(&lookup("environ:env", "pm_test_var")), found("v1"));
     // the read-only service refuses updates
     assert_eq!(r.call(&update), list(&[("status", "4")]));
-    assert!(d.log().contains("warning: refusing environ: update request on non-proxywrite service"), "{}", d.log());
+    assert!(d.log().contains("warning: refusing environ:env update request on non-proxywrite service"), "{}", d.log());
 }
 
 #[test]

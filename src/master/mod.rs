@@ -63,9 +63,7 @@ impl Source {
             (None, Source::Demo(dir)) => dir.clone(),
             (None, Source::File(_)) => PathBuf::from("/etc/postfix"),
         };
-        let overrides: Vec<(String, String)> =
-            settings.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let params = Params::load(&config_dir, &overrides)?;
+        let params = Params::load(&config_dir, &settings.override_pairs())?;
         Ok(Loaded { settings, params: Arc::new(params) })
     }
 }

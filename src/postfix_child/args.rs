@@ -2,6 +2,8 @@
 //! option string `cdDi:lm:n:o:s:St:uvVz`, parsing stops at the first
 //! non-option), with Postfix's error texts.
 
+use crate::config::maincf::parse_override;
+
 /// What the options ask for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChildArgs {
@@ -93,11 +95,7 @@ fn apply_value(a: &mut ChildArgs, c: char, value: String) -> Result<(), ArgError
         'i' => a.max_idle = Some(value),
         'm' => a.max_use = Some(value),
         'n' => a.service_name = Some(value),
-        'o' => {
-            let pair = split_nameval(&value)
-                .map_err(|e| ArgError(format!("invalid \"-o {value}\" option value: {e}")))?;
-            a.overrides.push(pair);
-        }
+        'o' => a.overrides.push(parse_override(&value).map_err(|e| ArgError(e.to_string()))?),
         's' => match value.trim().parse::<i64>() {
             Ok(n) if n > 0 => a.socket_count = n as usize,
             _ => return Err(ArgError(format!("invalid socket_count: {value}"))),
@@ -105,17 +103,6 @@ fn apply_value(a: &mut ChildArgs, c: char, value: String) -> Result<(), ArgError
         _ => a.transport = Some(value),
     }
     Ok(())
-}
-
-/// `name=value` as Postfix's split_nameval: split at the first '=', trim both.
-fn split_nameval(text: &str) -> Result<(String, String), &'static str> {
-    let text = text.trim_start();
-    let Some((name, value)) = text.split_once('=') else { return Err("missing '=' after attribute name") };
-    let name = name.trim_end();
-    if name.is_empty() {
-        return Err("missing attribute name");
-    }
-    Ok((name.to_owned(), value.trim().to_owned()))
 }
 
 #[cfg(test)]

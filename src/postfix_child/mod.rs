@@ -139,8 +139,8 @@ fn limits(params: &Params) -> Limits {
     let max_use = params.get_int("max_use").unwrap_or_else(|e| fatal(format_args!("{e}")));
     Limits {
         max_use: u32::try_from(max_use).unwrap_or(u32::MAX),
-        max_idle: Duration::from_secs(time("max_idle")),
-        ipc_timeout: Duration::from_secs(time("ipc_timeout")),
+        max_idle: Duration::from_secs(u64::from(time("max_idle"))),
+        ipc_timeout: Duration::from_secs(u64::from(time("ipc_timeout"))),
         ..Limits::default()
     }
 }

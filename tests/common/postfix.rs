@@ -1,0 +1,205 @@
+//! A private Postfix 3.7 instance for differential tests: its own config
+//! directory, queue, data directory and daemon directory (symlinks to Debian's
+//! daemons, with `proxymap` pointing at Postfix's binary or ours). Started with
+//! `postfix -c DIR start`, stopped when dropped; never touches /etc/postfix.
+#![allow(dead_code)]
+
+use super::TempDir;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const POSTFIX_SBIN: &str = "/usr/lib/postfix/sbin";
+
+/// Which proxymap serves the instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Postfix,
+    Ours,
+}
+
+pub struct Instance {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub queue: PathBuf,
+    pub libexec: PathBuf,
+    pub tables: PathBuf,
+    pub wtables: PathBuf,
+    pub server: Server,
+}
+
+pub fn ours_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_proxymap"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    out
+}
+
+fn check(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+impl Instance {
+    /// A new stopped instance; `extra_main_cf` is appended to main.cf with
+    /// `@TABLES@` / `@WTABLES@` replaced by the table directories.
+    pub fn new(tag: &str, extra_main_cf: &str, server: Server) -> Instance {
+        assert!(
+            Path::new("/usr/sbin/postfix").exists(),
+            "Postfix is not installed: run scripts/install-test-deps.sh (scripts/test.sh does)"
+        );
+        let dir = TempDir::new(tag);
+        let d = dir.path();
+        let config = d.join("etc");
+        let queue = d.join("queue");
+        let data = d.join("data");
+        let libexec = d.join("libexec");
+        let tables = d.join("tables");
+        let wtables = d.join("wtables");
+        for p in [&config, &queue, &data, &libexec, &tables, &wtables] {
+            std::fs::create_dir_all(p).expect("mkdir");
+        }
+        // the postfix user must reach the tables and own what it writes
+        check(Command::new("chmod").args(["755"]).arg(d));
+        check(Command::new("chown").args(["postfix:postfix"]).arg(&data).arg(&wtables));
+        for name in ["master.cf.proto", "dynamicmaps.cf", "postfix-files"] {
+            let target = if name == "master.cf.proto" { "master.cf" } else { name };
+            std::fs::copy(Path::new("/etc/postfix").join(name), config.join(target)).expect("copy config");
+        }
+        for sub in ["dynamicmaps.cf.d", "postfix-files.d"] {
+            check(Command::new("cp").arg("-r").arg(Path::new("/etc/postfix").join(sub)).arg(&config));
+        }
+        for entry in std::fs::read_dir(POSTFIX_SBIN).expect("postfix daemons").flatten() {
+            std::os::unix::fs::symlink(entry.path(), libexec.join(entry.file_name())).expect("symlink");
+        }
+        let main_cf = format!(
+            "compatibility_level = 3.6\n\
+             queue_directory = {q}\n\
+             data_directory = {data}\n\
+             daemon_directory = {lib}\n\
+             myhostname = lab.localdomain\n\
+             inet_interfaces = loopback-only\n\
+             inet_protocols = ipv4\n\
+             alias_maps =\n\
+             alias_database =\n\
+             smtputf8_enable = no\n\
+             maillog_file = {d}/postfix.log\n\
+             maillog_file_prefixes = {d}\n\
+             {extra}\n",
+            q = queue.display(),
+            data = data.display(),
+            lib = libexec.display(),
+            d = d.display(),
+            extra = extra_main_cf
+                .replace("@TABLES@", &tables.display().to_string())
+                .replace("@WTABLES@", &wtables.display().to_string()),
+        );
+        std::fs::write(config.join("main.cf"), main_cf).expect("main.cf");
+        let inst = Instance { dir, config, queue, libexec, tables, wtables, server };
+        inst.postconf(&["-MX", "smtp/inet"]);
+        inst.postconf(&["-F", "*/*/chroot = n"]);
+        inst.select(server);
+        inst
+    }
+
+    pub fn postconf(&self, args: &[&str]) -> String {
+        let out = check(Command::new("postconf").arg("-c").arg(&self.config).args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Point the instance's `proxymap` command at Postfix's binary or ours.
+    pub fn select(&self, server: Server) {
+        let link = self.libexec.join("proxymap");
+        let _ = std::fs::remove_file(&link);
+        let target = match server {
+            Server::Postfix => Path::new(POSTFIX_SBIN).join("proxymap"),
+            Server::Ours => ours_binary(),
+        };
+        std::os::unix::fs::symlink(target, link).expect("symlink proxymap");
+    }
+
+    pub fn start(&mut self) {
+        check(Command::new("postfix").arg("-c").arg(&self.config).arg("start"));
+        self.wait_for_socket("proxymap");
+    }
+
+    /// Swap the proxymap binary and `postfix reload`.
+    pub fn switch(&mut self, server: Server) {
+        self.server = server;
+        self.select(server);
+        check(Command::new("postfix").arg("-c").arg(&self.config).arg("reload"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn reload(&self) {
+        check(Command::new("postfix").arg("-c").arg(&self.config).arg("reload"));
+    }
+
+    pub fn socket(&self, service: &str) -> PathBuf {
+        self.queue.join("private").join(service)
+    }
+
+    fn wait_for_socket(&self, service: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.socket(service).exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Postfix did not start; log:\n{}", self.log());
+    }
+
+    /// `postmap -c CONFIG ARGS...`, with a time limit (a client stuck in its
+    /// retry loop must fail the test, not hang it).
+    pub fn postmap(&self, args: &[&str]) -> Output {
+        let out = run(Command::new("timeout")
+            .args(["20", "postmap", "-c"])
+            .arg(&self.config)
+            .args(args));
+        out
+    }
+
+    pub fn postmap_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("timeout")
+            .args(["60", "postmap", "-c"])
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("postmap");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("stdin");
+        }
+        child.wait_with_output().expect("postmap output")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default()
+    }
+
+    pub fn master_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.queue.join("pid/master.pid")).ok()?;
+        text.trim().parse().ok()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let master = self.master_pid();
+        let _ = run(Command::new("timeout").args(["20", "postfix", "-c"]).arg(&self.config).arg("stop"));
+        // proxywrite leaves master's process group; it exits on master's EOF.
+        if let Some(pid) = master {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
