@@ -180,3 +180,21 @@ fn many_idle_connections_do_not_block_service() {
     drop(idle);
     assert_eq!(lookup_value(&d, &t, "bob@example.com").as_deref(), Some("bob-value"));
 }
+
+#[test]
+fn no_connection_is_lost_while_workers_retire() {
+    // A tiny max_use retires workers constantly; connections handed to a
+    // retiring worker must still be served.
+    let toml = TOML.replace("max_use = 1000", "max_use = 5");
+    let d = start("retire-race", &toml);
+    let t = texthash(&d);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..400 {
+                    assert_eq!(lookup_value(&d, &t, "alice@example.com").as_deref(), Some("alice-value"), "lookup {i}");
+                }
+            });
+        }
+    });
+}

@@ -26,15 +26,17 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 struct WorkerRec {
     pid: Pid,
     role: Role,
-    /// Our end of the control channel; None once the worker is leaving.
+    /// Our end of the control channel; None once the worker closed it.
     ctl: Option<OwnedFd>,
+    /// False once we stopped sending it connections.
+    accepting: bool,
     conns: usize,
     started: Instant,
 }
 
 impl WorkerRec {
     fn available(&self, role: Role) -> bool {
-        self.role == role && self.ctl.is_some()
+        self.role == role && self.accepting && self.ctl.is_some()
     }
 }
 
@@ -186,8 +188,8 @@ impl Pool {
         candidates.sort_unstable();
         for (_, id) in candidates {
             let Some(w) = self.workers.get_mut(&id) else { continue };
-            let Some(ctl) = &w.ctl else { continue };
-            if sys::send_msg(ctl, control::CONNECTION, Some(stream.as_raw_fd())).is_ok() {
+            let Some(ctl) = w.ctl.as_ref().filter(|_| w.accepting) else { continue };
+            if sys::send_msg(ctl, control::CONNECTION, Some(stream.as_raw_fd()), sys::Send::NoWait).is_ok() {
                 w.conns += 1;
                 return; // our copy of the descriptor closes here
             }
@@ -202,28 +204,40 @@ impl Pool {
             match sys::recv_msg(ctl) {
                 Ok(Received::Message(control::DONE, _)) => w.conns = w.conns.saturating_sub(1),
                 Ok(Received::Message(control::RETIRING, _)) => {
-                    // Acknowledge by closing the channel: the worker exits when
-                    // its clients are gone, and we start its replacement.
+                    // Acknowledge with EOF: the worker exits when its clients
+                    // are gone, and we start its replacement.
                     self.release(id);
-                    return;
                 }
                 Ok(Received::Message(cmd, _)) => log::warn!("unexpected control message {cmd:?} from worker"),
                 Ok(Received::Empty) => return,
                 Ok(Received::Eof) | Err(_) => {
                     self.release(id);
+                    self.disconnect(id);
                     return;
                 }
             }
         }
     }
 
-    /// Stop sending connections to a worker and close our end of its channel.
+    /// Stop sending connections to a worker and tell it so with EOF. Only the
+    /// sending direction is shut: closing a channel that still holds unread
+    /// messages would reset it and destroy descriptors queued to the worker.
     fn release(&mut self, id: u64) {
         if let Some(w) = self.workers.get_mut(&id) {
-            if let Some(ctl) = w.ctl.take() {
-                if let Some(epoll) = &self.epoll {
-                    let _ = epoll.delete(&ctl);
+            if w.accepting {
+                w.accepting = false;
+                if let Some(ctl) = &w.ctl {
+                    let _ = nix::sys::socket::shutdown(ctl.as_raw_fd(), nix::sys::socket::Shutdown::Write);
                 }
+            }
+        }
+    }
+
+    /// The worker closed its end: forget ours.
+    fn disconnect(&mut self, id: u64) {
+        if let Some(ctl) = self.workers.get_mut(&id).and_then(|w| w.ctl.take()) {
+            if let Some(epoll) = &self.epoll {
+                let _ = epoll.delete(&ctl);
             }
         }
     }
@@ -245,7 +259,7 @@ impl Pool {
                 Ok(_) => continue,
             };
             let Some(id) = self.workers.iter().find(|(_, w)| w.pid == pid).map(|(id, _)| *id) else { continue };
-            self.release(id);
+            self.disconnect(id);
             if let Some(w) = self.workers.remove(&id) {
                 if abnormal && w.started.elapsed() < STARTUP_GRACE {
                     log::warn!("{exe}: bad command startup -- throttling");
@@ -338,7 +352,10 @@ impl Pool {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.epoll().add(&ours, EpollEvent::new(EpollFlags::EPOLLIN, id))?;
-                self.workers.insert(id, WorkerRec { pid: child, role, ctl: Some(ours), conns: 0, started: Instant::now() });
+                self.workers.insert(
+                    id,
+                    WorkerRec { pid: child, role, ctl: Some(ours), accepting: true, conns: 0, started: Instant::now() },
+                );
                 Ok(())
             }
             ForkResult::Child => {

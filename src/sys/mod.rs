@@ -10,13 +10,22 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A connected pair of SOCK_SEQPACKET sockets, close-on-exec: message
 /// boundaries are kept, so one message carries one command and at most one fd.
+/// Blocking; callers choose per call (see [`send_msg`], [`recv_msg`]).
 pub fn seqpacket_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
-    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
 }
 
-/// Send a one-byte command, with a descriptor if given. Non-blocking: EAGAIN
-/// means the peer's queue is full.
-pub fn send_msg(sock: &impl AsRawFd, cmd: u8, fd: Option<RawFd>) -> nix::Result<()> {
+/// Whether a send may wait for room in the peer's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Send {
+    /// Fail with EAGAIN when the queue is full (the master never blocks).
+    NoWait,
+    /// Wait for room (a worker's reports must not be lost).
+    Wait,
+}
+
+/// Send a one-byte command, with a descriptor if given.
+pub fn send_msg(sock: &impl AsRawFd, cmd: u8, fd: Option<RawFd>, mode: Send) -> nix::Result<()> {
     let buf = [cmd];
     let iov = [IoSlice::new(&buf)];
     let fds;
@@ -27,7 +36,11 @@ pub fn send_msg(sock: &impl AsRawFd, cmd: u8, fd: Option<RawFd>) -> nix::Result<
         }
         None => &[],
     };
-    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL, None)?;
+    let flags = match mode {
+        Send::NoWait => MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        Send::Wait => MsgFlags::MSG_NOSIGNAL,
+    };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, flags, None)?;
     Ok(())
 }
 
@@ -40,8 +53,8 @@ pub enum Received {
     Empty,
 }
 
-/// Receive one command (and the descriptor it carries). Descriptors arrive
-/// close-on-exec.
+/// Receive one command (and the descriptor it carries) without waiting.
+/// Descriptors arrive close-on-exec.
 pub fn recv_msg(sock: &impl AsRawFd) -> nix::Result<Received> {
     let mut buf = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut buf)];

@@ -343,7 +343,7 @@ impl Worker {
         self.use_count = self.use_count.saturating_add(1);
         if let Intake::Master(fd) = &self.intake {
             if !self.intake_closed {
-                let _ = sys::send_msg(fd, control::DONE, None);
+                let _ = sys::send_msg(fd, control::DONE, None, sys::Send::Wait);
             }
         }
         if self.active == 0 {
@@ -360,7 +360,7 @@ impl Worker {
         }
         self.retiring = true;
         if let Intake::Master(fd) = &self.intake {
-            let _ = sys::send_msg(fd, control::RETIRING, None);
+            let _ = sys::send_msg(fd, control::RETIRING, None, sys::Send::Wait);
         }
     }
 
