@@ -31,6 +31,8 @@ struct WorkerRec {
     /// False once we stopped sending it connections.
     accepting: bool,
     conns: usize,
+    /// Connections it finished.
+    served: u64,
     started: Instant,
 }
 
@@ -202,7 +204,10 @@ impl Pool {
             let Some(w) = self.workers.get_mut(&id) else { return };
             let Some(ctl) = &w.ctl else { return };
             match sys::recv_msg(ctl) {
-                Ok(Received::Message(control::DONE, _)) => w.conns = w.conns.saturating_sub(1),
+                Ok(Received::Message(control::DONE, _)) => {
+                    w.conns = w.conns.saturating_sub(1);
+                    w.served += 1;
+                }
                 Ok(Received::Message(control::RETIRING, _)) => {
                     // Acknowledge with EOF: the worker exits when its clients
                     // are gone, and we start its replacement.
@@ -245,7 +250,8 @@ impl Pool {
     fn reap(&mut self) {
         let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "proxymap".into());
         loop {
-            let (pid, abnormal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            // `failed`: the worker itself failed (an operator's kill is not a failure)
+            let (pid, failed) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, 0)) => (pid, false),
                 Ok(WaitStatus::Exited(pid, code)) => {
                     log::warn!("process {exe} pid {pid} exit status {code}");
@@ -253,7 +259,7 @@ impl Pool {
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     log::warn!("process {exe} pid {pid} killed by signal {}", sig as i32);
-                    (pid, true)
+                    (pid, !matches!(sig, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT))
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
@@ -261,7 +267,9 @@ impl Pool {
             let Some(id) = self.workers.iter().find(|(_, w)| w.pid == pid).map(|(id, _)| *id) else { continue };
             self.disconnect(id);
             if let Some(w) = self.workers.remove(&id) {
-                if abnormal && w.started.elapsed() < STARTUP_GRACE {
+                // A worker that fails before serving anything would fail again:
+                // do not fork it in a tight loop.
+                if failed && w.served == 0 && w.started.elapsed() < STARTUP_GRACE {
                     log::warn!("{exe}: bad command startup -- throttling");
                     self.throttled_until.insert(w.role.service_name(), Instant::now() + THROTTLE);
                 }
@@ -354,7 +362,15 @@ impl Pool {
                 self.epoll().add(&ours, EpollEvent::new(EpollFlags::EPOLLIN, id))?;
                 self.workers.insert(
                     id,
-                    WorkerRec { pid: child, role, ctl: Some(ours), accepting: true, conns: 0, started: Instant::now() },
+                    WorkerRec {
+                        pid: child,
+                        role,
+                        ctl: Some(ours),
+                        accepting: true,
+                        conns: 0,
+                        served: 0,
+                        started: Instant::now(),
+                    },
                 );
                 Ok(())
             }
