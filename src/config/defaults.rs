@@ -234,15 +234,7 @@ pub fn find(name: &str) -> Option<&'static Def> {
 
 /// The machine's host name as gethostname() reports it.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length; one byte is kept
-    // back so the result is always NUL-terminated.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    if rc != 0 {
-        return String::new();
-    }
-    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// myhostname default: the host name, with `.$mydomain` (main.cf value,
