@@ -2,6 +2,8 @@
 //! protocol exchanges, and the standalone daemon as a child process.
 #![allow(dead_code)]
 
+pub mod postfix;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
@@ -119,9 +121,10 @@ impl Raw {
     pub fn silent_for(&mut self, wait: Duration) -> bool {
         self.stream.set_read_timeout(Some(wait)).expect("timeout");
         let mut b = [0u8; 1];
-        let r = self.stream.read(&mut b);
+        use std::os::fd::AsRawFd;
+        let r = nix::sys::socket::recv(self.stream.as_raw_fd(), &mut b, nix::sys::socket::MsgFlags::MSG_PEEK);
         self.stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+        matches!(r, Err(nix::errno::Errno::EAGAIN))
     }
 
     /// True when the server closes the connection within `wait`.
