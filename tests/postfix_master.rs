@@ -1,0 +1,104 @@
+//! Our binary as Postfix's proxymap and proxywrite under a real master(8):
+//! it serves, `postfix reload` replaces it, `postfix stop` leaves nothing, the
+//! writer leaves master's process group, and its log lines reach maillog_file.
+
+mod common;
+
+use common::postfix::{ours_binary, Instance, Server};
+use common::*;
+use std::path::PathBuf;
+
+const MAIN_CF: &str = "
+proxy_read_maps = proxy:inline:{k1=v1} proxy:environ:env
+proxy_write_maps = proxy:environ:env
+";
+
+/// Live processes running our binary (any parent).
+fn our_processes() -> Vec<i32> {
+    let ours = ours_binary().canonicalize().expect("binary");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let exe: Option<PathBuf> = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')));
+        if exe.as_deref() == Some(ours.as_path()) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn stat_field(pid: i32, index: usize) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(") ").next()?.split_whitespace().nth(index)?.parse().ok()
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ").trim().to_string()
+}
+
+fn children(master: i32) -> Vec<i32> {
+    our_processes().into_iter().filter(|p| stat_field(*p, 1) == Some(master)).collect()
+}
+
+#[test]
+fn reload_and_stop_under_postfix_master() {
+    let mut inst = Instance::new("master", MAIN_CF, Server::Ours);
+    inst.start();
+    let master = inst.master_pid().expect("master pid");
+
+    let out = inst.postmap(&["-q", "k1", "proxy:inline:{k1=v1}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n", "{}", inst.log());
+
+    // the writer through master: update, then read back
+    let mut w = Raw::connect(&inst.socket("proxywrite"));
+    let update = [("request", "update"), ("table", "environ:env"), ("flags", "0"), ("key", "pm_var"), ("value", "x1")];
+    assert_eq!(w.call(&update), list(&[("status", "0")]));
+    assert_eq!(w.call(&lookup("environ:env", "pm_var")), found("x1"));
+
+    let first = children(master);
+    assert_eq!(first.len(), 2, "one proxymap and one proxywrite: {first:?}\n{}", inst.log());
+    let cmds: Vec<String> = first.iter().map(|p| cmdline(*p)).collect();
+    assert!(cmds.contains(&"proxymap -t unix -u".to_string()), "{cmds:?}");
+    assert!(cmds.contains(&"proxymap -l -n proxywrite -t unix -u".to_string()), "{cmds:?}");
+    for p in &first {
+        let sid = stat_field(*p, 3);
+        if cmdline(*p).contains("proxywrite") {
+            assert_eq!(sid, Some(*p), "the writer leads its own session");
+        } else {
+            assert_ne!(sid, Some(*p));
+        }
+    }
+    drop(w);
+
+    inst.reload();
+    assert!(wait_until(10, || children(master).iter().all(|p| !first.contains(p))), "old processes survived reload");
+    for _ in 0..5 {
+        let out = inst.postmap(&["-q", "k1", "proxy:inline:{k1=v1}"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n");
+    }
+    let second = children(master);
+    assert!(!second.is_empty() && second.iter().all(|p| !first.contains(p)), "{first:?} -> {second:?}");
+
+    let mut r = Raw::connect(&inst.socket("proxymap"));
+    assert_eq!(r.call(&lookup("hash:/not/listed", "k")), list(&[("status", "4"), ("value", "")]));
+    let logged = "postfix/proxymap[";
+    let text = "]: warning: request for unapproved table: \"hash:/not/listed\"";
+    assert!(
+        wait_until(5, || inst.log().lines().any(|l| l.contains(logged) && l.ends_with(text))),
+        "our warning did not reach maillog_file through postlogd:\n{}",
+        inst.log()
+    );
+    let log = inst.log();
+    assert!(!log.contains("bad command startup"), "{log}");
+    assert!(!log.contains("exit status"), "{log}");
+
+    let ours_before_stop = children(master);
+    drop(inst); // postfix stop
+    assert!(
+        wait_until(10, || ours_before_stop.iter().all(|p| !our_processes().contains(p))),
+        "processes left after postfix stop: {:?}",
+        our_processes()
+    );
+}
