@@ -102,3 +102,34 @@ fn reload_and_stop_under_postfix_master() {
         our_processes()
     );
 }
+
+/// The service lines of master.cf.example, installed as docs/postfix.md says.
+#[test]
+fn master_cf_example_works_as_documented() {
+    let mut inst = Instance::new("example", MAIN_CF, Server::Postfix);
+    std::os::unix::fs::symlink(ours_binary(), inst.libexec.join("proxymap-rs")).expect("install");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/master.cf.example")).expect("example");
+    let lines: Vec<&str> = example.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in lines {
+        let mut f = line.split_whitespace();
+        let (service, kind) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+        inst.postconf(&["-Me", &format!("{service}/{kind}={line}")]);
+    }
+    inst.start();
+    let out = inst.postmap(&["-q", "k1", "proxy:inline:{k1=v1}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n", "{}", inst.log());
+    let mut w = Raw::connect(&inst.socket("proxywrite"));
+    let update = [("request", "update"), ("table", "environ:env"), ("flags", "0"), ("key", "k"), ("value", "v")];
+    assert_eq!(w.call(&update), list(&[("status", "0")]));
+    let mut r = Raw::connect(&inst.socket("proxymap"));
+    assert_eq!(r.call(&lookup("hash:/not/listed", "k")), list(&[("status", "4"), ("value", "")]));
+    assert!(
+        wait_until(5, || inst.log().contains("postfix/proxymap-rs[")),
+        "log tag follows the command name:\n{}",
+        inst.log()
+    );
+    let cmds: Vec<String> = our_processes().into_iter().map(cmdline).collect();
+    assert!(cmds.iter().any(|c| c == "proxymap-rs -n proxymap -t unix -u"), "{cmds:?}");
+    assert!(cmds.iter().any(|c| c == "proxymap-rs -l -n proxywrite -t unix -u"), "{cmds:?}");
+}
