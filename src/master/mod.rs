@@ -74,11 +74,14 @@ const TOKEN_LISTEN_WRITE: u64 = 2;
 /// Worker control channels use tokens from here on (the worker's id).
 pub(crate) const TOKEN_WORKER_BASE: u64 = 16;
 
-fn limits(settings: &Settings) -> Limits {
+fn limits(loaded: &Loaded) -> Limits {
+    let settings = &loaded.settings;
+    let watchdog = loaded.params.get_time("daemon_timeout").ok().map(|s| Duration::from_secs(u64::from(s)));
     Limits {
         max_use: settings.max_use,
         max_idle: Duration::from_secs(settings.max_idle),
         ipc_timeout: Duration::from_secs(settings.ipc_timeout),
+        watchdog,
         ..Limits::default()
     }
 }

@@ -393,7 +393,7 @@ impl Pool {
         let params = self.current.params.clone();
         let allowlist = proxy_allowlist(&params, role == Role::Writer);
         let service = Service::new(role, params, allowlist);
-        let limits = limits(&self.current.settings);
+        let limits = limits(&self.current);
         let code = match Worker::new(service, Intake::Master(channel), limits) {
             Ok(mut worker) => {
                 worker.run();

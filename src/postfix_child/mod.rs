@@ -141,6 +141,7 @@ fn limits(params: &Params) -> Limits {
         max_use: u32::try_from(max_use).unwrap_or(u32::MAX),
         max_idle: Duration::from_secs(u64::from(time("max_idle"))),
         ipc_timeout: Duration::from_secs(u64::from(time("ipc_timeout"))),
+        watchdog: Some(Duration::from_secs(u64::from(time("daemon_timeout")))),
         ..Limits::default()
     }
 }

@@ -23,11 +23,34 @@ pub struct MasterStatus {
     /// master(8) counts a use only on a TAKEN→AVAIL change; one such change
     /// after the first request tells it this process started fine.
     reported_use: bool,
+    /// What master was last told: TAKEN makes it start another process for
+    /// the next new connection.
+    taken: bool,
+    load: Load,
 }
+
+/// Share of wall time the event loop spends working rather than waiting,
+/// measured over short windows.
+struct Load {
+    window_start: std::time::Instant,
+    busy: std::time::Duration,
+}
+
+/// Window length, and the thresholds (with hysteresis) for telling master
+/// we are saturated or available again.
+const WINDOW: std::time::Duration = std::time::Duration::from_millis(200);
+const BUSY_ABOVE: f64 = 0.85;
+const IDLE_BELOW: f64 = 0.5;
 
 impl MasterStatus {
     pub fn new(fd: OwnedFd, generation: u32) -> Self {
-        MasterStatus { fd: std::fs::File::from(fd), generation, reported_use: false }
+        MasterStatus {
+            fd: std::fs::File::from(fd),
+            generation,
+            reported_use: false,
+            taken: false,
+            load: Load { window_start: std::time::Instant::now(), busy: std::time::Duration::ZERO },
+        }
     }
 
     pub fn fd(&self) -> &std::fs::File {
@@ -48,11 +71,61 @@ impl MasterStatus {
         }
         Ok(())
     }
+
+    /// Account one event-loop pass that worked for `busy` (time outside
+    /// epoll_wait). Status records go out only when availability changes, not
+    /// per request: master(8) would spend a quarter of a core reading them.
+    pub fn account(&mut self, busy: std::time::Duration, now: std::time::Instant) -> io::Result<()> {
+        self.load.busy += busy;
+        let elapsed = now.duration_since(self.load.window_start);
+        if elapsed < WINDOW {
+            return Ok(());
+        }
+        let share = self.load.busy.as_secs_f64() / elapsed.as_secs_f64();
+        self.load = Load { window_start: now, busy: std::time::Duration::ZERO };
+        if !self.taken && share > BUSY_ABOVE {
+            self.taken = true;
+            let _ = self.send(TAKEN);
+        } else if self.taken && share < IDLE_BELOW {
+            self.taken = false;
+            self.send(AVAIL)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    fn records(peer: &mut std::os::unix::net::UnixStream) -> Vec<i32> {
+        peer.set_nonblocking(true).unwrap();
+        let mut buf = Vec::new();
+        let _ = peer.read_to_end(&mut buf);
+        buf.chunks(12).map(|r| i32::from_ne_bytes([r[8], r[9], r[10], r[11]])).collect()
+    }
+
+    #[test]
+    fn records_only_on_availability_changes() {
+        let (ours, mut master) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut s = MasterStatus::new(OwnedFd::from(ours), 3);
+        s.served().unwrap();
+        s.served().unwrap();
+        assert_eq!(records(&mut master), vec![TAKEN, AVAIL], "one use report, then nothing per request");
+        let t0 = s.load.window_start;
+        // a saturated window: TAKEN once
+        s.account(Duration::from_millis(190), t0 + Duration::from_millis(200)).unwrap();
+        s.account(Duration::from_millis(200), t0 + Duration::from_millis(400)).unwrap();
+        assert_eq!(records(&mut master), vec![TAKEN]);
+        // a quiet window: AVAIL again
+        s.account(Duration::from_millis(10), t0 + Duration::from_millis(600)).unwrap();
+        assert_eq!(records(&mut master), vec![AVAIL]);
+        // short passes inside a window decide nothing yet
+        s.account(Duration::from_millis(1), Instant::now().max(t0 + Duration::from_millis(601))).unwrap();
+        assert!(records(&mut master).is_empty());
+    }
 
     #[test]
     fn record_layout_matches_master_proto() {

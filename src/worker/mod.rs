@@ -49,6 +49,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest request accepted; a client sending more is disconnected.
     pub max_request: usize,
+    /// Postfix's daemon_timeout: longest time one event-loop pass may take.
+    pub watchdog: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -59,6 +61,7 @@ impl Default for Limits {
             ipc_timeout: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(1),
             max_request: 1 << 20,
+            watchdog: None,
         }
     }
 }
@@ -138,6 +141,7 @@ impl Worker {
     pub fn run(&mut self) -> Exit {
         let mut events = vec![EpollEvent::empty(); 256];
         let mut last_sweep = Instant::now();
+        let mut last_watchdog: Option<Instant> = None;
         loop {
             let n = match self.epoll.wait(&mut events, TICK.as_millis() as u16) {
                 Ok(n) => n,
@@ -147,6 +151,7 @@ impl Worker {
                     0
                 }
             };
+            let woke = Instant::now();
             if self.master_gone {
                 return Exit::MasterGone;
             }
@@ -166,6 +171,19 @@ impl Worker {
             if now.duration_since(last_sweep) >= TICK {
                 last_sweep = now;
                 self.sweep(now);
+            }
+            if let Some(status) = &mut self.status {
+                if status.account(now.saturating_duration_since(woke), now).is_err() {
+                    return Exit::MasterGone;
+                }
+            }
+            // Postfix's watchdog: a loop pass stuck for daemon_timeout ends
+            // the process (SIGALRM). Re-armed at most once a second.
+            if let Some(limit) = self.limits.watchdog {
+                if last_watchdog.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    last_watchdog = Some(now);
+                    nix::unistd::alarm::set(u32::try_from(limit.as_secs()).unwrap_or(u32::MAX).max(1));
+                }
             }
             if let Some(exit) = self.lifetime_check(now) {
                 return exit;
