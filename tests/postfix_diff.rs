@@ -239,3 +239,46 @@ fn real_clients_and_raw_exchanges_match_postfix() {
     // and it really was our binary that answered
     assert!(std::fs::read_link(inst.libexec.join("proxymap")).is_ok_and(|p| p == Path::new(env!("CARGO_BIN_EXE_proxymap"))));
 }
+
+/// `proxymap -S`: one request on stdin, its reply on stdout, no announcement.
+#[test]
+fn stand_alone_mode_matches_postfix() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let inst = Instance::new("stdio", MAIN_CF, Server::Postfix);
+    write_tables(&inst);
+    let t = format!("texthash:{}/small", inst.tables.display());
+    let inputs: Vec<Vec<u8>> = vec![
+        list(&[("request", "lookup"), ("table", &t), ("flags", "16384"), ("key", "Alice@Example.com")]),
+        list(&[("request", "lookup"), ("table", &t), ("flags", "0"), ("key", "nobody")]),
+        list(&[("request", "open"), ("table", &t), ("flags", "0")]),
+        list(&[("request", "lookup"), ("table", "hash:/unlisted"), ("flags", "0"), ("key", "k")]),
+        list(&[("request", "lookup"), ("table", &t), ("flags", "x"), ("key", "k")]),
+        list(&[("request", "bogus")]),
+        list(&[("key", "k")]),
+    ];
+    let run = |binary: &std::path::Path, input: &[u8]| {
+        let mut child = Command::new(binary)
+            .arg("-S")
+            .env("MAIL_CONFIG", &inst.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("proxymap -S");
+        child.stdin.take().expect("stdin").write_all(input).expect("write");
+        let out = child.wait_with_output().expect("output");
+        (out.status.code(), out.stdout)
+    };
+    let postfix = Path::new(common::postfix::POSTFIX_SBIN).join("proxymap");
+    let ours = common::postfix::ours_binary();
+    for input in &inputs {
+        let (theirs, mine) = (run(&postfix, input), run(&ours, input));
+        assert_eq!(
+            (theirs.0, String::from_utf8_lossy(&theirs.1)),
+            (mine.0, String::from_utf8_lossy(&mine.1)),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
