@@ -18,7 +18,11 @@ virtual_alias_maps = proxy:texthash:@TABLES@/small $inline_table
 transport_maps = proxy:static:{smtp:[relay.example.com]:587}
 relocated_maps = proxy:texthash:@TABLES@/dups proxy:texthash:@TABLES@/nonexistent
 canonical_maps = proxy:fail:outage proxy:environ:env
-proxy_read_maps = $virtual_alias_maps $transport_maps $relocated_maps $canonical_maps
+composite_maps = proxy:unionmap:{inline:{a=1}, inline:{{a = two}, b=3}, proxy:texthash:@TABLES@/small}
+    proxy:pipemap:{inline:{a=b, x=y}, inline:{b=c}} proxy:randmap:{only-one}
+    proxy:unionmap:{inline:{a=1}, texthash:@TABLES@/nonexistent} proxy:pipemap:{static:x}
+    proxy:unionmap:{nocolon}
+proxy_read_maps = $virtual_alias_maps $transport_maps $relocated_maps $canonical_maps $composite_maps
     proxy:proxy:texthash:@TABLES@/mixed, proxy:inline:{x=1}
 ";
 
@@ -111,6 +115,16 @@ fn cases(inst: &Instance) -> Vec<Case> {
         q("fail", "x", "proxy:fail:outage"),
         q("environ", "no_such_variable", "proxy:environ:env"),
         q("unapproved table", "x", &format!("proxy:texthash:{t}/other")),
+        q("unionmap both", "a", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
+        q("unionmap one", "b", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
+        q("unionmap nested proxy", "example.net", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
+        q("unionmap miss", "zzz", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
+        q("unionmap with failing part", "a", &format!("proxy:unionmap:{{inline:{{a=1}}, texthash:{t}/nonexistent}}")),
+        q("pipemap chain", "a", "proxy:pipemap:{inline:{a=b, x=y}, inline:{b=c}}"),
+        q("pipemap broken chain", "x", "proxy:pipemap:{inline:{a=b, x=y}, inline:{b=c}}"),
+        q("pipemap single", "k", "proxy:pipemap:{static:x}"),
+        q("randmap single", "k", "proxy:randmap:{only-one}"),
+        q("unionmap bad syntax", "k", "proxy:unionmap:{nocolon}"),
         q("unapproved inline", "x", "proxy:inline:{y=2}"),
         Case { name: "many keys", args: vec!["-q".into(), "-".into(), small.clone()], stdin: Some(many) },
         Case { name: "sequence refused by client", args: vec!["-s".into(), small.clone()], stdin: None },

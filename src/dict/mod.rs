@@ -4,14 +4,19 @@
 //! Adding a table type: one file here with an `open` function, plus one line in
 //! `registry.rs`.
 
+pub mod components;
 pub mod environ;
 pub mod fail;
 pub mod inline;
+pub mod pipemap;
 pub mod postmap_text;
+pub mod proxy;
+pub mod randmap;
 pub mod registry;
 pub mod static_table;
 pub mod surrogate;
 pub mod texthash;
+pub mod unionmap;
 
 use crate::config::Params;
 use std::any::Any;

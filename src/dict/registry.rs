@@ -1,6 +1,8 @@
 //! Table type names → constructors.
 
-use super::{Dict, OpenError, OpenRequest};
+use super::surrogate::Surrogate;
+use super::{Dict, Mode, OpenError, OpenRequest};
+use crate::config::Params;
 
 pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
@@ -9,8 +11,12 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("environ", super::environ::open),
     ("fail", super::fail::open),
     ("inline", super::inline::open),
+    ("pipemap", super::pipemap::open),
+    ("proxy", super::proxy::open),
+    ("randmap", super::randmap::open),
     ("static", super::static_table::open),
     ("texthash", super::texthash::open),
+    ("unionmap", super::unionmap::open),
 ];
 
 pub fn lookup(type_name: &str) -> Option<OpenFn> {
@@ -28,4 +34,20 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         Some(open) => open(req),
         None => Err(OpenError::new(format!("unsupported dictionary type: {}", req.type_name))),
     }
+}
+
+/// Open `type:name` as Postfix's dict_open() does with surrogate tables
+/// enabled: a table that cannot be opened logs `error: <reason>` once and is
+/// replaced by a stand-in that answers RETRY.
+pub fn open_or_surrogate(full: &str, mode: Mode, flags: u32, params: &Params) -> Box<dyn Dict> {
+    let (type_name, name) = full.split_once(':').unwrap_or((full, ""));
+    let result = if type_name.is_empty() || name.is_empty() {
+        Err(OpenError::new(format!("open dictionary: expecting \"type:name\" form instead of \"{full}\"")))
+    } else {
+        open(&OpenRequest { type_name, name, mode, flags, params })
+    };
+    result.unwrap_or_else(|e| {
+        log::error!("{}", e.reason);
+        Box::new(Surrogate::new(full, &e.reason, flags))
+    })
 }

@@ -2,7 +2,7 @@
 //! of its clients and never closed when a client goes away.
 
 use crate::config::Params;
-use crate::dict::{registry, surrogate::Surrogate, Dict, Mode, OpenRequest};
+use crate::dict::{registry, Dict, Mode};
 use crate::protocol::flags;
 use std::collections::HashMap;
 
@@ -44,7 +44,7 @@ impl TableCache {
         let next_id = &mut self.next_id;
         let mode = self.mode;
         self.entries.entry(key).or_insert_with(|| {
-            let dict = open_table(name, instance_flags, mode, params);
+            let dict = registry::open_or_surrogate(name, mode, instance_flags, params);
             let id = *next_id;
             *next_id += 1;
             Entry { id, name: name.to_owned(), instance_flags, open_flags: dict.flags(), dict }
@@ -69,24 +69,5 @@ impl TableCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-fn open_table(full: &str, flags: u32, mode: Mode, params: &Params) -> Box<dyn Dict> {
-    let (type_name, name) = full.split_once(':').unwrap_or((full, ""));
-    let req = OpenRequest { type_name, name, mode, flags, params };
-    let result = if type_name.is_empty() || name.is_empty() {
-        Err(crate::dict::OpenError::new(format!(
-            "open dictionary: expecting \"type:name\" form instead of \"{full}\""
-        )))
-    } else {
-        registry::open(&req)
-    };
-    match result {
-        Ok(dict) => dict,
-        Err(e) => {
-            log::error!("{}", e.reason);
-            Box::new(Surrogate::new(full, &e.reason, flags))
-        }
     }
 }

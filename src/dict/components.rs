@@ -1,0 +1,47 @@
+//! The component list of `pipemap:{...}` and `unionmap:{...}`: each item a
+//! `type:name` table, opened in-process with the composite's mode and flags.
+
+use super::postmap_text::{balpar, BraceTokens};
+use super::{registry, Dict, OpenError, OpenRequest};
+use crate::protocol::flags::{FIXED, PATTERN};
+
+pub struct Components {
+    pub tables: Vec<Box<dyn Dict>>,
+    /// FIXED or PATTERN of the first component: the composite reports it.
+    pub match_flags: u32,
+}
+
+/// Parse and open the components, with Postfix's refusal and syntax errors.
+pub fn open(req: &OpenRequest) -> Result<Components, OpenError> {
+    req.require_read_only()?;
+    let syntax = || {
+        OpenError::new(format!(
+            "bad syntax: \"{t}:{n}\"; need \"{t}:{{type:name...}}\"",
+            t = req.type_name,
+            n = req.name
+        ))
+    };
+    let name = req.name.as_bytes();
+    let len = balpar(name);
+    if len == 0 || len != name.len() || len == 2 {
+        return Err(syntax());
+    }
+    let items: Vec<&[u8]> = BraceTokens::new(&name[1..len - 1]).collect();
+    if items.is_empty() {
+        return Err(syntax());
+    }
+    let mut tables = Vec::with_capacity(items.len());
+    let mut match_flags = 0;
+    for (i, item) in items.iter().enumerate() {
+        let Ok(spec) = std::str::from_utf8(item) else { return Err(syntax()) };
+        if !spec.contains(':') {
+            return Err(syntax());
+        }
+        let table = registry::open_or_surrogate(spec, req.mode, req.flags, req.params);
+        if i == 0 {
+            match_flags = table.flags() & (FIXED | PATTERN);
+        }
+        tables.push(table);
+    }
+    Ok(Components { tables, match_flags })
+}

@@ -1,0 +1,39 @@
+//! `pipemap:{t1:n1, t2:n2, ...}`: the result of each table is the key of the
+//! next; a miss or an error anywhere ends the lookup.
+
+use super::components::{self, Components};
+use super::{Dict, DictResult, OpenError, OpenRequest};
+
+struct Pipemap {
+    flags: u32,
+    open_flags: u32,
+    parts: Components,
+    query: Vec<u8>,
+}
+
+pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+    let parts = components::open(req)?;
+    Ok(Box::new(Pipemap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts, query: Vec::new() }))
+}
+
+impl Dict for Pipemap {
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    // Components are consulted with their own open flags, not the request's:
+    // in Postfix the request flags reach only the composite itself.
+    fn lookup(&mut self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        self.query.clear();
+        self.query.extend_from_slice(key);
+        for table in &mut self.parts.tables {
+            if !table.lookup(&self.query, self.open_flags, out)? {
+                return Ok(false);
+            }
+            std::mem::swap(&mut self.query, out);
+        }
+        out.clear();
+        out.extend_from_slice(&self.query);
+        Ok(true)
+    }
+}

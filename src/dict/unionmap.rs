@@ -1,0 +1,37 @@
+//! `unionmap:{t1:n1, t2:n2, ...}`: every table is asked; the results are
+//! joined with commas; the first error ends the lookup.
+
+use super::components::{self, Components};
+use super::{Dict, DictResult, OpenError, OpenRequest};
+
+struct Unionmap {
+    flags: u32,
+    open_flags: u32,
+    parts: Components,
+    part: Vec<u8>,
+}
+
+pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+    let parts = components::open(req)?;
+    Ok(Box::new(Unionmap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts, part: Vec::new() }))
+}
+
+impl Dict for Unionmap {
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    // Components are consulted with their own open flags, as in Postfix.
+    fn lookup(&mut self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        out.clear();
+        for table in &mut self.parts.tables {
+            if table.lookup(key, self.open_flags, &mut self.part)? {
+                if !out.is_empty() {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&self.part);
+            }
+        }
+        Ok(!out.is_empty())
+    }
+}
