@@ -9,33 +9,9 @@
 //! dict_ht in Postfix).
 
 use super::postmap_text::{self, BraceTokens};
-use super::texthash::MemTable;
-use super::{Cursor, Dict, DictResult, OpenError, OpenRequest};
+use super::texthash::{MemDict, MemTable};
+use super::{Dict, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX, SRC_RHS_IS_FILE};
-
-pub struct Inline {
-    flags: u32,
-    table: MemTable,
-}
-
-impl Dict for Inline {
-    fn flags(&self) -> u32 {
-        self.flags
-    }
-
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        Ok(self.table.lookup(key, flags & FOLD_FIX != 0, out))
-    }
-
-    fn sequence(
-        &mut self,
-        cursor: &mut Option<Cursor>,
-        first: bool,
-        _flags: u32,
-    ) -> DictResult<Option<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.table.sequence(cursor, first))
-    }
-}
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
@@ -71,7 +47,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
             if files { "filename" } else { "value" }
         )));
     }
-    Ok(Box::new(Inline { flags: req.flags | FIXED, table }))
+    Ok(Box::new(MemDict { flags: req.flags | FIXED, table }))
 }
 
 /// One `key=value` or `{ key = value }` item; errors are Postfix's texts.

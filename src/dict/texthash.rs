@@ -74,12 +74,13 @@ impl MemTable {
     }
 }
 
-pub struct TextHash {
-    flags: u32,
-    table: MemTable,
+/// A FIXED table held in memory: texthash and inline.
+pub(crate) struct MemDict {
+    pub(crate) flags: u32,
+    pub(crate) table: MemTable,
 }
 
-impl Dict for TextHash {
+impl Dict for MemDict {
     fn flags(&self) -> u32 {
         self.flags
     }
@@ -118,7 +119,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         let after = unix_now();
         let mtime = std::os::unix::fs::MetadataExt::mtime(&meta);
         if mtime < before - 1 || mtime > after {
-            return Ok(Box::new(TextHash { flags: req.flags | FIXED, table }));
+            return Ok(Box::new(MemDict { flags: req.flags | FIXED, table }));
         }
         std::thread::sleep(Duration::from_millis(300));
     }
