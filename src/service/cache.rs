@@ -27,47 +27,65 @@ impl Entry {
 
 pub struct TableCache {
     mode: Mode,
-    entries: HashMap<(String, u32), Entry>,
+    /// `type:name` → slot in `slots`.
+    index: HashMap<String, usize>,
+    /// The instances of one name (they differ in instance flags; usually one).
+    slots: Vec<Vec<Entry>>,
     next_id: u64,
 }
 
 impl TableCache {
     pub fn new(mode: Mode) -> Self {
-        TableCache { mode, entries: HashMap::new(), next_id: 1 }
+        TableCache { mode, index: HashMap::new(), slots: Vec::new(), next_id: 1 }
     }
 
     /// The table `name` (already approved and stripped of `proxy:`), opened on
     /// first use. A table that cannot be opened is replaced by a surrogate that
-    /// answers RETRY, after one `error:` line, as Postfix does.
+    /// answers RETRY, after one `error:` line, as Postfix does. No allocation
+    /// once the table is open: this runs for every request.
     pub fn get(&mut self, name: &str, instance_flags: u32, params: &Params) -> &mut Entry {
-        let key = (name.to_owned(), instance_flags);
-        let next_id = &mut self.next_id;
-        let mode = self.mode;
-        self.entries.entry(key).or_insert_with(|| {
-            let dict = registry::open_or_surrogate(name, mode, instance_flags, params);
-            let id = *next_id;
-            *next_id += 1;
-            Entry { id, name: name.to_owned(), instance_flags, open_flags: dict.flags(), dict }
-        })
+        let slot = match self.index.get(name) {
+            Some(&slot) => slot,
+            None => {
+                self.slots.push(Vec::with_capacity(1));
+                self.index.insert(name.to_owned(), self.slots.len() - 1);
+                self.slots.len() - 1
+            }
+        };
+        let (mode, next_id) = (self.mode, &mut self.next_id);
+        let instances = &mut self.slots[slot];
+        let pos = match instances.iter().position(|e| e.instance_flags == instance_flags) {
+            Some(pos) => pos,
+            None => {
+                let dict = registry::open_or_surrogate(name, mode, instance_flags, params);
+                let id = *next_id;
+                *next_id += 1;
+                instances.push(Entry { id, name: name.to_owned(), instance_flags, open_flags: dict.flags(), dict });
+                instances.len() - 1
+            }
+        };
+        &mut instances[pos]
     }
 
     /// Forget tables whose files changed on disk, so that the next request
     /// reopens them (Postfix restarts the whole process instead).
     pub fn drop_changed(&mut self) {
-        self.entries.retain(|_, e| {
-            let changed = e.dict.changed();
-            if changed {
-                log::info!("table {} has changed -- reopening", e.instance_key());
-            }
-            !changed
-        });
+        for instances in &mut self.slots {
+            instances.retain(|e| {
+                let changed = e.dict.changed();
+                if changed {
+                    log::info!("table {} has changed -- reopening", e.instance_key());
+                }
+                !changed
+            });
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.iter().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }

@@ -134,7 +134,7 @@ impl Service {
                 return reply.encode(out);
             }
         };
-        let entry = self.tables.get(&name, req.instance_flags, &self.params);
+        let entry = self.tables.get(name, req.instance_flags, &self.params);
         // The instance's own bits plus this request's bits: per-request state is
         // passed down, never left behind in the shared table.
         let mut flags = (entry.open_flags & !RQST_MASK) | (req.flags & RQST_MASK);
@@ -190,7 +190,7 @@ impl Service {
 
     /// Strip `proxy:` prefixes and check the allowlist, as Postfix's
     /// proxy_map_find: no colon → BAD (silently), not listed → DENY with two warnings.
-    fn approve(&self, table: &[u8]) -> Result<String, Status> {
+    fn approve<'a>(&self, table: &'a [u8]) -> Result<&'a str, Status> {
         let mut t = table;
         while let Some(rest) = t.strip_prefix(b"proxy:") {
             t = rest;
@@ -199,7 +199,7 @@ impl Service {
             return Err(Status::Bad);
         }
         match std::str::from_utf8(t) {
-            Ok(name) if self.allowlist.contains(name) => Ok(name.to_owned()),
+            Ok(name) if self.allowlist.contains(name) => Ok(name),
             _ => {
                 let name = String::from_utf8_lossy(t);
                 log::warn!("request for unapproved table: \"{name}\"");
