@@ -7,6 +7,7 @@
 pub mod environ;
 pub mod fail;
 pub mod inline;
+pub mod lmdb;
 pub mod postmap_text;
 pub mod registry;
 pub mod static_table;

@@ -9,6 +9,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("environ", super::environ::open),
     ("fail", super::fail::open),
     ("inline", super::inline::open),
+    ("lmdb", super::lmdb::open),
     ("static", super::static_table::open),
     ("texthash", super::texthash::open),
 ];
