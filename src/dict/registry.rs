@@ -6,6 +6,7 @@ pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
 /// Every table type this build serves, by Postfix type name.
 const TYPES: &[(&str, OpenFn)] = &[
+    ("cdb", super::cdb::open),
     ("environ", super::environ::open),
     ("fail", super::fail::open),
     ("inline", super::inline::open),
