@@ -710,7 +710,7 @@ mod tests {
             assert_eq!(v, format!("v{n}").as_bytes());
             seen.push(n);
             assert!(w.delete(&k, SYNC_UPDATE | LOCK).unwrap());
-            if n % 5 == 0 && n + 1 < 200 {
+            if n.is_multiple_of(5) && n + 1 < 200 {
                 assert!(w.delete(format!("k{:03}", n + 1).as_bytes(), SYNC_UPDATE).unwrap());
             }
             // Another writer's insert behind the cursor does not disturb it.

@@ -92,6 +92,9 @@ pub struct Env {
 // `&mut self` on every method rules out concurrent use.
 unsafe impl Send for Env {}
 
+/// A key and its value, copied out of the map.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Outcome of [`Env::put`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Put {
@@ -255,7 +258,7 @@ impl Env {
 
     /// The first entry (`after` = None) or the first entry whose key sorts
     /// after `after`, in a read transaction of its own; copied out.
-    pub fn next_after(&mut self, after: Option<&[u8]>) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn next_after(&mut self, after: Option<&[u8]>) -> Result<Option<Entry>, Error> {
         let txn = self.begin(true)?;
         let mut cursor = ptr::null_mut();
         // SAFETY: `txn` is live; `cursor` is a valid out-pointer.
