@@ -99,7 +99,8 @@ fn protocol_error() -> String {
 fn u32_at(data: &[u8], pos: usize) -> Result<u32, Corrupt> {
     let end = pos.checked_add(4).ok_or(Corrupt)?;
     let bytes = data.get(pos..end).ok_or(Corrupt)?;
-    Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    let bytes: [u8; 4] = bytes.try_into().map_err(|_| Corrupt)?;
+    Ok(u32::from_le_bytes(bytes))
 }
 
 /// The table of contents must be there, and every hash table inside the
