@@ -4,10 +4,12 @@
 //! Adding a table type: one file here with an `open` function, plus one line in
 //! `registry.rs`.
 
+pub mod cdb;
 pub mod components;
 pub mod environ;
 pub mod fail;
 pub mod inline;
+pub mod lmdb;
 pub mod pipemap;
 pub mod postmap_text;
 pub mod proxy;

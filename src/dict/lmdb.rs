@@ -1,0 +1,854 @@
+//! `lmdb:/path/name`: an LMDB file `/path/name.lmdb`, as Postfix's dict_lmdb
+//! and slmdb use it.
+//!
+//! * Opened with MDB_NOSUBDIR|MDB_NOLOCK (plus MDB_RDONLY for proxymap): no
+//!   LMDB lock file; with LOCK in the request flags we take Postfix's
+//!   whole-file fcntl() lock around each access (shared for lookup/sequence,
+//!   exclusive for update/delete). proxywrite (ReadWrite) creates a missing
+//!   file, mode 0644 less the umask.
+//! * Every access runs in a transaction of its own, so readers see what the
+//!   writer process committed, and no transaction is held between requests.
+//! * The memory map starts at `lmdb_map_size` (at least the file size plus
+//!   10240, as slmdb) and doubles on MDB_MAP_FULL, the operation then being
+//!   retried; MDB_MAP_RESIZED (another process grew the file) adopts the size
+//!   recorded in the file.
+//! * Trailing NUL discovery per TRY1NULL/TRY0NULL; an update while undecided
+//!   appends the NUL (Postfix's choice on Linux).
+//! * Sequence cursors belong to the connection: the cursor keeps the last key
+//!   returned, and NEXT re-positions with MDB_SET_RANGE in a new read
+//!   transaction. That survives concurrent writers and the deletion of the
+//!   current key (verify/postscreen delete while they iterate); Postfix
+//!   re-positions with MDB_SET on the exact key instead. As in Postfix, NEXT
+//!   with no position (no FIRST, or after the end) starts at the first entry.
+//!
+//! Differences from Postfix 3.7, where it exits (fatal) on LMDB and lock
+//! errors: we log the same text once (repeats of the same cause are not
+//! logged again) and answer RETRY; a duplicate refused on update answers
+//! CONFIG. Postfix allows one map resize per request (and then exits; the
+//! next process starts from the grown file); we keep doubling up to
+//! [`RETRY_LIMIT`] times within the request. Keys LMDB cannot store (empty,
+//! or longer than 511 bytes) are "not found" for lookup and delete instead of
+//! a fatal error. After MDB_PANIC the environment is reopened.
+
+use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::postmap_text::until_nul;
+use crate::protocol::flags::{
+    DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
+};
+use crate::sys::lmdb::{self as mdb, Env, Put};
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
+
+/// slmdb's room for the initial "drop" transaction and metadata.
+const FUDGE: usize = 10240;
+/// Map size growth factor on MDB_MAP_FULL (Postfix DICT_LMDB_SIZE_INCR).
+const SIZE_INCR: usize = 2;
+/// Recoveries per request (slmdb's default; Postfix's dict_lmdb uses 1).
+pub const RETRY_LIMIT: u32 = 30;
+
+pub struct Lmdb {
+    /// The table name (`/path/name`), Postfix's dict->name.
+    name: String,
+    /// `/path/name.lmdb`.
+    mdb_path: CString,
+    read_only: bool,
+    /// None only while being reopened after MDB_PANIC failed.
+    env: Option<Env>,
+    flags: u32,
+    /// TRY0NULL/TRY1NULL discovery state of this instance.
+    nul: u32,
+    curr_limit: usize,
+    hard_limit: usize,
+    /// The last error text logged, so that a persisting cause is logged once.
+    last_error: Option<String>,
+}
+
+/// A connection's sequence position: the stored key last returned.
+struct SeqPos(Vec<u8>);
+
+#[derive(Clone, Copy)]
+enum LockOp {
+    Shared,
+    Exclusive,
+}
+
+pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+    let name = req.name;
+    if req.flags & OPEN_LOCK != 0 && req.flags & LOCK != 0 {
+        return Err(OpenError::new(format!(
+            "dict_open: attempt to open {} with both \"open\" lock and \"access\" lock",
+            req.full_name()
+        )));
+    }
+    let map_size = req.params.get_long("lmdb_map_size").map_err(|e| OpenError::new(e.to_string()))?;
+    if map_size < 1 {
+        return Err(OpenError::new(format!("invalid lmdb_map_size parameter value {map_size} < 1")));
+    }
+    let mdb_path = format!("{name}.lmdb");
+    let c_path = CString::new(mdb_path.clone())
+        .map_err(|_| OpenError::new(format!("open database {mdb_path}: {}", mdb::strerror(libc::EINVAL))))?;
+    let (curr_limit, hard_limit) = initial_limits(usize::try_from(map_size).unwrap_or(usize::MAX), &mdb_path);
+    let read_only = req.mode == Mode::ReadOnly;
+    let env = Env::open(&c_path, read_only, curr_limit)
+        .map_err(|e| OpenError::new(format!("open database {mdb_path}: {e}")))?;
+
+    // Warn about a stale index, except right after the source changed.
+    if req.flags & LOCK != 0 {
+        if let (Ok(db), Ok(src)) = (std::fs::metadata(&mdb_path), std::fs::metadata(name)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if src.mtime() > db.mtime() && src.mtime() < now - 100 {
+                log::warn!("database {mdb_path} is older than source file {name}");
+            }
+        }
+    }
+
+    let mut flags = req.flags | FIXED | MULTI_WRITER;
+    if flags & (TRY0NULL | TRY1NULL) == 0 {
+        flags |= TRY0NULL | TRY1NULL;
+    }
+    // dict_open(): a multi-writer table turns the persistent lock into
+    // per-access locks.
+    if flags & OPEN_LOCK != 0 {
+        flags = (flags & !OPEN_LOCK) | LOCK;
+    }
+    Ok(Box::new(Lmdb {
+        name: name.to_owned(),
+        mdb_path: c_path,
+        read_only,
+        env: Some(env),
+        nul: flags & (TRY0NULL | TRY1NULL),
+        flags,
+        curr_limit,
+        hard_limit,
+        last_error: None,
+    }))
+}
+
+/// slmdb_open(): the map starts at the configured size, at least FUDGE, and
+/// large enough for an existing file plus FUDGE.
+fn initial_limits(configured: usize, mdb_path: &str) -> (usize, usize) {
+    let mut curr = configured.max(FUDGE);
+    let mut hard = isize::MAX as usize;
+    if let Ok(meta) = std::fs::metadata(mdb_path) {
+        let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        if size > curr - FUDGE {
+            hard = hard.max(size);
+            curr = if size < hard - FUDGE { size + FUDGE } else { hard };
+        }
+    }
+    (curr, hard)
+}
+
+impl Lmdb {
+    fn full_name(&self) -> String {
+        format!("lmdb:{}", self.name)
+    }
+
+    /// Log `text` unless it repeats the last logged error, and make it the
+    /// request's RETRY.
+    fn fail(&mut self, text: String) -> DictError {
+        if self.last_error.as_deref() != Some(text.as_str()) {
+            log::error!("{text}");
+            self.last_error = Some(text.clone());
+        }
+        DictError::Retry(text)
+    }
+
+    fn succeeded(&mut self) {
+        self.last_error = None;
+    }
+
+    /// Run `op`, recovering as slmdb does: grow the map on MDB_MAP_FULL,
+    /// adopt another process's map size on MDB_MAP_RESIZED, reopen after
+    /// MDB_PANIC; then retry.
+    fn run<T>(&mut self, mut op: impl FnMut(&mut Env) -> Result<T, mdb::Error>) -> Result<T, mdb::Error> {
+        let mut tries = 0;
+        loop {
+            let result = match self.env.as_mut() {
+                Some(env) => op(env),
+                None => Err(mdb::Error::PANIC),
+            };
+            let err = match result {
+                Err(e) if tries < RETRY_LIMIT => e,
+                other => return other,
+            };
+            tries += 1;
+            match err {
+                mdb::Error::MAP_FULL => {
+                    if self.curr_limit >= self.hard_limit {
+                        return Err(err);
+                    }
+                    self.curr_limit = if self.curr_limit < self.hard_limit / SIZE_INCR {
+                        self.curr_limit * SIZE_INCR
+                    } else {
+                        self.hard_limit
+                    };
+                    log::debug!(
+                        "database {}: using size limit {} after MDB_MAP_FULL",
+                        self.full_name(),
+                        self.curr_limit
+                    );
+                    if let Some(env) = self.env.as_mut() {
+                        env.set_map_size(self.curr_limit)?;
+                    }
+                }
+                mdb::Error::MAP_RESIZED => {
+                    if let Some(env) = self.env.as_mut() {
+                        env.set_map_size(0)?;
+                        self.curr_limit = env.map_size();
+                    }
+                    log::debug!(
+                        "database {}: using size limit {} after MDB_MAP_RESIZED",
+                        self.full_name(),
+                        self.curr_limit
+                    );
+                }
+                mdb::Error::PANIC => {
+                    // LMDB refuses every further transaction of a panicked
+                    // environment; Postfix would exit and start afresh.
+                    self.env = None;
+                    self.env = Some(Env::open(&self.mdb_path, self.read_only, self.curr_limit)?);
+                }
+                other => return Err(other),
+            }
+        }
+    }
+
+    /// Postfix's myflock(fd, FCNTL, op): a whole-file lock, waiting for it.
+    fn lock(&mut self, op: Option<LockOp>, flags: u32) -> DictResult<()> {
+        if flags & LOCK == 0 {
+            return Ok(());
+        }
+        let ltype = match op {
+            Some(LockOp::Shared) => libc::F_RDLCK,
+            Some(LockOp::Exclusive) => libc::F_WRLCK,
+            None => libc::F_UNLCK,
+        };
+        let what = if op.is_some() { "lock" } else { "unlock" };
+        let lock = libc::flock {
+            l_type: ltype as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        let result = match self.env.as_ref().map(Env::fd) {
+            Some(Ok(fd)) => loop {
+                match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETLKW(&lock)) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.map(drop).map_err(|e| e.desc().to_string()),
+                }
+            },
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(mdb::strerror(libc::EBADF)),
+        };
+        result.map_err(|e| self.fail(format!("{}: {what} dictionary: {e}", self.name)))
+    }
+
+    /// Lock, run `op` with recovery, unlock; the unlock happens whatever `op` gave.
+    fn locked<T>(
+        &mut self,
+        op: LockOp,
+        flags: u32,
+        f: impl FnMut(&mut Env) -> Result<T, mdb::Error>,
+    ) -> DictResult<Result<T, mdb::Error>> {
+        self.lock(Some(op), flags)?;
+        let result = self.run(f);
+        self.lock(None, flags)?;
+        Ok(result)
+    }
+}
+
+/// `key` with one NUL appended.
+fn with_nul(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
+}
+
+impl Dict for Lmdb {
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        out.clear();
+        let key = fold_key(key, flags & FOLD_FIX != 0);
+        let nul = self.nul;
+        let probe1 = with_nul(&key);
+        let found = self.locked(LockOp::Shared, flags, |env| {
+            if nul & TRY1NULL != 0 {
+                if let Some(v) = absent_if_unstorable(env.get(&probe1))? {
+                    return Ok(Some((TRY1NULL, v)));
+                }
+            }
+            if nul & TRY0NULL != 0 {
+                if let Some(v) = absent_if_unstorable(env.get(&key))? {
+                    return Ok(Some((TRY0NULL, v)));
+                }
+            }
+            Ok(None)
+        })?;
+        match found {
+            Ok(Some((which, value))) => {
+                self.nul = which;
+                self.succeeded();
+                out.extend_from_slice(until_nul(&value));
+                Ok(true)
+            }
+            Ok(None) => {
+                self.succeeded();
+                Ok(false)
+            }
+            Err(e) => Err(self.fail(format!("error reading {}: {e}", self.full_name()))),
+        }
+    }
+
+    fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
+        let key = fold_key(key, flags & FOLD_FIX != 0);
+        if self.nul == TRY0NULL | TRY1NULL {
+            // Undecided: Postfix on Linux appends the NUL.
+            self.nul = TRY1NULL;
+        }
+        let (k, v) = if self.nul & TRY1NULL != 0 {
+            (with_nul(&key), with_nul(value))
+        } else {
+            (key.to_vec(), value.to_vec())
+        };
+        let no_overwrite = flags & DUP_REPLACE == 0;
+        let result = self.locked(LockOp::Exclusive, flags, |env| env.put(&k, &v, no_overwrite))?;
+        let shown = String::from_utf8_lossy(&key);
+        match result {
+            Ok(Put::Stored) => {
+                self.succeeded();
+                Ok(true)
+            }
+            Ok(Put::KeyExists) => {
+                self.succeeded();
+                if flags & DUP_IGNORE != 0 {
+                    Ok(false)
+                } else if flags & DUP_WARN != 0 {
+                    log::warn!("{}: duplicate entry: \"{shown}\"", self.full_name());
+                    Ok(false)
+                } else {
+                    // Postfix exits here; proxywrite always forces DUP_REPLACE.
+                    let text = format!("{}: duplicate entry: \"{shown}\"", self.full_name());
+                    log::error!("{text}");
+                    Err(DictError::Config(text))
+                }
+            }
+            Err(e) => {
+                let text = format!("error updating {}: {e}", self.full_name());
+                if e == mdb::Error::BAD_VALSIZE {
+                    // Retrying cannot make the key fit.
+                    log::error!("{text}");
+                    return Err(DictError::Config(text));
+                }
+                Err(self.fail(text))
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &[u8], flags: u32) -> DictResult<bool> {
+        let key = fold_key(key, flags & FOLD_FIX != 0);
+        let nul = self.nul;
+        let probe1 = with_nul(&key);
+        let result = self.locked(LockOp::Exclusive, flags, |env| {
+            if nul & TRY1NULL != 0 && absent_if_unstorable(env.del(&probe1).map(Some))?.unwrap_or(false) {
+                return Ok(Some(TRY1NULL));
+            }
+            if nul & TRY0NULL != 0 && absent_if_unstorable(env.del(&key).map(Some))?.unwrap_or(false) {
+                return Ok(Some(TRY0NULL));
+            }
+            Ok(None)
+        })?;
+        match result {
+            Ok(Some(which)) => {
+                self.nul = which;
+                self.succeeded();
+                Ok(true)
+            }
+            Ok(None) => {
+                self.succeeded();
+                Ok(false)
+            }
+            Err(e) => Err(self.fail(format!("error deleting from {}: {e}", self.full_name()))),
+        }
+    }
+
+    fn sequence(
+        &mut self,
+        cursor: &mut Option<Cursor>,
+        first: bool,
+        flags: u32,
+    ) -> DictResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let after = match (first, cursor.as_mut().and_then(|c| c.downcast_mut::<SeqPos>())) {
+            (false, Some(pos)) => Some(std::mem::take(&mut pos.0)),
+            _ => None,
+        };
+        *cursor = None;
+        let result = self.locked(LockOp::Shared, flags, |env| env.next_after(after.as_deref()))?;
+        match result {
+            Ok(Some((k, v))) => {
+                self.succeeded();
+                let entry = (until_nul(&k).to_vec(), until_nul(&v).to_vec());
+                *cursor = Some(Box::new(SeqPos(k)));
+                Ok(Some(entry))
+            }
+            // End of data: the position is forgotten, as slmdb does.
+            Ok(None) => {
+                self.succeeded();
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(format!("error seeking {}: {e}", self.full_name()))),
+        }
+    }
+
+    /// Postfix skips the mtime test for MULTI_WRITER tables but still
+    /// notices a file that was removed (or replaced by rename).
+    fn changed(&self) -> bool {
+        match self.env.as_ref().map(Env::fd) {
+            Some(Ok(fd)) => nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_nlink == 0),
+            _ => false,
+        }
+    }
+}
+
+/// A key LMDB cannot hold (empty, or beyond its key size limit) is simply
+/// not there.
+fn absent_if_unstorable<T>(r: Result<Option<T>, mdb::Error>) -> Result<Option<T>, mdb::Error> {
+    match r {
+        Err(mdb::Error::BAD_VALSIZE) => Ok(None),
+        other => other,
+    }
+}
+
+/// Helpers shared by the file-table tests (lmdb, cdb): temp directories and
+/// the real `postmap`.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A unique directory under the temp dir, removed on drop, with a
+    /// minimal main.cf for `postmap -c`.
+    pub struct Lab {
+        pub dir: PathBuf,
+    }
+
+    impl Lab {
+        pub fn new(tag: &str) -> Lab {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "proxymap-{tag}-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("etc")).unwrap();
+            std::fs::write(dir.join("etc/main.cf"), "compatibility_level = 3.6\n").unwrap();
+            Lab { dir }
+        }
+
+        /// `<dir>/<name>` as a string (a table name).
+        pub fn path(&self, name: &str) -> String {
+            self.dir.join(name).to_str().unwrap().to_owned()
+        }
+
+        /// Run `postmap -c <etc> ARGS`; fails the test with install advice
+        /// when Postfix is missing.
+        pub fn postmap(&self, args: &[&str]) -> Output {
+            let out = Command::new("postmap")
+                .arg("-c")
+                .arg(self.dir.join("etc"))
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output();
+            match out {
+                Ok(out) => out,
+                Err(e) => panic!(
+                    "cannot run postmap ({e}): Postfix 3.7 with postfix-lmdb and postfix-cdb is needed; \
+                     run scripts/install-test-deps.sh"
+                ),
+            }
+        }
+
+        /// `postmap` that must succeed; returns stdout.
+        pub fn postmap_ok(&self, args: &[&str]) -> String {
+            let out = self.postmap(args);
+            assert!(
+                out.status.success(),
+                "postmap {args:?} failed: {} (is Postfix with postfix-lmdb/postfix-cdb installed? \
+                 run scripts/install-test-deps.sh)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+
+        /// Write `source` as text file `name` and build `type:name` with
+        /// `postmap [extra] type:path`; returns the table name (path).
+        pub fn build(&self, kind: &str, name: &str, source: &str, extra: &[&str]) -> String {
+            let path = self.path(name);
+            std::fs::write(&path, source).unwrap();
+            // An old source file keeps the "older than source" warning quiet.
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+            let table = format!("{kind}:{path}");
+            let mut args: Vec<&str> = extra.to_vec();
+            args.push(&table);
+            self.postmap_ok(&args);
+            path
+        }
+
+        /// `postmap -q KEY type:path`: Some(value) or None (exit 1).
+        pub fn query(&self, kind: &str, path: &str, key: &str) -> Option<String> {
+            let out = self.postmap(&["-q", key, &format!("{kind}:{path}")]);
+            match out.status.code() {
+                Some(0) => Some(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_owned()),
+                Some(1) => None,
+                _ => panic!("postmap -q {key} failed: {}", String::from_utf8_lossy(&out.stderr)),
+            }
+        }
+
+        /// `postmap -s type:path`, sorted lines.
+        pub fn list(&self, kind: &str, path: &str) -> Vec<String> {
+            let mut lines: Vec<String> =
+                self.postmap_ok(&["-s", &format!("{kind}:{path}")]).lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        }
+
+        pub fn exists(&self, p: &str) -> bool {
+            Path::new(p).exists()
+        }
+    }
+
+    impl Drop for Lab {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::Lab;
+    use super::*;
+    use crate::config::Params;
+    use crate::protocol::flags::SYNC_UPDATE;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    const SOURCE: &str = "Alice alice@example.com\nbob bob@example.com, bob2@example.com\nMiXed Case Value\n";
+    /// What the server adds to an update from proxywrite.
+    const UPD: u32 = SYNC_UPDATE | DUP_REPLACE;
+
+    fn open_with(name: &str, mode: Mode, flags: u32, params: &Params) -> Result<Box<dyn Dict>, OpenError> {
+        open(&OpenRequest { type_name: "lmdb", name, mode, flags, params })
+    }
+
+    fn ro(name: &str) -> Box<dyn Dict> {
+        open_with(name, Mode::ReadOnly, 0, &Params::default()).unwrap()
+    }
+
+    fn rw(name: &str) -> Box<dyn Dict> {
+        open_with(name, Mode::ReadWrite, 0, &Params::default()).unwrap()
+    }
+
+    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
+        let mut out = b"garbage".to_vec();
+        match d.lookup(key.as_bytes(), flags, &mut out).unwrap() {
+            true => Some(String::from_utf8(out).unwrap()),
+            false => {
+                assert!(out.is_empty());
+                None
+            }
+        }
+    }
+
+    fn walk(d: &mut Box<dyn Dict>) -> Vec<(String, String)> {
+        let mut cursor = None;
+        let mut first = true;
+        let mut seen = Vec::new();
+        while let Some((k, v)) = d.sequence(&mut cursor, first, 0).unwrap() {
+            first = false;
+            seen.push((String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()));
+        }
+        seen
+    }
+
+    /// The raw stored bytes, bypassing the NUL conventions.
+    fn raw_get(path: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let c = CString::new(format!("{path}.lmdb")).unwrap();
+        Env::open(&c, true, 1 << 20).unwrap().get(key).unwrap()
+    }
+
+    #[test]
+    fn reads_postmap_files_with_folding_and_nul_discovery() {
+        let lab = Lab::new("lmdb");
+        let t = lab.build("lmdb", "t", SOURCE, &[]);
+        let mut d = ro(&t);
+        assert_eq!(d.flags(), FIXED | MULTI_WRITER | TRY0NULL | TRY1NULL);
+        assert_eq!(d.flags(), 262172, "Postfix's open reply for a fresh lmdb instance");
+        // postmap lowercased the keys and appended NULs.
+        assert_eq!(raw_get(&t, b"alice\0").as_deref(), Some(&b"alice@example.com\0"[..]));
+        assert_eq!(get(&mut d, "alice", 0).as_deref(), Some("alice@example.com"));
+        assert_eq!(get(&mut d, "Alice", 0), None);
+        assert_eq!(get(&mut d, "ALICE", FOLD_FIX).as_deref(), Some("alice@example.com"));
+        assert_eq!(get(&mut d, "bob", 0).as_deref(), Some("bob@example.com, bob2@example.com"));
+        assert_eq!(get(&mut d, "MIXED", FOLD_FIX).as_deref(), Some("Case Value"));
+        assert_eq!(get(&mut d, "nobody", FOLD_FIX), None);
+        assert_eq!(get(&mut d, "", 0), None, "an empty key is simply absent");
+        assert_eq!(get(&mut d, &"x".repeat(600), 0), None, "so is one beyond LMDB's key limit");
+        assert_eq!(
+            walk(&mut d),
+            vec![
+                ("alice".into(), "alice@example.com".into()),
+                ("bob".into(), "bob@example.com, bob2@example.com".into()),
+                ("mixed".into(), "Case Value".into()),
+            ],
+            "key order, without the trailing NULs"
+        );
+        assert!(!d.changed());
+
+        // postmap -f keeps the case; -n stores without NUL: found by the second probe.
+        let u = lab.build("lmdb", "u", SOURCE, &["-f", "-n"]);
+        assert_eq!(raw_get(&u, b"Alice"), Some(b"alice@example.com".to_vec()));
+        let mut d = rw(&u);
+        assert_eq!(get(&mut d, "Alice", 0).as_deref(), Some("alice@example.com"));
+        assert_eq!(get(&mut d, "alice", 0), None);
+        assert_eq!(get(&mut d, "MiXed", 0).as_deref(), Some("Case Value"));
+        // Discovered "no NUL": updates follow the file's convention.
+        assert!(d.update(b"new", b"value", UPD).unwrap());
+        assert_eq!(raw_get(&u, b"new"), Some(b"value".to_vec()));
+        assert_eq!(raw_get(&u, b"new\0"), None);
+        assert_eq!(lab.query("lmdb", &u, "new").as_deref(), Some("value"));
+
+        // Explicit TRY1NULL at open: only the NUL probe is made.
+        let mut d = open_with(&u, Mode::ReadOnly, TRY1NULL, &Params::default()).unwrap();
+        assert_eq!(d.flags(), FIXED | MULTI_WRITER | TRY1NULL);
+        assert_eq!(get(&mut d, "Alice", 0), None);
+    }
+
+    #[test]
+    fn writes_are_read_by_postmap() {
+        let lab = Lab::new("lmdb");
+        let t = lab.path("w");
+        let mdb_path = format!("{t}.lmdb");
+        assert!(!lab.exists(&mdb_path));
+        // proxymap (read-only) does not create.
+        let err = open_with(&t, Mode::ReadOnly, 0, &Params::default()).err().unwrap();
+        assert_eq!(err.reason, format!("open database {mdb_path}: No such file or directory"));
+        // proxywrite creates, mode 0644 less the umask (022 here or stricter).
+        let mut d = rw(&t);
+        let mode = std::fs::metadata(&mdb_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o644, 0, "mode {mode:o}");
+        assert!(!lab.exists(&format!("{mdb_path}-lock")), "MDB_NOLOCK: no lock file");
+        assert_eq!(lab.list("lmdb", &t), Vec::<String>::new());
+
+        assert!(d.update(b"Key1", b"value 1", UPD | FOLD_FIX).unwrap());
+        assert!(d.update(b"key2", b"value 2", UPD).unwrap());
+        assert!(d.update(b"key3", b"value 3", UPD).unwrap());
+        // Undecided at the first update: the NUL is appended, as on Linux Postfix.
+        assert_eq!(raw_get(&t, b"key1\0"), Some(b"value 1\0".to_vec()));
+        assert_eq!(lab.query("lmdb", &t, "key1").as_deref(), Some("value 1"));
+        assert_eq!(lab.query("lmdb", &t, "KEY2").as_deref(), Some("value 2"), "postmap -q folds");
+        // Replace, delete.
+        assert!(d.update(b"key2", b"value 2b", UPD).unwrap());
+        assert!(d.delete(b"KEY3", SYNC_UPDATE | FOLD_FIX).unwrap());
+        assert!(!d.delete(b"key3", SYNC_UPDATE).unwrap());
+        assert_eq!(lab.list("lmdb", &t), vec!["key1\tvalue 1", "key2\tvalue 2b"]);
+        // Duplicate policies (proxywrite forces DUP_REPLACE; direct callers may not).
+        assert!(!d.update(b"key1", b"other", DUP_IGNORE).unwrap());
+        assert!(!d.update(b"key1", b"other", DUP_WARN).unwrap());
+        assert!(matches!(d.update(b"key1", b"other", 0), Err(DictError::Config(_))));
+        assert_eq!(get(&mut d, "key1", 0).as_deref(), Some("value 1"));
+        // A key LMDB cannot hold is a configuration error, not a retry.
+        assert!(matches!(d.update(&[b'k'; 600], b"v", UPD), Err(DictError::Config(_))));
+
+        // A reader opened earlier sees every later commit of the writer.
+        let mut r = ro(&t);
+        assert_eq!(get(&mut r, "key4", 0), None);
+        assert!(d.update(b"key4", b"value 4", UPD).unwrap());
+        assert_eq!(get(&mut r, "key4", 0).as_deref(), Some("value 4"));
+        assert!(d.delete(b"key4", SYNC_UPDATE).unwrap());
+        assert_eq!(get(&mut r, "key4", 0), None);
+
+        // Postfix's own writer and ours share the file: postmap rebuilds it
+        // in place (an LMDB "drop"), and the open reader sees the result.
+        std::fs::write(&t, "fromPostfix yes\nother no\n").unwrap();
+        lab.postmap_ok(&[&format!("lmdb:{t}")]);
+        assert_eq!(get(&mut r, "frompostfix", 0).as_deref(), Some("yes"));
+        assert_eq!(get(&mut r, "key2", 0), None);
+        lab.postmap_ok(&["-d", "other", &format!("lmdb:{t}")]);
+        assert_eq!(get(&mut r, "other", 0), None);
+        assert!(d.update(b"mine", b"too", UPD).unwrap());
+        assert_eq!(lab.list("lmdb", &t), vec!["frompostfix\tyes", "mine\ttoo"]);
+        assert!(!r.changed() && !d.changed());
+    }
+
+    #[test]
+    fn sequence_survives_deletes_and_writers() {
+        let lab = Lab::new("lmdb");
+        let t = lab.path("s");
+        let mut w = rw(&t);
+        for i in 0..200 {
+            assert!(w.update(format!("k{i:03}").as_bytes(), format!("v{i}").as_bytes(), UPD).unwrap());
+        }
+        // Walk, deleting the entry just returned and every fifth following
+        // one, as the verify/postscreen cache cleanup does.
+        let mut cursor = None;
+        let mut first = true;
+        let mut seen = Vec::new();
+        while let Some((k, v)) = w.sequence(&mut cursor, first, LOCK).unwrap() {
+            first = false;
+            let n: usize = std::str::from_utf8(&k[1..]).unwrap().parse().unwrap();
+            assert_eq!(v, format!("v{n}").as_bytes());
+            seen.push(n);
+            assert!(w.delete(&k, SYNC_UPDATE | LOCK).unwrap());
+            if n.is_multiple_of(5) && n + 1 < 200 {
+                assert!(w.delete(format!("k{:03}", n + 1).as_bytes(), SYNC_UPDATE).unwrap());
+            }
+            // Another writer's insert behind the cursor does not disturb it.
+            if n == 100 {
+                assert!(w.update(b"a-late", b"x", UPD).unwrap());
+            }
+        }
+        let expect: Vec<usize> = (0..200).filter(|n| !(n % 5 == 1 && *n > 0)).collect();
+        assert_eq!(seen, expect);
+        assert_eq!(lab.list("lmdb", &t), vec!["a-late\tx"]);
+        // After the end, NEXT starts over (slmdb forgot the position); so does
+        // NEXT on a connection that never sent FIRST.
+        assert_eq!(w.sequence(&mut cursor, false, 0).unwrap(), Some((b"a-late".to_vec(), b"x".to_vec())));
+        assert_eq!(w.sequence(&mut None, false, 0).unwrap(), Some((b"a-late".to_vec(), b"x".to_vec())));
+        // Two connections iterate independently.
+        assert!(w.update(b"b", b"y", UPD).unwrap());
+        let (mut c1, mut c2) = (None, None);
+        assert_eq!(w.sequence(&mut c1, true, 0).unwrap().unwrap().0, b"a-late");
+        assert_eq!(w.sequence(&mut c2, true, 0).unwrap().unwrap().0, b"a-late");
+        assert_eq!(w.sequence(&mut c1, false, 0).unwrap().unwrap().0, b"b");
+        assert_eq!(w.sequence(&mut c1, false, 0).unwrap(), None);
+        assert_eq!(w.sequence(&mut c2, false, 0).unwrap().unwrap().0, b"b");
+    }
+
+    #[test]
+    fn map_grows_beyond_a_tiny_lmdb_map_size() {
+        let lab = Lab::new("lmdb");
+        let t = lab.path("g");
+        let params = Params::from_text("lmdb_map_size = 20000\n", "main.cf", &[]).unwrap();
+        let mut w = open_with(&t, Mode::ReadWrite, 0, &params).unwrap();
+        // A reader with the same tiny map must follow the growth (MDB_MAP_RESIZED).
+        let mut r = open_with(&t, Mode::ReadOnly, 0, &params).unwrap();
+        let big = vec![b'x'; 3 << 20];
+        for i in 0..2000 {
+            let value = format!("{i:01000}");
+            assert!(w.update(format!("key{i}").as_bytes(), value.as_bytes(), UPD).unwrap());
+        }
+        assert!(w.update(b"big", &big, UPD).unwrap());
+        let size = std::fs::metadata(format!("{t}.lmdb")).unwrap().len();
+        assert!(size > 5 << 20, "file has {size} bytes");
+        assert_eq!(get(&mut r, "key1999", 0).unwrap().len(), 1000);
+        assert_eq!(get(&mut r, "big", 0).unwrap().len(), big.len());
+        assert_eq!(lab.query("lmdb", &t, "key7").unwrap(), format!("{:01000}", 7));
+        assert_eq!(lab.list("lmdb", &t).len(), 2001);
+        // A new instance starts with a map that fits the file.
+        let mut again = open_with(&t, Mode::ReadOnly, 0, &params).unwrap();
+        assert_eq!(get(&mut again, "big", 0).unwrap().len(), big.len());
+    }
+
+    #[test]
+    fn damaged_files_fail_cleanly() {
+        let lab = Lab::new("lmdb");
+        let source: String = (0..3000).map(|i| format!("key{i} {i:0200}\n")).collect();
+        let t = lab.build("lmdb", "c", &source, &[]);
+        let mdb_path = format!("{t}.lmdb");
+        let full = std::fs::read(&mdb_path).unwrap();
+        assert!(full.len() > 100_000);
+        let mut reader = ro(&t);
+        assert!(get(&mut reader, "key5", 0).is_some());
+
+        // Truncated under an open reader: an error, not SIGBUS.
+        std::fs::write(&mdb_path, &full[..full.len() / 2]).unwrap();
+        let mut out = Vec::new();
+        let err = reader.lookup(b"key2999", 0, &mut out).unwrap_err();
+        match err {
+            DictError::Retry(text) => {
+                assert!(text.starts_with(&format!("error reading lmdb:{t}: database file is truncated")), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(reader.sequence(&mut None, true, 0).is_err());
+
+        // Truncated, tiny, empty, garbage: open errors naming the file.
+        for (what, content) in [
+            ("half", full[..full.len() / 2].to_vec()),
+            ("one page", full[..4096].to_vec()),
+            ("100 bytes", full[..100].to_vec()),
+            ("empty", Vec::new()),
+            ("garbage", (0..16384u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        ] {
+            std::fs::write(&mdb_path, &content).unwrap();
+            let err = open_with(&t, Mode::ReadOnly, 0, &Params::default()).err();
+            let err = err.unwrap_or_else(|| panic!("{what}: opened"));
+            assert!(err.reason.starts_with(&format!("open database {mdb_path}: ")), "{what}: {}", err.reason);
+        }
+        std::fs::write(&mdb_path, &full[..full.len() / 2]).unwrap();
+        let err = open_with(&t, Mode::ReadOnly, 0, &Params::default()).err().unwrap();
+        assert!(err.reason.contains("database file is truncated"), "{}", err.reason);
+        std::fs::write(&mdb_path, b"").unwrap();
+        // An empty file is not silently turned into a new database by a reader.
+        assert!(open_with(&t, Mode::ReadOnly, 0, &Params::default()).is_err());
+    }
+
+    #[test]
+    fn lock_flags() {
+        let lab = Lab::new("lmdb");
+        let t = lab.build("lmdb", "l", SOURCE, &[]);
+        // OPEN_LOCK becomes LOCK on this multi-writer table; both is refused.
+        let d = open_with(&t, Mode::ReadWrite, OPEN_LOCK, &Params::default()).unwrap();
+        assert_eq!(d.flags(), FIXED | MULTI_WRITER | TRY0NULL | TRY1NULL | LOCK);
+        let err = open_with(&t, Mode::ReadWrite, OPEN_LOCK | LOCK, &Params::default()).err().unwrap();
+        assert_eq!(err.reason, format!("dict_open: attempt to open lmdb:{t} with both \"open\" lock and \"access\" lock"));
+        // With LOCK, a lookup waits for another process's exclusive fcntl lock.
+        let mdb_path = format!("{t}.lmdb");
+        let script = "import fcntl,sys,time\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(0.6)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script, &mdb_path])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "locked\n");
+        let mut d = ro(&t);
+        let start = Instant::now();
+        assert!(get(&mut d, "alice", 0).is_some());
+        assert!(start.elapsed() < Duration::from_millis(300), "no LOCK: no waiting");
+        assert!(get(&mut d, "alice", LOCK).is_some());
+        assert!(start.elapsed() >= Duration::from_millis(300), "LOCK waited {:?}", start.elapsed());
+        child.wait().unwrap();
+        // Our locks are released after each access: another process can lock at once.
+        let mut w = rw(&t);
+        assert!(w.update(b"x", b"y", UPD | LOCK).unwrap());
+        let script = "import fcntl,sys\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\n";
+        let st = std::process::Command::new("python3").args(["-c", script, &mdb_path]).status().unwrap();
+        assert!(st.success());
+    }
+
+    #[test]
+    fn removal_is_a_change() {
+        let lab = Lab::new("lmdb");
+        let t = lab.build("lmdb", "r", SOURCE, &[]);
+        let mut d = ro(&t);
+        let mut w = rw(&t);
+        assert!(w.update(b"z", b"1", UPD).unwrap());
+        assert!(!d.changed(), "updates are no change for a multi-writer table");
+        assert_eq!(get(&mut d, "z", 0).as_deref(), Some("1"));
+        std::fs::remove_file(format!("{t}.lmdb")).unwrap();
+        assert!(d.changed());
+    }
+}

@@ -1,0 +1,375 @@
+//! A minimal safe wrapper over the C LMDB library (`lmdb-master-sys`, which
+//! vendors OpenLDAP's mdb.master branch: LMDB 0.9, the on-disk format of
+//! Debian's liblmdb 0.9.24 that Postfix's `postmap` uses).
+//!
+//! This is the only place with `unsafe` for LMDB. The wrapper never lets a
+//! transaction or cursor outlive one method call: every method begins its own
+//! transaction and ends it before returning, and copies whatever it returns out
+//! of the memory map. So no LMDB pointer escapes, the environment can move
+//! between threads, and the map size may be changed between calls (LMDB allows
+//! that only while the process has no transaction open).
+//!
+//! LMDB trusts its file. A truncated file would make the memory map fault
+//! (SIGBUS) when a missing page is touched, so [`Env::check_size`] compares
+//! the file length with the last page the newest meta page claims, before the
+//! table is used and at the start of every transaction. Damage inside pages
+//! that LMDB detects comes back as `MDB_CORRUPTED`/`MDB_PAGE_NOTFOUND`; damage it
+//! does not detect is outside what can be checked cheaply.
+
+use lmdb_master_sys as ffi;
+use std::ffi::{c_int, c_uint, CStr};
+use std::os::fd::BorrowedFd;
+use std::ptr::{self, NonNull};
+
+/// An LMDB return code, or our own size check's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// An LMDB or errno code, as `mdb_strerror()` names it.
+    Code(c_int),
+    /// The file is shorter than its meta page says.
+    Truncated { size: u64, need: u64 },
+    /// The meta page's page size is implausible.
+    BadPageSize(u32),
+}
+
+impl Error {
+    pub const NOTFOUND: Error = Error::Code(ffi::MDB_NOTFOUND);
+    pub const KEYEXIST: Error = Error::Code(ffi::MDB_KEYEXIST);
+    pub const MAP_FULL: Error = Error::Code(ffi::MDB_MAP_FULL);
+    pub const MAP_RESIZED: Error = Error::Code(ffi::MDB_MAP_RESIZED);
+    pub const PANIC: Error = Error::Code(ffi::MDB_PANIC);
+    pub const BAD_VALSIZE: Error = Error::Code(ffi::MDB_BAD_VALSIZE);
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Error::Code(code) => f.write_str(&strerror(code)),
+            Error::Truncated { size, need } => {
+                write!(f, "database file is truncated: {size} bytes, its meta page needs {need}")
+            }
+            Error::BadPageSize(size) => write!(f, "{}: page size {size}", strerror(ffi::MDB_INVALID)),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `mdb_strerror()`: LMDB's own texts for its codes, strerror() otherwise.
+pub fn strerror(code: c_int) -> String {
+    if code >= 0 {
+        // strerror() without Rust's " (os error N)" suffix, as Postfix's %m.
+        return nix::errno::Errno::from_raw(code).desc().to_string();
+    }
+    // SAFETY: for negative codes mdb_strerror returns a pointer to a static,
+    // NUL-terminated string from LMDB's own table (or a static "Invalid error
+    // code"-style fallback); it is never freed or modified.
+    let text = unsafe { CStr::from_ptr(ffi::mdb_strerror(code)) };
+    text.to_string_lossy().into_owned()
+}
+
+fn check(code: c_int) -> Result<(), Error> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::Code(code))
+    }
+}
+
+/// The flags Postfix opens every LMDB table with: a plain file (no
+/// subdirectory) and no LMDB lock file (Postfix locks with fcntl() itself).
+pub const POSTFIX_ENV_FLAGS: c_uint = ffi::MDB_NOSUBDIR | ffi::MDB_NOLOCK;
+
+/// One open LMDB environment with its unnamed main database.
+pub struct Env {
+    env: NonNull<ffi::MDB_env>,
+    dbi: ffi::MDB_dbi,
+    read_only: bool,
+}
+
+// SAFETY: LMDB allows an environment to be used from any thread as long as
+// each transaction stays in one thread; ours never outlive a method call, and
+// `&mut self` on every method rules out concurrent use.
+unsafe impl Send for Env {}
+
+/// A key and its value, copied out of the map.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Outcome of [`Env::put`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    /// `no_overwrite` was asked and the key exists.
+    KeyExists,
+}
+
+impl Env {
+    /// Open `path` (the data file itself) with Postfix's flags; `read_only`
+    /// adds MDB_RDONLY, otherwise the file is created with mode 0644 (less the
+    /// umask) when missing. `map_size` is the initial memory map size.
+    pub fn open(path: &CStr, read_only: bool, map_size: usize) -> Result<Env, Error> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: `raw` is a valid out-pointer; on success it holds a new env.
+        check(unsafe { ffi::mdb_env_create(&mut raw) })?;
+        let env = NonNull::new(raw).ok_or(Error::Code(libc::ENOMEM))?;
+        // From here on dropping `me` closes the environment.
+        let mut me = Env { env, dbi: 0, read_only };
+        let flags = POSTFIX_ENV_FLAGS | if read_only { ffi::MDB_RDONLY } else { 0 };
+        // SAFETY: the env is open-able (created above, not yet opened); the
+        // path is a valid C string that LMDB copies.
+        unsafe {
+            check(ffi::mdb_env_set_mapsize(me.env.as_ptr(), map_size))?;
+            check(ffi::mdb_env_open(me.env.as_ptr(), path.as_ptr(), flags, 0o644))?;
+        }
+        me.check_size()?;
+        let mut txn = ptr::null_mut();
+        let txn_flags = if read_only { ffi::MDB_RDONLY } else { 0 };
+        // SAFETY: the env is open and has no other transaction; `txn` is a
+        // valid out-pointer.
+        check(unsafe { ffi::mdb_txn_begin(me.env.as_ptr(), ptr::null_mut(), txn_flags, &mut txn) })?;
+        let mut dbi = 0;
+        // SAFETY: `txn` was just begun and is ended right below. The unnamed
+        // main database always exists and its handle stays valid after the
+        // transaction ends (LMDB never closes MAIN_DBI).
+        let rc = unsafe { ffi::mdb_dbi_open(txn, ptr::null(), 0, &mut dbi) };
+        // SAFETY: `txn` is live and not used after this.
+        unsafe { ffi::mdb_txn_abort(txn) };
+        check(rc)?;
+        me.dbi = dbi;
+        Ok(me)
+    }
+
+    /// The data file's descriptor, for fcntl() locks and fstat(). Valid while
+    /// `self` lives.
+    pub fn fd(&self) -> Result<BorrowedFd<'_>, Error> {
+        let mut fd: ffi::mdb_filehandle_t = -1;
+        // SAFETY: the env is open; `fd` is a valid out-pointer.
+        check(unsafe { ffi::mdb_env_get_fd(self.env.as_ptr(), &mut fd) })?;
+        if fd < 0 {
+            return Err(Error::Code(libc::EBADF));
+        }
+        // SAFETY: LMDB keeps this descriptor open until mdb_env_close, which
+        // only Drop calls; the borrow is tied to `&self`.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// Current memory map size.
+    pub fn map_size(&self) -> usize {
+        let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::zeroed();
+        // SAFETY: the env is open; mdb_env_info fills the struct, which is
+        // plain data and valid when zeroed in case it fails.
+        unsafe {
+            ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr());
+            info.assume_init().me_mapsize
+        }
+    }
+
+    /// Change the memory map size; 0 adopts the size recorded in the file by
+    /// another process (recovery from MDB_MAP_RESIZED). Callers hold no
+    /// transaction (none of ours outlives a method).
+    pub fn set_map_size(&mut self, size: usize) -> Result<(), Error> {
+        // SAFETY: the env is open and, by construction, has no active transaction.
+        check(unsafe { ffi::mdb_env_set_mapsize(self.env.as_ptr(), size) })?;
+        self.check_size()
+    }
+
+    /// Refuse a file shorter than the pages its newest meta page claims, so
+    /// that no access can fault on a page beyond the end of the file.
+    pub fn check_size(&self) -> Result<(), Error> {
+        let fd = self.fd()?;
+        let size = nix::sys::stat::fstat(fd).map_err(|e| Error::Code(e as c_int))?.st_size.max(0) as u64;
+        let mut stat = std::mem::MaybeUninit::<ffi::MDB_stat>::zeroed();
+        // SAFETY: the env is open; mdb_env_stat only reads the page size it
+        // recorded at open and fills plain data.
+        let psize = unsafe {
+            check(ffi::mdb_env_stat(self.env.as_ptr(), stat.as_mut_ptr()))?;
+            stat.assume_init().ms_psize
+        };
+        if !(512..=65536).contains(&psize) || !psize.is_power_of_two() {
+            return Err(Error::BadPageSize(psize));
+        }
+        // Both meta pages must be in the file before the meta can be read
+        // through the map.
+        let metas = 2 * u64::from(psize);
+        if size < metas {
+            return Err(Error::Truncated { size, need: metas });
+        }
+        let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::zeroed();
+        // SAFETY: the env is open and both meta pages are inside the file,
+        // which is all mdb_env_info reads; it fills plain data.
+        let last = unsafe {
+            check(ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr()))?;
+            info.assume_init().me_last_pgno as u64
+        };
+        let need = last.saturating_add(1).saturating_mul(u64::from(psize));
+        if size < need {
+            return Err(Error::Truncated { size, need });
+        }
+        Ok(())
+    }
+
+    /// Look `key` up in a read transaction of its own; the value is copied.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.begin(true)?;
+        let mut k = val(key);
+        let mut v = ffi::MDB_val { mv_size: 0, mv_data: ptr::null_mut() };
+        // SAFETY: `txn` is live, `dbi` is the main database, `k` points into
+        // `key`, which outlives the call; LMDB does not write through it.
+        let rc = unsafe { ffi::mdb_get(txn.0, self.dbi, &mut k, &mut v) };
+        let out = match rc {
+            // SAFETY: LMDB just set `v`, and `txn` is still live.
+            0 => Ok(Some(unsafe { copy(&v) })),
+            ffi::MDB_NOTFOUND => Ok(None),
+            e => Err(Error::Code(e)),
+        };
+        drop(txn); // the copy is made: now the map page may go
+        out
+    }
+
+    /// Store `key` → `value` in a write transaction of its own and commit it.
+    pub fn put(&mut self, key: &[u8], value: &[u8], no_overwrite: bool) -> Result<Put, Error> {
+        let txn = self.begin(false)?;
+        let mut k = val(key);
+        let mut v = val(value);
+        let flags = if no_overwrite { ffi::MDB_NOOVERWRITE } else { 0 };
+        // SAFETY: `txn` is a live write transaction; `k`/`v` point into
+        // slices that outlive the call. With MDB_NOOVERWRITE LMDB may write
+        // the existing value's address into `v`, which we then ignore.
+        let rc = unsafe { ffi::mdb_put(txn.0, self.dbi, &mut k, &mut v, flags) };
+        match rc {
+            0 => txn.commit().map(|()| Put::Stored),
+            ffi::MDB_KEYEXIST => Ok(Put::KeyExists),
+            e => Err(Error::Code(e)),
+        }
+    }
+
+    /// Remove `key` (all its data) and commit; false when it was absent.
+    pub fn del(&mut self, key: &[u8]) -> Result<bool, Error> {
+        let txn = self.begin(false)?;
+        let mut k = val(key);
+        // SAFETY: `txn` is a live write transaction; `k` points into `key`.
+        let rc = unsafe { ffi::mdb_del(txn.0, self.dbi, &mut k, ptr::null_mut()) };
+        match rc {
+            0 => txn.commit().map(|()| true),
+            ffi::MDB_NOTFOUND => Ok(false),
+            e => Err(Error::Code(e)),
+        }
+    }
+
+    /// The first entry (`after` = None) or the first entry whose key sorts
+    /// after `after`, in a read transaction of its own; copied out.
+    pub fn next_after(&mut self, after: Option<&[u8]>) -> Result<Option<Entry>, Error> {
+        let txn = self.begin(true)?;
+        let mut cursor = ptr::null_mut();
+        // SAFETY: `txn` is live; `cursor` is a valid out-pointer.
+        check(unsafe { ffi::mdb_cursor_open(txn.0, self.dbi, &mut cursor) })?;
+        let cursor = Cursor(cursor);
+        let mut k = ffi::MDB_val { mv_size: 0, mv_data: ptr::null_mut() };
+        let mut v = ffi::MDB_val { mv_size: 0, mv_data: ptr::null_mut() };
+        let rc = match after {
+            None => cursor.get(&mut k, &mut v, ffi::MDB_FIRST),
+            Some(last) => {
+                k = val(last);
+                // SET_RANGE: the smallest key >= `last`. If that is `last`
+                // itself, step once more; if `last` was deleted meanwhile, it
+                // already is the next one.
+                match cursor.get(&mut k, &mut v, ffi::MDB_SET_RANGE) {
+                    // SAFETY: on success `k` points into the map, valid until
+                    // the transaction ends (below).
+                    0 if unsafe { slice(&k) } == last => cursor.get(&mut k, &mut v, ffi::MDB_NEXT),
+                    rc => rc,
+                }
+            }
+        };
+        let out = match rc {
+            // SAFETY: LMDB just set `k` and `v`, and `txn` is still live.
+            0 => Ok(Some(unsafe { (copy(&k), copy(&v)) })),
+            ffi::MDB_NOTFOUND => Ok(None),
+            e => Err(Error::Code(e)),
+        };
+        drop(cursor);
+        drop(txn);
+        out
+    }
+
+    fn begin(&mut self, read: bool) -> Result<Txn, Error> {
+        // A file truncated behind our back must fail here, not fault later.
+        self.check_size()?;
+        let mut txn = ptr::null_mut();
+        let flags = if read || self.read_only { ffi::MDB_RDONLY } else { 0 };
+        // SAFETY: the env is open and this process has no other transaction
+        // (every Txn ends within the method that began it).
+        check(unsafe { ffi::mdb_txn_begin(self.env.as_ptr(), ptr::null_mut(), flags, &mut txn) })?;
+        Ok(Txn(txn))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // SAFETY: the env is open and no transaction is alive (they end within
+        // each method); nothing uses the pointer afterwards.
+        unsafe { ffi::mdb_env_close(self.env.as_ptr()) }
+    }
+}
+
+/// A transaction, aborted on drop unless committed.
+struct Txn(*mut ffi::MDB_txn);
+
+impl Txn {
+    fn commit(self) -> Result<(), Error> {
+        let txn = self.0;
+        std::mem::forget(self);
+        // SAFETY: `txn` is live; mdb_txn_commit frees it whatever the result,
+        // and `forget` above keeps Drop from aborting it a second time.
+        check(unsafe { ffi::mdb_txn_commit(txn) })
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        // SAFETY: the transaction is live (commit forgets `self`) and its
+        // cursors were closed before (Cursor is dropped first by callers).
+        unsafe { ffi::mdb_txn_abort(self.0) }
+    }
+}
+
+/// A cursor of a read transaction, closed on drop (before the transaction).
+struct Cursor(*mut ffi::MDB_cursor);
+
+impl Cursor {
+    fn get(&self, k: &mut ffi::MDB_val, v: &mut ffi::MDB_val, op: ffi::MDB_cursor_op) -> c_int {
+        // SAFETY: the cursor is open in a live transaction; `k` and `v` are
+        // valid MDB_vals (for SET_RANGE `k` points at caller memory LMDB only
+        // reads, then replaces with a pointer into the map).
+        unsafe { ffi::mdb_cursor_get(self.0, k, v, op) }
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        // SAFETY: the cursor is open and its transaction is still live.
+        unsafe { ffi::mdb_cursor_close(self.0) }
+    }
+}
+
+fn val(data: &[u8]) -> ffi::MDB_val {
+    ffi::MDB_val { mv_size: data.len(), mv_data: data.as_ptr() as *mut _ }
+}
+
+/// # Safety
+/// `v` must come from LMDB within a transaction that is still live.
+unsafe fn slice(v: &ffi::MDB_val) -> &[u8] {
+    if v.mv_size == 0 || v.mv_data.is_null() {
+        return &[];
+    }
+    // SAFETY: per the caller's contract LMDB set `v` to `mv_size` readable
+    // bytes in the memory map, and the file covers them (check_size).
+    unsafe { std::slice::from_raw_parts(v.mv_data as *const u8, v.mv_size) }
+}
+
+/// # Safety
+/// As for [`slice`].
+unsafe fn copy(v: &ffi::MDB_val) -> Vec<u8> {
+    // SAFETY: the caller's contract is slice()'s.
+    unsafe { slice(v) }.to_vec()
+}
