@@ -5,7 +5,9 @@
 //!
 //! Environment: PM_BENCH_SECS (3), PM_BENCH_REPS (3), PM_BENCH_WARMUP (0.5),
 //! PM_BENCH_CONNS (1,4,16,64: persistent rows), PM_BENCH_MODES
-//! (persistent,short,miss), PM_BENCH_TABLES (all labels of `TABLES`).
+//! (persistent,short,miss), PM_BENCH_TABLES (all labels of `TABLES`),
+//! PM_BENCH_SERVERS (postfix,ours,echo), PM_BENCH_ECHO (auto, threads, epoll)
+//! and PM_BENCH_ECHO_THREADS (1: event loops of the epoll design).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,7 +18,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,6 +84,9 @@ struct Settings {
     conns: Vec<usize>,
     modes: Vec<String>,
     tables: Vec<String>,
+    servers: Vec<String>,
+    echo: String,
+    echo_threads: usize,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -109,9 +114,16 @@ impl Settings {
                 .collect(),
             modes: env_list("PM_BENCH_MODES", "persistent,short,miss"),
             tables: env_list("PM_BENCH_TABLES", &all.join(",")),
+            servers: env_list("PM_BENCH_SERVERS", "postfix,ours,echo"),
+            echo: env_or("PM_BENCH_ECHO", "auto".to_string()),
+            echo_threads: env_or("PM_BENCH_ECHO_THREADS", 1),
         };
+        assert!(["auto", "epoll", "threads"].contains(&s.echo.as_str()), "PM_BENCH_ECHO: auto, epoll or threads");
         for t in &s.tables {
             assert!(all.contains(&t.as_str()), "PM_BENCH_TABLES: unknown table {t:?} (have {all:?})");
+        }
+        for t in &s.servers {
+            assert!(["postfix", "ours", "echo"].contains(&t.as_str()), "PM_BENCH_SERVERS: unknown server {t:?}");
         }
         for m in &s.modes {
             assert!(["persistent", "short", "miss"].contains(&m.as_str()), "PM_BENCH_MODES: unknown mode {m:?}");
@@ -410,73 +422,185 @@ fn run_load(job: &Job, warmup: f64, secs: f64, check: impl FnOnce()) -> RunResul
 }
 
 // ---------------------------------------------------------------------------
-// echo server: the ceiling. One epoll loop on one thread: the client already
-// has a thread per connection on the same two cores, so more server threads
-// would only compete with it.
+// echo server: the ceiling. It answers without looking anything up, so its
+// column is what this client and kernel allow on this machine. Two designs
+// (PM_BENCH_ECHO): `threads` (a blocking thread per connection) and `epoll`
+// (PM_BENCH_ECHO_THREADS event loops, default 1, share the listener). The
+// default `auto` takes the one that was faster in trial runs here: threads
+// for persistent rows (a request costs one read and one write, no
+// epoll_wait), epoll for connect-per-lookup (no hand-off of each new
+// connection to a sleeping thread).
+
+/// What the echo server answers: `open` requests get `open`, everything else
+/// `lookup` (both Postfix's real reply bytes, so sizes match).
+#[derive(Clone)]
+struct EchoReplies {
+    open: Vec<u8>,
+    lookup: Vec<u8>,
+}
+
+const OPEN_PREFIX: &[u8] = b"request\0open\0";
 
 struct Echo {
     path: PathBuf,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    blocking_accept: bool,
+    pool: Arc<Pool>,
 }
 
 impl Echo {
-    /// Serve `path`: the announcement on accept, then `reply` for every
-    /// complete request list, whatever it asks.
-    fn start(path: PathBuf, reply: Vec<u8>) -> io::Result<Echo> {
+    fn start(path: PathBuf, replies: EchoReplies, design: &str, loops: usize) -> io::Result<Echo> {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("echo".into()).spawn(move || {
-            if let Err(e) = echo_loop(&listener, &reply, &flag) {
-                eprintln!("echo server: {e}");
+        let mut threads = Vec::new();
+        let blocking_accept = design == "threads";
+        let pool = Arc::new(Pool::default());
+        if blocking_accept {
+            spawn_acceptor(&Arc::new(listener), &Arc::new(replies), &stop, &pool);
+        } else {
+            listener.set_nonblocking(true)?;
+            for _ in 0..loops.max(1) {
+                let (flag, replies, listener) = (Arc::clone(&stop), replies.clone(), listener.try_clone()?);
+                threads.push(std::thread::Builder::new().name("echo-loop".into()).spawn(move || {
+                    if let Err(e) = echo_loop(&listener, &replies, &flag) {
+                        eprintln!("echo server: {e}");
+                    }
+                })?);
             }
-        })?;
-        Ok(Echo { path, stop, thread: Some(thread) })
+        }
+        Ok(Echo { path, stop, threads, blocking_accept, pool })
     }
 }
 
 impl Drop for Echo {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
+        if self.blocking_accept {
+            // each connection wakes one thread blocked in accept(), which sees
+            // the flag and ends; the client has closed its connections by now
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.pool.live.load(SeqCst) > 0 && Instant::now() < deadline {
+                let _ = UnixStream::connect(&self.path);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-const LISTENER: u64 = u64::MAX;
 // where the request parser is: at a name's first byte, inside a name, inside a value
 const AT_NAME: u8 = 0;
 const IN_NAME: u8 = 1;
 const IN_VALUE: u8 = 2;
 
-struct EchoConn {
-    stream: UnixStream,
+/// Per-connection request parser: finds where each request list ends and
+/// whether it is an `open` (decided from the bytes of the read in which the
+/// list starts; our client always sends a request in one write).
+struct Parser {
     state: u8,
-    out: Vec<u8>,
-    want_out: bool,
+    is_open: bool,
 }
 
-/// Feed bytes to the parser; returns how many request lists ended in them.
-fn count_lists(state: &mut u8, data: &[u8]) -> usize {
-    let mut done = 0;
-    for &c in data {
-        *state = match (*state, c) {
-            (AT_NAME, 0) => {
-                done += 1;
-                AT_NAME
-            }
-            (AT_NAME, _) => IN_NAME,
-            (IN_NAME, 0) => IN_VALUE,
-            (IN_VALUE, 0) => AT_NAME,
-            (s, _) => s,
-        };
+impl Parser {
+    fn new() -> Parser {
+        Parser { state: AT_NAME, is_open: false }
     }
-    done
+
+    /// Append the reply for every request that ends in `data` to `out`.
+    fn feed(&mut self, data: &[u8], replies: &EchoReplies, out: &mut Vec<u8>) {
+        let mut list_start = true; // a fresh list may start at data[0]
+        for (i, &c) in data.iter().enumerate() {
+            if list_start && self.state == AT_NAME {
+                self.is_open = data[i..].starts_with(OPEN_PREFIX);
+            }
+            list_start = false;
+            self.state = match (self.state, c) {
+                (AT_NAME, 0) => {
+                    out.extend_from_slice(if self.is_open { &replies.open } else { &replies.lookup });
+                    list_start = true;
+                    AT_NAME
+                }
+                (AT_NAME, _) => IN_NAME,
+                (IN_NAME, 0) => IN_VALUE,
+                (IN_VALUE, 0) => AT_NAME,
+                (s, _) => s,
+            };
+        }
+    }
+}
+
+/// `threads` design: every thread blocks in accept() (the kernel wakes one),
+/// serves its connection to EOF, and accepts again; a thread that takes the
+/// last idle spot starts another. So there is a thread per concurrent
+/// connection, and connect-per-lookup does not pay a thread start per lookup.
+fn echo_acceptor(listener: Arc<UnixListener>, replies: Arc<EchoReplies>, stop: Arc<AtomicBool>, pool: Arc<Pool>) {
+    loop {
+        pool.idle.fetch_add(1, SeqCst);
+        let accepted = listener.accept();
+        let idle = pool.idle.fetch_sub(1, SeqCst) - 1;
+        if stop.load(SeqCst) {
+            break;
+        }
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                eprintln!("echo server: accept: {e}");
+                break;
+            }
+        };
+        if idle == 0 {
+            spawn_acceptor(&listener, &replies, &stop, &pool);
+        }
+        let _ = echo_blocking(stream, &replies);
+    }
+    pool.live.fetch_sub(1, SeqCst);
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: AtomicUsize,
+    live: AtomicUsize,
+}
+
+fn spawn_acceptor(listener: &Arc<UnixListener>, replies: &Arc<EchoReplies>, stop: &Arc<AtomicBool>, pool: &Arc<Pool>) {
+    let (l, r, s, p) = (Arc::clone(listener), Arc::clone(replies), Arc::clone(stop), Arc::clone(pool));
+    pool.live.fetch_add(1, SeqCst);
+    if let Err(e) = std::thread::Builder::new().name("echo-conn".into()).spawn(move || echo_acceptor(l, r, s, p)) {
+        pool.live.fetch_sub(1, SeqCst);
+        eprintln!("echo server: spawn: {e}");
+    }
+}
+
+fn echo_blocking(mut s: UnixStream, replies: &EchoReplies) -> io::Result<()> {
+    let mut parser = Parser::new();
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(4096);
+    s.write_all(ANNOUNCE)?;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.clear();
+        parser.feed(&buf[..n], replies, &mut out);
+        if !out.is_empty() {
+            s.write_all(&out)?;
+        }
+    }
+}
+
+const LISTENER: u64 = u64::MAX;
+
+struct EchoConn {
+    stream: UnixStream,
+    parser: Parser,
+    out: Vec<u8>,
+    want_out: bool,
 }
 
 /// Write what is pending; Ok(false) when the peer is gone.
@@ -500,9 +624,11 @@ fn echo_flush(ep: &Epoll, c: &mut EchoConn, token: u64) -> io::Result<bool> {
     Ok(true)
 }
 
-fn echo_loop(listener: &UnixListener, reply: &[u8], stop: &AtomicBool) -> io::Result<()> {
+/// `epoll` design: one event loop; several of them share the listener
+/// (EPOLLEXCLUSIVE: one loop wakes per new connection).
+fn echo_loop(listener: &UnixListener, replies: &EchoReplies, stop: &AtomicBool) -> io::Result<()> {
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    ep.add(listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+    ep.add(listener, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER))?;
     let mut conns: Vec<Option<EchoConn>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut events = vec![EpollEvent::empty(); 256];
@@ -531,7 +657,7 @@ fn echo_loop(listener: &UnixListener, reply: &[u8], stop: &AtomicBool) -> io::Re
                     ep.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, idx as u64))?;
                     let mut out = Vec::with_capacity(4096);
                     out.extend_from_slice(ANNOUNCE);
-                    let mut c = EchoConn { stream, state: AT_NAME, out, want_out: false };
+                    let mut c = EchoConn { stream, parser: Parser::new(), out, want_out: false };
                     if echo_flush(&ep, &mut c, idx as u64)? {
                         conns[idx] = Some(c);
                     } else {
@@ -547,11 +673,7 @@ fn echo_loop(listener: &UnixListener, reply: &[u8], stop: &AtomicBool) -> io::Re
             if ev.events().intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
                 match c.stream.read(&mut buf) {
                     Ok(0) => alive = false,
-                    Ok(n) => {
-                        for _ in 0..count_lists(&mut c.state, &buf[..n]) {
-                            c.out.extend_from_slice(reply);
-                        }
-                    }
+                    Ok(n) => c.parser.feed(&buf[..n], replies, &mut c.out),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => alive = false,
                 }
@@ -581,6 +703,16 @@ enum Target {
 
 const TARGETS: [Target; 3] = [Target::Postfix, Target::Ours, Target::Echo];
 
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Target::Postfix => "postfix",
+            Target::Ours => "ours",
+            Target::Echo => "echo",
+        }
+    }
+}
+
 struct Cell {
     table: &'static TableDef,
     conns: usize,
@@ -596,6 +728,11 @@ fn proxymap_exes(inst: &Instance) -> Vec<PathBuf> {
         .filter_map(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
         .filter(|exe| exe.file_name().is_some_and(|n| n == "proxymap"))
         .collect()
+}
+
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -619,6 +756,8 @@ fn main() {
         return;
     }
     let cfg = Settings::from_env();
+    // other work on these two cores skews every column: record it with the table
+    let load_before = loadavg();
     let tables: Vec<&'static TableDef> = TABLES.iter().filter(|t| cfg.tables.iter().any(|l| l == t.label)).collect();
     let read_maps: Vec<String> = tables.iter().map(|t| format!("proxy:{}", t.spec)).collect();
     let main_cf = format!("proxy_read_maps = {}\n", read_maps.join(" "));
@@ -660,32 +799,45 @@ fn main() {
         let name = table_name(t);
         let hit = sample(&name, &hits[0]);
         assert!(hit.starts_with(b"status\x000\0"), "{}: Postfix does not find {}: {:?}", t.label, hits[0], String::from_utf8_lossy(&hit));
-        samples.push((t.label, hit, sample(&name, &misses[0])));
+        let mut raw = common::Raw::connect(&inst.socket("proxymap"));
+        let open = raw.call(&[("request", "open"), ("table", &name), ("flags", FLAGS)]);
+        assert!(open.starts_with(b"status\x000\0"), "{}: Postfix refuses to open it: {:?}", t.label, String::from_utf8_lossy(&open));
+        samples.push((t.label, open, hit, sample(&name, &misses[0])));
     }
 
     let mut warnings: Vec<String> = Vec::new();
     let echo_path = inst.dir.path().join("echo.sock");
-    let total = cells.len() * cfg.reps * TARGETS.len();
+    let total = cells.len() * cfg.reps * cfg.servers.len();
     let mut done = 0;
     eprintln!(
-        "compare: {} cells x {} reps x 3 servers, {} s + {} s warm-up each (about {:.0} s)",
+        "compare: {} cells x {} reps x {} servers, {} s + {} s warm-up each (about {:.0} s)",
         cells.len(),
         cfg.reps,
+        cfg.servers.len(),
         cfg.secs,
         cfg.warmup,
         total as f64 * (cfg.secs + cfg.warmup + 0.3)
     );
     for (ci, cell) in cells.iter_mut().enumerate() {
         let name = table_name(cell.table);
-        let (_, hit, miss) = samples.iter().find(|s| s.0 == cell.table.label).expect("sample");
+        let (_, open_reply, hit, miss) = samples.iter().find(|s| s.0 == cell.table.label).expect("sample");
         let (keys, reply) = if cell.mode == Mode::Miss { (&misses, miss) } else { (&hits, hit) };
         let reqs = Requests::new(&name, keys);
         let open = common::list(&[("request", "open"), ("table", &name), ("flags", FLAGS)]);
-        let echo = Echo::start(echo_path.clone(), reply.clone()).expect("start the echo server");
+        let replies = EchoReplies { open: open_reply.clone(), lookup: reply.clone() };
+        let design = match cfg.echo.as_str() {
+            "auto" if cell.mode == Mode::Short => "epoll",
+            "auto" => "threads",
+            d => d,
+        };
+        let echo = Echo::start(echo_path.clone(), replies, design, cfg.echo_threads).expect("start the echo server");
         for rep in 0..cfg.reps {
             // rotate the order so drift (thermal, neighbours) spreads over all three
             for k in 0..TARGETS.len() {
                 let target = TARGETS[(rep + ci + k) % TARGETS.len()];
+                if !cfg.servers.iter().any(|s| s == target.label()) {
+                    continue;
+                }
                 let socket = match target {
                     Target::Postfix | Target::Ours => {
                         let want = if target == Target::Postfix { Server::Postfix } else { Server::Ours };
@@ -732,6 +884,7 @@ fn main() {
     }
 
     print_table(&cfg, &cells);
+    println!("\nload average (1/5/15 min) before: {load_before}, after: {}", loadavg());
     for w in &warnings {
         println!("\nwarning: {w}");
     }
