@@ -54,6 +54,8 @@ struct TableDef {
 ///   TableDef { label: "cdb", spec: "cdb:@TABLES@/users", prep: postmap, misses: true },
 ///   TableDef { label: "regexp", spec: "regexp:@TABLES@/users.regexp", prep: regexp_file, misses: true },
 const TABLES: &[TableDef] = &[
+    TableDef { label: "lmdb", spec: "lmdb:@TABLES@/users", prep: postmap, misses: true },
+    TableDef { label: "cdb", spec: "cdb:@TABLES@/users", prep: postmap, misses: true },
     TableDef { label: "texthash", spec: "texthash:@TABLES@/users", prep: no_prep, misses: true },
     TableDef { label: "static", spec: "static:OK", prep: no_prep, misses: false },
 ];
