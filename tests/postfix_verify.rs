@@ -1,0 +1,93 @@
+//! A real Postfix client of proxywrite: verify(8) keeps its address cache in a
+//! proxied table (open, lookup, update, and a sequence walk for cleanup).
+//! The same exchanges with Postfix's proxywrite and with ours give the same
+//! answers, and each side reads what the other wrote.
+
+mod common;
+
+use common::postfix::{Instance, Server};
+use common::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// Talk to verify(8): one request, one reply (its own attribute protocol).
+fn verify(inst: &Instance, pairs: &[(&str, &str)]) -> String {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_once(inst, pairs)));
+    result.unwrap_or_else(|_| panic!("verify exchange failed; log:\n{}", inst.log()))
+}
+
+fn verify_once(inst: &Instance, pairs: &[(&str, &str)]) -> String {
+    let mut s = UnixStream::connect(inst.queue.join("private/verify")).expect("verify socket");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut buf = Vec::new();
+    let read_list = |s: &mut UnixStream, buf: &mut Vec<u8>| -> Vec<u8> {
+        loop {
+            if let Some(end) = buf.windows(2).position(|w| w == b"\0\0") {
+                // a list ends with an empty name: value NUL + terminator NUL
+                let list: Vec<u8> = buf.drain(..end + 2).collect();
+                return list;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match s.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) => panic!("verify reply: {e}"),
+            };
+            assert!(n > 0, "verify closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let _greeting = read_list(&mut s, &mut buf);
+    s.write_all(&list(pairs)).expect("send");
+    let reply = read_list(&mut s, &mut buf);
+    String::from_utf8_lossy(&reply).replace('\0', "|")
+}
+
+fn update(inst: &Instance, addr: &str, status: &str, reason: &str) -> String {
+    verify(inst, &[("request", "update"), ("address", addr), ("recipient_status", status), ("reason", reason)])
+}
+
+fn query(inst: &Instance, addr: &str) -> String {
+    verify(inst, &[("request", "query"), ("address", addr)])
+}
+
+#[test]
+fn verify_cache_through_proxywrite() {
+    let main_cf = "address_verify_map = proxy:lmdb:@WTABLES@/verify_cache\n\
+                   address_verify_cache_cleanup_interval = 1s\n";
+    let mut inst = Instance::new("verify", main_cf, Server::Postfix);
+    inst.start();
+
+    let mut postfix = Vec::new();
+    postfix.push(update(&inst, "one@example.com", "0", "deliverable by postfix"));
+    postfix.push(query(&inst, "one@example.com"));
+    postfix.push(update(&inst, "two@example.com", "2", "undeliverable"));
+    postfix.push(query(&inst, "two@example.com"));
+    std::thread::sleep(Duration::from_millis(1500)); // let a cleanup walk run
+
+    inst.switch(Server::Ours);
+    let mut ours = Vec::new();
+    ours.push(update(&inst, "one@example.com", "0", "deliverable by postfix"));
+    ours.push(query(&inst, "one@example.com"));
+    ours.push(update(&inst, "two@example.com", "2", "undeliverable"));
+    ours.push(query(&inst, "two@example.com"));
+    // what Postfix's proxywrite wrote is read through ours
+    let three = update(&inst, "three@example.com", "0", "ours");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(postfix, ours, "verify answers differ\n{}", inst.log());
+    assert!(three.starts_with("status|0|"), "{three}");
+
+    // what ours wrote is read back by Postfix's proxywrite
+    inst.switch(Server::Postfix);
+    let q = query(&inst, "three@example.com");
+    assert!(q.contains("recipient_status|0|") && q.contains("reason|ours|"), "{q}");
+
+    // the cache file is a valid LMDB file that postmap reads directly
+    let out = inst.postmap(&["-s", &format!("lmdb:{}/verify_cache", inst.wtables.display())]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for addr in ["one@example.com", "two@example.com", "three@example.com"] {
+        assert!(listing.contains(addr), "{addr} missing from the cache:\n{listing}");
+    }
+    let log = inst.log();
+    assert!(!log.contains("fatal") && !log.contains("panic"), "{log}");
+}
