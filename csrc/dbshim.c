@@ -78,6 +78,17 @@ int     dbshim_db_create(DB **dbp, DB_ENV *env)
     return db_create(dbp, env, 0);
 }
 
+/* DB->verify on a handle of its own (verify destroys the handle). */
+int     dbshim_env_verify(DB_ENV *env, const char *file)
+{
+    DB     *db;
+    int     status;
+
+    if ((status = db_create(&db, env, 0)) != 0)
+	return status;
+    return db->verify(db, file, 0, 0, 0);
+}
+
 int     dbshim_db_set_h_nelem(DB *db, u_int32_t nelem)
 {
     return db->set_h_nelem(db, nelem);

@@ -45,6 +45,7 @@ extern "C" {
     fn dbshim_env_set_cachesize(env: *mut DB_ENV, g: u32, b: u32, n: c_int) -> c_int;
     fn dbshim_env_open(env: *mut DB_ENV, home: *const c_char, flags: u32) -> c_int;
     fn dbshim_env_close(env: *mut DB_ENV) -> c_int;
+    fn dbshim_env_verify(env: *mut DB_ENV, file: *const c_char) -> c_int;
     fn dbshim_db_create(dbp: *mut *mut DB, env: *mut DB_ENV) -> c_int;
     fn dbshim_db_set_h_nelem(db: *mut DB, nelem: u32) -> c_int;
     fn dbshim_db_open(db: *mut DB, file: *const c_char, ty: c_int, flags: u32, mode: c_int) -> c_int;
@@ -139,6 +140,20 @@ pub fn error_text(code: Code) -> String {
 /// Messages Berkeley DB would print to stderr: one log line each, prefixed
 /// with the database path (the environment's error prefix).
 extern "C" fn errcall(_env: *const DB_ENV, pfx: *const c_char, msg: *const c_char) {
+    if CAPTURE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(first) = c.as_mut() {
+            if first.is_none() && !msg.is_null() {
+                // SAFETY: as below, a NUL-terminated string valid during the callback.
+                *first = Some(unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned());
+            }
+            true
+        } else {
+            false
+        }
+    }) {
+        return;
+    }
     let _ = std::panic::catch_unwind(|| {
         let text = |p: *const c_char| {
             if p.is_null() {
@@ -156,6 +171,11 @@ extern "C" fn errcall(_env: *const DB_ENV, pfx: *const c_char, msg: *const c_cha
             log::warn!("{pfx}: {msg}");
         }
     });
+}
+
+thread_local! {
+    /// While set, Berkeley DB messages are not logged; the first is kept.
+    static CAPTURE: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A private database environment (`DB_ENV`), not yet opened or open.
@@ -211,6 +231,25 @@ impl Env {
         let flags = ucode(unsafe { &dbshim_env_flags });
         // SAFETY: valid handle; `home` is NUL-terminated and only read during the call.
         status(unsafe { dbshim_env_open(self.env, home.as_ptr(), flags) })
+    }
+}
+
+impl Db {
+    /// `DB->verify(file)` of the file this handle's environment lives with,
+    /// on a separate handle: Err(first complaint) when the file is damaged.
+    /// Verification reads every page, so later reads of a damaged file
+    /// cannot crash inside Berkeley DB. Its many messages are not logged.
+    pub fn verify(&mut self, file: &CStr) -> Result<(), (Code, Option<String>)> {
+        CAPTURE.with(|c| *c.borrow_mut() = Some(None));
+        // SAFETY: the environment is open (we have a Db in it); `file` is
+        // NUL-terminated and only read; the shim makes and consumes its own handle.
+        let rc = unsafe { dbshim_env_verify(self._env.env, file.as_ptr()) };
+        let first = CAPTURE.with(|c| c.borrow_mut().take()).flatten();
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err((rc, first))
+        }
     }
 }
 
