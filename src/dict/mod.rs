@@ -4,6 +4,7 @@
 //! Adding a table type: one file here with an `open` function, plus one line in
 //! `registry.rs`.
 
+pub mod db;
 pub mod environ;
 pub mod fail;
 pub mod inline;

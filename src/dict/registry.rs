@@ -6,8 +6,10 @@ pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
 /// Every table type this build serves, by Postfix type name.
 const TYPES: &[(&str, OpenFn)] = &[
+    ("btree", super::db::open_btree),
     ("environ", super::environ::open),
     ("fail", super::fail::open),
+    ("hash", super::db::open_hash),
     ("inline", super::inline::open),
     ("static", super::static_table::open),
     ("texthash", super::texthash::open),
