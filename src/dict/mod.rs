@@ -6,6 +6,7 @@
 
 pub mod cdb;
 pub mod components;
+pub mod db;
 pub mod environ;
 pub mod fail;
 pub mod inline;

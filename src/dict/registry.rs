@@ -8,9 +8,11 @@ pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
 /// Every table type this build serves, by Postfix type name.
 const TYPES: &[(&str, OpenFn)] = &[
+    ("btree", super::db::open_btree),
     ("cdb", super::cdb::open),
     ("environ", super::environ::open),
     ("fail", super::fail::open),
+    ("hash", super::db::open_hash),
     ("inline", super::inline::open),
     ("lmdb", super::lmdb::open),
     ("pipemap", super::pipemap::open),

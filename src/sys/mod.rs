@@ -1,6 +1,7 @@
 //! The system calls the daemon makes beyond std: descriptor passing, fork,
 //! resource limits. Each is wrapped once here; `fork` is the only `unsafe`.
 
+pub mod db;
 pub mod lmdb;
 
 use nix::sys::socket::{
