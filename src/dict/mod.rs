@@ -7,7 +7,10 @@
 pub mod environ;
 pub mod fail;
 pub mod inline;
+pub mod pattern_rules;
+pub mod pcre;
 pub mod postmap_text;
+pub mod regexp;
 pub mod registry;
 pub mod static_table;
 pub mod surrogate;

@@ -9,6 +9,8 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("environ", super::environ::open),
     ("fail", super::fail::open),
     ("inline", super::inline::open),
+    ("pcre", super::pcre::open),
+    ("regexp", super::regexp::open),
     ("static", super::static_table::open),
     ("texthash", super::texthash::open),
 ];
