@@ -114,3 +114,95 @@ impl Engine for Pcre {
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     pattern_rules::open_table(req, Pcre::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Params;
+    use crate::dict::pattern_rules::RuleTable;
+    use crate::dict::Mode;
+    use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
+
+    fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
+        let params = Params::default();
+        open(&OpenRequest {
+            type_name: "pcre",
+            name,
+            mode,
+            flags,
+            params: &params,
+        })
+    }
+
+    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
+        let mut out = Vec::new();
+        d.lookup(key.as_bytes(), flags, &mut out)
+            .unwrap()
+            .then(|| String::from_utf8(out).unwrap())
+    }
+
+    fn warnings(text: &str, flags: u32) -> Vec<String> {
+        let mut w = Vec::new();
+        RuleTable::load(Pcre::default(), "/etc/p", text.as_bytes(), flags, &mut w);
+        w
+    }
+
+    #[test]
+    fn flags_and_lookups() {
+        let mut d = open_with(
+            "{ {/^(.*)@example\\.com$/ user=$1}, {/^(a+)(.*)$/U lazy=$1,$2}, {/^B/A anchored}, {/^end$/E endonly} }",
+            Mode::ReadOnly,
+            0,
+        )
+        .unwrap();
+        assert_eq!(d.flags(), PATTERN);
+        assert_eq!(get(&mut d, "Joe@EXAMPLE.com", 0).as_deref(), Some("user=Joe"));
+        assert_eq!(get(&mut d, "Joe@EXAMPLE.com", FOLD_MUL).as_deref(), Some("user=joe"));
+        assert_eq!(get(&mut d, "aaab", 0).as_deref(), Some("lazy=a,aab"));
+        assert_eq!(get(&mut d, "bx", 0).as_deref(), Some("anchored"));
+        assert_eq!(get(&mut d, "end", 0).as_deref(), Some("endonly"));
+        assert_eq!(get(&mut d, "end\n", 0), None);
+        let err = open_with("{ {/a/ b} }", Mode::ReadWrite, 0).err().unwrap();
+        assert_eq!(err.reason, "pcre:{ {/a/ b} } map requires O_RDONLY access mode");
+        let err = open_with("/nonexistent/pcre/table", Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, "open /nonexistent/pcre/table: No such file or directory");
+    }
+
+    #[test]
+    fn warning_texts() {
+        let m = "pcre map /etc/p";
+        assert_eq!(
+            warnings("/a(/ x\n", 0),
+            vec![format!(
+                "{m}, line 1: error in regex at offset 2: missing closing parenthesis"
+            )]
+        );
+        assert_eq!(
+            warnings("/a/X x\n", 0),
+            vec![format!("{m}, line 1: ignoring obsolete regexp option \"X\"")]
+        );
+        assert_eq!(
+            warnings("/a x\n", 0),
+            vec![format!(
+                "{m}, line 1: no closing regexp delimiter \"/\": ignoring this rule"
+            )]
+        );
+        assert_eq!(
+            warnings("/(a)/ $1\n", NO_REGSUB),
+            vec![format!(
+                "{m}, line 1: regular expression substitution is not allowed: skipping this rule"
+            )]
+        );
+        assert_eq!(
+            warnings("/(a)/ $0\n", 0),
+            vec![
+                format!("{m}, line 1: out of range replacement index \"0\""),
+                format!("{m}, line 1: bad replacement syntax: skipping this rule")
+            ]
+        );
+        assert_eq!(
+            warnings("/a/!/b/ x\n", 0),
+            vec![format!("{m}, line 1: unknown regexp option \"!\": skipping this rule")]
+        );
+    }
+}
