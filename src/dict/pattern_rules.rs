@@ -1339,3 +1339,51 @@ if /q/
         compare("pcre", "/^(.*)$/\t$1\n", &keys);
     }
 }
+
+/// `cargo test --release --lib many_rules -- --ignored --nocapture`: load
+/// and lookup times with 5,000 rules (a measurement, not a pass/fail test).
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::dict::pcre::Pcre;
+    use crate::dict::regexp::Posix;
+
+    fn table(n: usize) -> String {
+        let mut t = String::new();
+        for i in 0..n {
+            match i % 4 {
+                0 => t.push_str(&format!("/^(.*)@host{i}\\.example\\.com$/\tuser=$1\n")),
+                1 => t.push_str(&format!("/\\.domain{i}\\.net$/\tREJECT {i}\n")),
+                2 => t.push_str(&format!("/^Subject:.*spam{i}/\tDISCARD\n")),
+                _ => t.push_str(&format!("/^user{i}[0-9]*@/\tOK\n")),
+            }
+        }
+        t
+    }
+
+    fn run<E: Engine>(engine: E) {
+        let text = table(5000);
+        let start = std::time::Instant::now();
+        let mut w = Vec::new();
+        let mut t = RuleTable::load(engine, "speed", text.as_bytes(), 0, &mut w);
+        let load = start.elapsed();
+        let keys = ["joe@host4996.example.com", "nobody@nowhere.example", "Subject: hello world", "user4999@x"];
+        let mut out = Vec::new();
+        let rounds = 200;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            for k in keys {
+                t.lookup(k.as_bytes(), false, &mut out);
+            }
+        }
+        let per = start.elapsed() / (rounds * keys.len() as u32);
+        println!("{}: 5000 rules load {load:?}, {per:?} per lookup", E::TYPE);
+    }
+
+    #[test]
+    #[ignore]
+    fn many_rules() {
+        run(Posix::default());
+        run(Pcre::default());
+    }
+}
