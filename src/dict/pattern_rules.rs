@@ -794,9 +794,7 @@ pub fn required_literal(pattern: &[u8], dialect: Dialect) -> Option<Vec<u8>> {
             }
             b'.' | b'^' | b'$' => end_run(&mut run, &mut best),
             b'\\' => {
-                let Some(&next) = p.get(i + 1) else {
-                    return None;
-                };
+                let &next = p.get(i + 1)?;
                 if pcre && next.is_ascii_alphanumeric() {
                     // Multi-character escapes (\x41, \x{..}, \cX, \g-1,
                     // \k<name>, \p{..}): skip the argument, count nothing.
@@ -822,7 +820,7 @@ pub fn required_literal(pattern: &[u8], dialect: Dialect) -> Option<Vec<u8>> {
                 let literal = !next.is_ascii_alphanumeric()
                     && next.is_ascii()
                     && (pcre || !matches!(next, b'`' | b'\'' | b'<' | b'>'));
-                if literal && next.is_ascii_graphic() || literal && next == b' ' {
+                if literal && (next.is_ascii_graphic() || next == b' ') {
                     // Quantifier applies to this one character.
                     if quantified_optional(p, i + 2) {
                         end_run(&mut run, &mut best);
