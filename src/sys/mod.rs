@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod lmdb;
+pub mod regex;
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,

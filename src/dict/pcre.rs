@@ -1,0 +1,208 @@
+//! `pcre:/path` and `pcre:{ {rule}, ... }`: PCRE2 rules (Postfix
+//! dict_pcre.c built with PCRE2, pcre_table(5)).
+//!
+//! Rule syntax, warnings and evaluation live in [`super::pattern_rules`];
+//! this file has what is pcre's own: the flags `i` (CASELESS, on by
+//! default), `m` (MULTILINE), `s` (DOTALL, on by default), `x` (EXTENDED),
+//! `A` (ANCHORED), `E` (DOLLAR_ENDONLY), `U` (UNGREEDY), and `X`, which
+//! PCRE2 does not have: Postfix logs `ignoring obsolete regexp option "X"`
+//! and keeps the rule. Compile errors read `error in regex at offset N:
+//! <PCRE2 message>`.
+
+use super::pattern_rules::{self, Dialect, Engine};
+use super::{Dict, OpenError, OpenRequest};
+use crate::sys::regex::{
+    pcre2_error_message, Pcre2Code, Pcre2MatchData, PCRE2_ANCHORED, PCRE2_CASELESS, PCRE2_DOLLAR_ENDONLY, PCRE2_DOTALL,
+    PCRE2_ERROR_NOMATCH, PCRE2_EXTENDED, PCRE2_MULTILINE, PCRE2_UNGREEDY,
+};
+
+/// The PCRE2 engine with one match-data block big enough for every rule.
+pub struct Pcre {
+    md: Pcre2MatchData,
+    pairs: u32,
+    rc: i32,
+}
+
+impl Default for Pcre {
+    fn default() -> Self {
+        Pcre {
+            md: Pcre2MatchData::new(1),
+            pairs: 1,
+            rc: 0,
+        }
+    }
+}
+
+impl Engine for Pcre {
+    type Regex = Pcre2Code;
+    const TYPE: &'static str = "pcre";
+    const DEFAULT_OPTIONS: u32 = PCRE2_CASELESS | PCRE2_DOTALL;
+    const SECOND_PATTERN: bool = false;
+    const TRAILING_BACKSLASH_CLOSES: bool = false;
+    const UNCLOSED_VERB: &'static str = "ignoring";
+    const OUT_OF_RANGE_BELOW_ONE: &'static str = "out of range";
+
+    fn flag(options: &mut u32, letter: u8, map: &str, line: usize, w: &mut Vec<String>) -> bool {
+        match letter {
+            b'i' => *options ^= PCRE2_CASELESS,
+            b'm' => *options ^= PCRE2_MULTILINE,
+            b's' => *options ^= PCRE2_DOTALL,
+            b'x' => *options ^= PCRE2_EXTENDED,
+            b'A' => *options ^= PCRE2_ANCHORED,
+            b'E' => *options ^= PCRE2_DOLLAR_ENDONLY,
+            b'U' => *options ^= PCRE2_UNGREEDY,
+            b'X' => w.push(format!(
+                "pcre map {map}, line {line}: ignoring obsolete regexp option \"X\""
+            )),
+            _ => return false,
+        }
+        true
+    }
+
+    fn compile(
+        &mut self,
+        pattern: &[u8],
+        options: u32,
+        _captures: bool,
+        map: &str,
+        line: usize,
+        w: &mut Vec<String>,
+    ) -> Option<(Pcre2Code, usize)> {
+        match Pcre2Code::new(pattern, options) {
+            Ok(code) => {
+                let groups = code.capture_count();
+                // Every match needs room for all groups of its pattern, or
+                // PCRE2 reports "ovector too small".
+                if groups + 1 > self.pairs {
+                    self.pairs = groups + 1;
+                    self.md = Pcre2MatchData::new(self.pairs);
+                }
+                Some((code, groups as usize))
+            }
+            Err((code, offset)) => {
+                w.push(format!(
+                    "pcre map {map}, line {line}: error in regex at offset {offset}: {}",
+                    pcre2_error_message(code)
+                ));
+                None
+            }
+        }
+    }
+
+    fn exec(&mut self, re: &Pcre2Code, subject: &[u8], _groups: usize) -> Result<bool, String> {
+        let text = subject.strip_suffix(&[0]).unwrap_or(subject);
+        self.rc = re.matches(text, &mut self.md);
+        match self.rc {
+            rc if rc > 0 => Ok(true),
+            PCRE2_ERROR_NOMATCH => Ok(false),
+            rc => Err(pcre2_error_message(rc)),
+        }
+    }
+
+    fn group(&self, n: usize) -> Option<(usize, usize)> {
+        self.md.group(self.rc, n)
+    }
+
+    fn prefilter(pattern: &[u8], options: u32) -> Option<Vec<u8>> {
+        if options & PCRE2_EXTENDED != 0 {
+            return None; // whitespace and comments: not scanned
+        }
+        pattern_rules::required_literal(pattern, Dialect::Pcre)
+    }
+}
+
+pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+    pattern_rules::open_table(req, Pcre::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Params;
+    use crate::dict::pattern_rules::RuleTable;
+    use crate::dict::Mode;
+    use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
+
+    fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
+        let params = Params::default();
+        open(&OpenRequest {
+            type_name: "pcre",
+            name,
+            mode,
+            flags,
+            params: &params,
+        })
+    }
+
+    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
+        let mut out = Vec::new();
+        d.lookup(key.as_bytes(), flags, &mut out)
+            .unwrap()
+            .then(|| String::from_utf8(out).unwrap())
+    }
+
+    fn warnings(text: &str, flags: u32) -> Vec<String> {
+        let mut w = Vec::new();
+        RuleTable::load(Pcre::default(), "/etc/p", text.as_bytes(), flags, &mut w);
+        w
+    }
+
+    #[test]
+    fn flags_and_lookups() {
+        let mut d = open_with(
+            "{ {/^(.*)@example\\.com$/ user=$1}, {/^(a+)(.*)$/U lazy=$1,$2}, {/^B/A anchored}, {/^end$/E endonly} }",
+            Mode::ReadOnly,
+            0,
+        )
+        .unwrap();
+        assert_eq!(d.flags(), PATTERN);
+        assert_eq!(get(&mut d, "Joe@EXAMPLE.com", 0).as_deref(), Some("user=Joe"));
+        assert_eq!(get(&mut d, "Joe@EXAMPLE.com", FOLD_MUL).as_deref(), Some("user=joe"));
+        assert_eq!(get(&mut d, "aaab", 0).as_deref(), Some("lazy=a,aab"));
+        assert_eq!(get(&mut d, "bx", 0).as_deref(), Some("anchored"));
+        assert_eq!(get(&mut d, "end", 0).as_deref(), Some("endonly"));
+        assert_eq!(get(&mut d, "end\n", 0), None);
+        let err = open_with("{ {/a/ b} }", Mode::ReadWrite, 0).err().unwrap();
+        assert_eq!(err.reason, "pcre:{ {/a/ b} } map requires O_RDONLY access mode");
+        let err = open_with("/nonexistent/pcre/table", Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, "open /nonexistent/pcre/table: No such file or directory");
+    }
+
+    #[test]
+    fn warning_texts() {
+        let m = "pcre map /etc/p";
+        assert_eq!(
+            warnings("/a(/ x\n", 0),
+            vec![format!(
+                "{m}, line 1: error in regex at offset 2: missing closing parenthesis"
+            )]
+        );
+        assert_eq!(
+            warnings("/a/X x\n", 0),
+            vec![format!("{m}, line 1: ignoring obsolete regexp option \"X\"")]
+        );
+        assert_eq!(
+            warnings("/a x\n", 0),
+            vec![format!(
+                "{m}, line 1: no closing regexp delimiter \"/\": ignoring this rule"
+            )]
+        );
+        assert_eq!(
+            warnings("/(a)/ $1\n", NO_REGSUB),
+            vec![format!(
+                "{m}, line 1: regular expression substitution is not allowed: skipping this rule"
+            )]
+        );
+        assert_eq!(
+            warnings("/(a)/ $0\n", 0),
+            vec![
+                format!("{m}, line 1: out of range replacement index \"0\""),
+                format!("{m}, line 1: bad replacement syntax: skipping this rule")
+            ]
+        );
+        assert_eq!(
+            warnings("/a/!/b/ x\n", 0),
+            vec![format!("{m}, line 1: unknown regexp option \"!\": skipping this rule")]
+        );
+    }
+}
