@@ -4,14 +4,17 @@
 //! Adding a table type: one file here with an `open` function, plus one line in
 //! `registry.rs`.
 
+pub mod cidr;
 pub mod environ;
 pub mod fail;
 pub mod inline;
+pub mod internal;
 pub mod postmap_text;
 pub mod registry;
 pub mod static_table;
 pub mod surrogate;
 pub mod texthash;
+pub mod unix;
 
 use crate::config::Params;
 use std::any::Any;

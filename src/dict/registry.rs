@@ -6,11 +6,14 @@ pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
 /// Every table type this build serves, by Postfix type name.
 const TYPES: &[(&str, OpenFn)] = &[
+    ("cidr", super::cidr::open),
     ("environ", super::environ::open),
     ("fail", super::fail::open),
     ("inline", super::inline::open),
+    ("internal", super::internal::open),
     ("static", super::static_table::open),
     ("texthash", super::texthash::open),
+    ("unix", super::unix::open),
 ];
 
 pub fn lookup(type_name: &str) -> Option<OpenFn> {

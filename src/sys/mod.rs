@@ -1,6 +1,8 @@
 //! The system calls the daemon makes beyond std: descriptor passing, fork,
 //! resource limits. Each is wrapped once here; `fork` is the only `unsafe`.
 
+pub mod passwd;
+
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
     SockType,
