@@ -241,7 +241,10 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         };
         (data, Some(source))
     };
-    let (root, values) = parse_table(&text, name, req.flags);
+    let (root, values, warnings) = parse_table(&text, name, req.flags);
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
     Ok(Box::new(Cidr { flags: req.flags | PATTERN, root, values, source }))
 }
 
@@ -263,8 +266,10 @@ enum Rule {
     Endif,
 }
 
-/// Parse all rules into the block tree; bad rules are logged and skipped.
-fn parse_table(text: &[u8], name: &str, flags: u32) -> (Block, Vec<Vec<u8>>) {
+/// Parse all rules into the block tree; bad rules are skipped with a warning
+/// (returned, in Postfix's words).
+fn parse_table(text: &[u8], name: &str, flags: u32) -> (Block, Vec<Vec<u8>>, Vec<String>) {
+    let mut warnings = Vec::new();
     let mut values: Vec<Vec<u8>> = Vec::new();
     // Open blocks: (pos, net, positive, line, body) of each enclosing `if`.
     let mut stack: Vec<(u32, Net, bool, usize, Block)> = Vec::new();
@@ -273,7 +278,7 @@ fn parse_table(text: &[u8], name: &str, flags: u32) -> (Block, Vec<Vec<u8>>) {
         let rule = match parse_rule(postmap_text::until_nul(&line.text), stack.len(), flags) {
             Ok(rule) => rule,
             Err(why) => {
-                log::warn!("cidr map {name}, line {}: {why}: skipping this rule", line.line_no);
+                warnings.push(format!("cidr map {name}, line {}: {why}: skipping this rule", line.line_no));
                 continue;
             }
         };
@@ -299,14 +304,14 @@ fn parse_table(text: &[u8], name: &str, flags: u32) -> (Block, Vec<Vec<u8>>) {
         }
     }
     for open in stack.iter().rev() {
-        log::warn!("cidr map {name}, line {}: IF has no matching ENDIF", open.3);
+        warnings.push(format!("cidr map {name}, line {}: IF has no matching ENDIF", open.3));
     }
     // An unclosed block runs to the end of the table: if its condition
     // fails, nothing after it can match, which is what skipping it means.
     while !stack.is_empty() {
         close_block(&mut stack, &mut root);
     }
-    (root, values)
+    (root, values, warnings)
 }
 
 fn close_block(stack: &mut Vec<(u32, Net, bool, usize, Block)>, root: &mut Block) {
