@@ -702,6 +702,13 @@ mod tests {
         let config = TempPath(TempPath::unique("config"));
         std::fs::create_dir_all(&config.0).unwrap();
         std::fs::write(config.0.join("main.cf"), "").unwrap();
+        // A just-written main.cf makes Postfix re-read it until it is a second old.
+        std::fs::File::options()
+            .write(true)
+            .open(config.0.join("main.cf"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
         let mut child = match Command::new("postmap")
             .arg("-c")
             .arg(&config.0)

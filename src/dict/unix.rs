@@ -169,6 +169,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("proxymap-unix-test-{}-{table}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("main.cf"), "").unwrap();
+        // A just-written main.cf makes Postfix re-read it until it is a second old.
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("main.cf"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
         let out = Command::new("postmap").arg("-c").arg(&dir).args(["-q", key, table]).output();
         let _ = std::fs::remove_dir_all(&dir);
         let out = out.expect("postmap not found: run scripts/install-test-deps.sh");
