@@ -74,10 +74,11 @@ impl Unix {
     }
 }
 
-/// strerror() text; errno 0 reads "Success", as in glibc.
+/// Postfix's `%m`: strerror(), but "Application error" for errno 0 (what
+/// a plain "not found" of uid/gid 0 leaves).
 fn errno_text(errno: nix::errno::Errno) -> &'static str {
     if errno as i32 == 0 {
-        "Success"
+        "Application error"
     } else {
         errno.desc()
     }
@@ -214,6 +215,65 @@ mod tests {
             }
         }
         assert_eq!(pw.sequence(&mut None, true, 0), Err(DictError::Unsupported("sequence")));
+    }
+
+    /// Run in a mount namespace where the account databases have no entry
+    /// for id 0 (see `unusable_database`).
+    #[test]
+    #[ignore]
+    fn unusable_database_inner() {
+        if std::env::var_os("PROXYMAP_UNIX_TEST_INNER").is_none() {
+            return;
+        }
+        for (name, what) in [("passwd.byname", "password"), ("group.byname", "group")] {
+            let mut d = open_with(name, Mode::ReadOnly, 0).unwrap();
+            let mut out = Vec::new();
+            let want = format!("cannot access UNIX {what} database: Application error");
+            assert_eq!(d.lookup(b"nosuch", 0, &mut out), Err(DictError::Retry(want)));
+            // Checked once per process.
+            assert_eq!(d.lookup(b"nosuch", 0, &mut out), Ok(false));
+        }
+        println!("INNER-OK");
+    }
+
+    /// Postfix: `cannot access UNIX password database: Application error`
+    /// and RETRY when uid 0 is missing too (observed with postmap under the
+    /// same bind mounts). Needs root and unshare(1); skipped otherwise.
+    #[test]
+    fn unusable_database() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("proxymap-unix-test-{}-nss", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("passwd"), "nobody:x:65534:65534:nobody:/:/bin/false\n").unwrap();
+        std::fs::write(dir.join("group"), "nogroup:x:65534:\n").unwrap();
+        std::fs::write(dir.join("nsswitch.conf"), "passwd: files\ngroup: files\n").unwrap();
+        let script = format!(
+            "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/group /etc/group && \
+             mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && exec \"$0\" --exact --ignored --nocapture \
+             dict::unix::tests::unusable_database_inner",
+            d = dir.display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .arg(std::env::current_exe().unwrap())
+            .env("PROXYMAP_UNIX_TEST_INNER", "1")
+            .output();
+        let _ = std::fs::remove_dir_all(&dir);
+        match out {
+            Ok(out) if out.status.success() => {
+                assert!(String::from_utf8_lossy(&out.stdout).contains("INNER-OK"), "{out:?}");
+            }
+            Ok(out) if String::from_utf8_lossy(&out.stderr).contains("mount") || out.status.code() == Some(1) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(!text.contains("panicked"), "{text}");
+                eprintln!("skipped: cannot set up a mount namespace: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(out) => panic!("inner test failed: {out:?}"),
+            Err(e) => eprintln!("skipped: unshare: {e}"),
+        }
     }
 
     #[test]
