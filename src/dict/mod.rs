@@ -5,11 +5,13 @@
 //! `registry.rs`.
 
 pub mod cdb;
+pub mod cidr;
 pub mod components;
 pub mod db;
 pub mod environ;
 pub mod fail;
 pub mod inline;
+pub mod internal;
 pub mod lmdb;
 pub mod pattern_rules;
 pub mod pcre;
@@ -23,6 +25,7 @@ pub mod static_table;
 pub mod surrogate;
 pub mod texthash;
 pub mod unionmap;
+pub mod unix;
 
 use crate::config::Params;
 use std::any::Any;

@@ -10,10 +10,12 @@ pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 const TYPES: &[(&str, OpenFn)] = &[
     ("btree", super::db::open_btree),
     ("cdb", super::cdb::open),
+    ("cidr", super::cidr::open),
     ("environ", super::environ::open),
     ("fail", super::fail::open),
     ("hash", super::db::open_hash),
     ("inline", super::inline::open),
+    ("internal", super::internal::open),
     ("lmdb", super::lmdb::open),
     ("pcre", super::pcre::open),
     ("pipemap", super::pipemap::open),
@@ -23,6 +25,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("static", super::static_table::open),
     ("texthash", super::texthash::open),
     ("unionmap", super::unionmap::open),
+    ("unix", super::unix::open),
 ];
 
 pub fn lookup(type_name: &str) -> Option<OpenFn> {

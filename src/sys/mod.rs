@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod lmdb;
+pub mod passwd;
 pub mod regex;
 
 use nix::sys::socket::{

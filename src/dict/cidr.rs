@@ -1,0 +1,1157 @@
+//! `cidr:/path` and `cidr:{ {rule}, ... }`: address-pattern tables (Postfix
+//! dict_cidr.c, cidr_match.c).
+//!
+//! Rules, in file order: `pattern result`, `!pattern result`,
+//! `if pattern` / `if !pattern` ... `endif` (nestable). A pattern is an IPv4 or
+//! IPv6 `address` or `network/prefixlen` (host bits zero), optionally in `[]`.
+//! Addresses are parsed as glibc `inet_pton()` does (no leading zeros in IPv4
+//! octets; IPv6 with an optional dotted-quad tail); the family is IPv6 exactly
+//! when the text contains a `:`, so `::ffff:1.2.3.4` is an IPv6 key that only
+//! IPv6 rules can match. A key that does not parse matches nothing. The first
+//! matching rule wins. Bad rules are logged with Postfix's texts and skipped.
+//!
+//! Lookups do not scan the rules: the plain `net result` rules of each block
+//! (the file, or the inside of an `if`) are indexed per family by prefix
+//! length (a hash map from masked network to the lowest rule number), so a
+//! lookup probes one map per distinct prefix length and takes the lowest rule
+//! number. Negative rules and `if` blocks ("complex" items) are checked in
+//! order, but only those that come before the best indexed match.
+//!
+//! Read-only; PATTERN; no sequence (Postfix 3.7 exits there). Unlike Postfix
+//! (which keeps no file status for cidr tables), `changed()` reports a file
+//! whose mtime changed, that was removed, or whose path now names another
+//! file, so the read-only service reopens it.
+
+use super::postmap_text::{self, is_space, BraceTokens, LogicalLines};
+use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+
+/// A parsed network: family, address bits (IPv4 in the low 32 bits) and
+/// prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Net {
+    v6: bool,
+    addr: u128,
+    prefix: u8,
+}
+
+fn width(v6: bool) -> u8 {
+    if v6 {
+        128
+    } else {
+        32
+    }
+}
+
+/// The network mask of `prefix` bits in an address of `width` bits.
+fn mask(prefix: u8, width: u8) -> u128 {
+    let full = if width == 128 { u128::MAX } else { (1u128 << width) - 1 };
+    if prefix == 0 {
+        0
+    } else {
+        (u128::MAX << (width - prefix)) & full
+    }
+}
+
+impl Net {
+    /// Postfix's `cidr_match_entry()` without the negation: same family and
+    /// inside the network.
+    fn contains(&self, v6: bool, addr: u128) -> bool {
+        self.v6 == v6 && addr & mask(self.prefix, width(v6)) == self.addr
+    }
+}
+
+/// A cheap hasher for the u128 network keys (multiply-xorshift), instead of
+/// SipHash: the keys come from the administrator's file, not from clients.
+#[derive(Default)]
+struct NetHasher(u64);
+
+impl Hasher for NetHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        let x = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
+        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type NetMap = HashMap<u128, u32, BuildHasherDefault<NetHasher>>;
+
+/// Plain positive rules of one family in one block: per prefix length, the
+/// lowest rule number of each network.
+#[derive(Default)]
+struct PrefixIndex {
+    /// (prefix length, networks of that length)
+    by_len: Vec<(u8, NetMap)>,
+}
+
+impl PrefixIndex {
+    fn insert(&mut self, net: Net, pos: u32) {
+        let i = match self.by_len.iter().position(|(len, _)| *len == net.prefix) {
+            Some(i) => i,
+            None => {
+                self.by_len.push((net.prefix, NetMap::default()));
+                self.by_len.len() - 1
+            }
+        };
+        // Later duplicates can never win: keep the first.
+        self.by_len[i].1.entry(net.addr).or_insert(pos);
+    }
+
+    fn lookup(&self, v6: bool, addr: u128) -> Option<u32> {
+        let w = width(v6);
+        self.by_len.iter().filter_map(|(len, map)| map.get(&(addr & mask(*len, w))).copied()).min()
+    }
+}
+
+/// A rule that the index cannot answer for.
+enum Complex {
+    /// `!pattern result`: matches same-family addresses outside the network.
+    Negative { pos: u32, net: Net },
+    /// `if [!]pattern` ... `endif` (an unclosed block runs to the end).
+    If { pos: u32, net: Net, positive: bool, body: Block },
+}
+
+impl Complex {
+    fn pos(&self) -> u32 {
+        match self {
+            Complex::Negative { pos, .. } | Complex::If { pos, .. } => *pos,
+        }
+    }
+}
+
+/// The rules of the file, or of one `if` block.
+#[derive(Default)]
+struct Block {
+    v4: PrefixIndex,
+    v6: PrefixIndex,
+    /// In rule order.
+    complex: Vec<Complex>,
+}
+
+impl Block {
+    /// Number of the first rule that matches, with Postfix's semantics.
+    fn lookup(&self, v6: bool, addr: u128) -> Option<u32> {
+        let best = if v6 { self.v6.lookup(v6, addr) } else { self.v4.lookup(v6, addr) };
+        for item in &self.complex {
+            if best.is_some_and(|b| item.pos() > b) {
+                break;
+            }
+            match item {
+                Complex::Negative { pos, net } => {
+                    if net.v6 == v6 && !net.contains(v6, addr) {
+                        return Some(*pos);
+                    }
+                }
+                Complex::If { net, positive, body, .. } => {
+                    // A different family never enters the block, even with `!`.
+                    if net.v6 == v6 && net.contains(v6, addr) == *positive {
+                        if let Some(found) = body.lookup(v6, addr) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+}
+
+pub struct Cidr {
+    flags: u32,
+    root: Block,
+    /// Result text by rule number (empty for `if`/`endif`).
+    values: Vec<Vec<u8>>,
+    /// The open file, for change detection (None for inline tables).
+    source: Option<Source>,
+}
+
+struct Source {
+    path: String,
+    file: std::fs::File,
+    mtime: (i64, i64),
+    dev: u64,
+    ino: u64,
+}
+
+impl Dict for Cidr {
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    fn lookup(&mut self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        out.clear();
+        let Some((v6, addr)) = parse_key(postmap_text::until_nul(key)) else {
+            return Ok(false);
+        };
+        match self.root.lookup(v6, addr) {
+            Some(pos) => {
+                out.extend_from_slice(&self.values[pos as usize]);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn changed(&self) -> bool {
+        let Some(src) = &self.source else { return false };
+        let Ok(now) = src.file.metadata() else { return true };
+        if now.nlink() == 0 || (now.mtime(), now.mtime_nsec()) != src.mtime {
+            return true;
+        }
+        match std::fs::metadata(&src.path) {
+            Ok(m) => m.dev() != src.dev || m.ino() != src.ino,
+            Err(_) => true,
+        }
+    }
+}
+
+pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+    req.require_read_only()?;
+    let name = req.name;
+    let (text, source) = if name.starts_with('{') {
+        (inline_to_multiline(name.as_bytes()).map_err(|e| OpenError::new(format!("cidr map: {e}")))?, None)
+    } else {
+        let mut file = std::fs::File::open(name)
+            .map_err(|e| OpenError::new(format!("open {name}: {}", postmap_text::io_error_text(&e))))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| OpenError::new(format!("fstat {name}: {}", postmap_text::io_error_text(&e))))?;
+        let mut data = Vec::new();
+        // Postfix exits (fatal) with this text; we fail the open.
+        file.read_to_end(&mut data)
+            .map_err(|e| OpenError::new(format!("cidr map {name}: read error: {}", postmap_text::io_error_text(&e))))?;
+        let source = Source {
+            path: name.to_string(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            file,
+        };
+        (data, Some(source))
+    };
+    let (root, values, warnings) = parse_table(&text, name, req.flags);
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    Ok(Box::new(Cidr { flags: req.flags | PATTERN, root, values, source }))
+}
+
+/// Postfix `dict_inline_to_multiline()`: `{ {rule}, {rule} }` → one rule a line.
+fn inline_to_multiline(name: &[u8]) -> Result<Vec<u8>, String> {
+    let inner = postmap_text::extpar(name)?;
+    let mut text = Vec::new();
+    for token in BraceTokens::new(inner) {
+        text.extend_from_slice(postmap_text::extpar(token)?);
+        text.push(b'\n');
+    }
+    Ok(text)
+}
+
+/// One parsed rule.
+enum Rule {
+    Match { net: Net, positive: bool, value: Vec<u8> },
+    If { net: Net, positive: bool },
+    Endif,
+}
+
+/// Parse all rules into the block tree; bad rules are skipped with a warning
+/// (returned, in Postfix's words).
+fn parse_table(text: &[u8], name: &str, flags: u32) -> (Block, Vec<Vec<u8>>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    // Open blocks: (pos, net, positive, line, body) of each enclosing `if`.
+    let mut stack: Vec<(u32, Net, bool, usize, Block)> = Vec::new();
+    let mut root = Block::default();
+    for line in LogicalLines::new(text, name) {
+        let rule = match parse_rule(postmap_text::until_nul(&line.text), stack.len(), flags) {
+            Ok(rule) => rule,
+            Err(why) => {
+                warnings.push(format!("cidr map {name}, line {}: {why}: skipping this rule", line.line_no));
+                continue;
+            }
+        };
+        let pos = values.len() as u32;
+        let block = stack.last_mut().map_or(&mut root, |open| &mut open.4);
+        match rule {
+            Rule::Match { net, positive, value } => {
+                values.push(value);
+                match (positive, net.v6) {
+                    (true, false) => block.v4.insert(net, pos),
+                    (true, true) => block.v6.insert(net, pos),
+                    (false, _) => block.complex.push(Complex::Negative { pos, net }),
+                }
+            }
+            Rule::If { net, positive } => {
+                values.push(Vec::new());
+                stack.push((pos, net, positive, line.line_no, Block::default()));
+            }
+            Rule::Endif => {
+                values.push(Vec::new());
+                close_block(&mut stack, &mut root);
+            }
+        }
+    }
+    for open in stack.iter().rev() {
+        warnings.push(format!("cidr map {name}, line {}: IF has no matching ENDIF", open.3));
+    }
+    // An unclosed block runs to the end of the table: if its condition
+    // fails, nothing after it can match, which is what skipping it means.
+    while !stack.is_empty() {
+        close_block(&mut stack, &mut root);
+    }
+    (root, values, warnings)
+}
+
+fn close_block(stack: &mut Vec<(u32, Net, bool, usize, Block)>, root: &mut Block) {
+    if let Some((pos, net, positive, _, body)) = stack.pop() {
+        let parent = stack.last_mut().map_or(root, |open| &mut open.4);
+        parent.complex.push(Complex::If { pos, net, positive, body });
+    }
+}
+
+fn is_alnum_at(p: &[u8], i: usize) -> bool {
+    p.get(i).is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Skip `!` and whitespace; each `!` flips the sense of the match.
+fn negations(mut p: &[u8]) -> (&[u8], bool) {
+    let mut positive = true;
+    while let Some(&b) = p.first() {
+        if b == b'!' {
+            positive = !positive;
+        } else if !is_space(b) {
+            break;
+        }
+        p = &p[1..];
+    }
+    (p, positive)
+}
+
+fn trim_end(p: &[u8]) -> &[u8] {
+    let end = p.iter().rposition(|&b| !is_space(b)).map_or(0, |i| i + 1);
+    &p[..end]
+}
+
+/// Postfix `dict_cidr_parse_rule()`; errors are Postfix's texts.
+fn parse_rule(p: &[u8], nesting: usize, flags: u32) -> Result<Rule, String> {
+    let (rule, value): (Rule, &[u8]) = if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"IF") && !is_alnum_at(p, 2) {
+        let (rest, positive) = negations(&p[2..]);
+        if rest.is_empty() {
+            return Err("no address pattern".into());
+        }
+        let net = parse_pattern(trim_end(rest))?;
+        (Rule::If { net, positive }, b"")
+    } else if p.len() >= 5 && p[..5].eq_ignore_ascii_case(b"ENDIF") && !is_alnum_at(p, 5) {
+        if p[5..].iter().any(|&b| !is_space(b)) {
+            return Err("garbage after ENDIF".into());
+        }
+        if nesting == 0 {
+            return Err("ENDIF without IF".into());
+        }
+        (Rule::Endif, b"")
+    } else {
+        let (rest, positive) = negations(p);
+        let end = rest.iter().position(|&b| is_space(b)).unwrap_or(rest.len());
+        let pattern = &rest[..end];
+        let value = trim_end(postmap_text::trim(&rest[end..]));
+        if pattern.is_empty() {
+            return Err("no address pattern".into());
+        }
+        let net = parse_pattern(pattern)?;
+        if value.is_empty() {
+            return Err("no lookup result".into());
+        }
+        (Rule::Match { net, positive, value: Vec::new() }, value)
+    };
+    // Postfix applies the values-are-files conversion to every rule, so with
+    // it `if`/`endif` fail on their empty result (an empty file list).
+    let value = if flags & SRC_RHS_IS_FILE != 0 { postmap_text::file_to_base64(value)? } else { value.to_vec() };
+    Ok(match rule {
+        Rule::Match { net, positive, .. } => Rule::Match { net, positive, value },
+        other => other,
+    })
+}
+
+fn lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(s)
+}
+
+/// Postfix `cidr_match_parse()`: `[addr]`, `[addr/len]`, `[addr]/len`,
+/// `addr`, `addr/len`.
+fn parse_pattern(pattern: &[u8]) -> Result<Net, String> {
+    let (addr, mask_text): (&[u8], Option<&[u8]>) = if pattern.first() == Some(&b'[') {
+        let inner = &pattern[1..];
+        let Some(close) = inner.iter().position(|&b| b == b']') else {
+            return Err(format!("missing ']' character after \"[{}\"", lossy(inner)));
+        };
+        let inside = &inner[..close];
+        let after = &inner[close + 1..];
+        if after.first() == Some(&b'/') {
+            (inside, Some(&after[1..]))
+        } else if !after.is_empty() {
+            return Err(format!("garbage after \"[{}]\"", lossy(inside)));
+        } else {
+            split_slash(inside)
+        }
+    } else {
+        split_slash(pattern)
+    };
+    let v6 = addr.contains(&b':');
+    let bits = width(v6);
+    match mask_text {
+        None => match parse_addr(addr, v6) {
+            Some(a) => Ok(Net { v6, addr: a, prefix: bits }),
+            None => Err(format!("bad address pattern: \"{}\"", lossy(addr))),
+        },
+        Some(m) => {
+            let shown = || format!("\"{}/{}\"", lossy(addr), lossy(m));
+            if m.is_empty() || !m.iter().all(u8::is_ascii_digit) {
+                return Err(format!("bad mask value in {}", shown()));
+            }
+            // atoi() into an unsigned char, as Postfix stores it.
+            let prefix = atoi(m) as u8;
+            if prefix > bits {
+                return Err(format!("bad mask length in {}", shown()));
+            }
+            let Some(a) = parse_addr(addr, v6) else {
+                return Err(format!("bad network value in {}", shown()));
+            };
+            let masked = a & mask(prefix, bits);
+            if masked != a {
+                return Err(format!(
+                    "non-null host address bits in {}, perhaps you should use \"{}/{}\" instead",
+                    shown(),
+                    format_addr(v6, masked),
+                    prefix
+                ));
+            }
+            Ok(Net { v6, addr: a, prefix })
+        }
+    }
+}
+
+fn split_slash(s: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match s.iter().position(|&b| b == b'/') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// glibc `atoi()` of a digit string: strtol (saturating at LONG_MAX) cast to int.
+fn atoi(digits: &[u8]) -> i32 {
+    let mut n: i64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10).and_then(|n| n.checked_add(i64::from(d - b'0'))).unwrap_or(i64::MAX);
+    }
+    n as i32
+}
+
+/// A lookup key: family by the presence of `:`, then inet_pton().
+fn parse_key(key: &[u8]) -> Option<(bool, u128)> {
+    let v6 = key.contains(&b':');
+    parse_addr(key, v6).map(|a| (v6, a))
+}
+
+fn parse_addr(s: &[u8], v6: bool) -> Option<u128> {
+    if v6 {
+        inet_pton6(s)
+    } else {
+        inet_pton4(s).map(|a| u128::from(u32::from_be_bytes(a)))
+    }
+}
+
+/// glibc inet_pton(AF_INET): exactly four decimal octets, no leading zeros.
+fn inet_pton4(s: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut octets = 0;
+    let mut saw_digit = false;
+    let mut cur: u32 = 0;
+    for &ch in s {
+        if ch.is_ascii_digit() {
+            if saw_digit && cur == 0 {
+                return None;
+            }
+            cur = cur * 10 + u32::from(ch - b'0');
+            if cur > 255 {
+                return None;
+            }
+            if !saw_digit {
+                octets += 1;
+                if octets > 4 {
+                    return None;
+                }
+                saw_digit = true;
+            }
+            out[octets - 1] = cur as u8;
+        } else if ch == b'.' && saw_digit {
+            if octets == 4 {
+                return None;
+            }
+            cur = 0;
+            saw_digit = false;
+        } else {
+            return None;
+        }
+    }
+    (octets == 4).then_some(out)
+}
+
+/// glibc inet_pton(AF_INET6): up to four hex digits a group, one `::`, an
+/// optional dotted-quad tail.
+fn inet_pton6(s: &[u8]) -> Option<u128> {
+    let mut tmp = [0u8; 16];
+    let mut tp = 0usize;
+    let mut colonp: Option<usize> = None;
+    let mut src = s;
+    if src.is_empty() {
+        return None;
+    }
+    if src[0] == b':' {
+        src = &src[1..];
+        if src.first() != Some(&b':') {
+            return None;
+        }
+    }
+    let mut curtok = 0usize;
+    let mut digits = 0;
+    let mut val: u32 = 0;
+    let mut i = 0;
+    while i < src.len() {
+        let ch = src[i];
+        i += 1;
+        if let Some(d) = (ch as char).to_digit(16) {
+            if digits == 4 {
+                return None;
+            }
+            val = (val << 4) | d;
+            digits += 1;
+            continue;
+        }
+        if ch == b':' {
+            curtok = i;
+            if digits == 0 {
+                if colonp.is_some() {
+                    return None;
+                }
+                colonp = Some(tp);
+                continue;
+            } else if i == src.len() {
+                return None;
+            }
+            if tp + 2 > 16 {
+                return None;
+            }
+            tmp[tp] = (val >> 8) as u8;
+            tmp[tp + 1] = val as u8;
+            tp += 2;
+            digits = 0;
+            val = 0;
+            continue;
+        }
+        if ch == b'.' && tp + 4 <= 16 {
+            if let Some(v4) = inet_pton4(&src[curtok..]) {
+                tmp[tp..tp + 4].copy_from_slice(&v4);
+                tp += 4;
+                digits = 0;
+                break;
+            }
+        }
+        return None;
+    }
+    if digits > 0 {
+        if tp + 2 > 16 {
+            return None;
+        }
+        tmp[tp] = (val >> 8) as u8;
+        tmp[tp + 1] = val as u8;
+        tp += 2;
+    }
+    if let Some(c) = colonp {
+        if tp == 16 {
+            return None;
+        }
+        let n = tp - c;
+        tmp.copy_within(c..tp, 16 - n);
+        tmp[c..16 - n].fill(0);
+        tp = 16;
+    }
+    (tp == 16).then(|| u128::from_be_bytes(tmp))
+}
+
+/// glibc inet_ntop(): dotted quad, or RFC 5952-style IPv6 with the embedded
+/// IPv4 forms `::a.b.c.d` and `::ffff:a.b.c.d`.
+fn format_addr(v6: bool, addr: u128) -> String {
+    if !v6 {
+        return std::net::Ipv4Addr::from(addr as u32).to_string();
+    }
+    let bytes = addr.to_be_bytes();
+    let words: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    // Longest run of zero words (first on ties), if at least two long.
+    let (mut best, mut cur): ((usize, usize), Option<(usize, usize)>) = ((0, 0), None);
+    for (i, &w) in words.iter().enumerate() {
+        if w == 0 {
+            let run = cur.map_or((i, 1), |(b, l)| (b, l + 1));
+            cur = Some(run);
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            cur = None;
+        }
+    }
+    let best = (best.1 >= 2).then_some(best);
+    let mut out = String::new();
+    let mut i = 0;
+    while i < 8 {
+        if let Some((base, len)) = best {
+            if i >= base && i < base + len {
+                if i == base {
+                    out.push(':');
+                }
+                i += 1;
+                continue;
+            }
+        }
+        if i != 0 {
+            out.push(':');
+        }
+        if i == 6 && best.is_some_and(|(base, len)| base == 0 && (len == 6 || (len == 5 && words[5] == 0xffff))) {
+            out.push_str(&format!("{}.{}.{}.{}", bytes[12], bytes[13], bytes[14], bytes[15]));
+            break;
+        }
+        out.push_str(&format!("{:x}", words[i]));
+        i += 1;
+    }
+    if best.is_some_and(|(base, len)| base + len == 8) {
+        out.push(':');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Params;
+    use crate::dict::Mode;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A temp file (or directory) removed on drop.
+    struct TempPath(PathBuf);
+
+    impl TempPath {
+        fn file(content: &[u8]) -> TempPath {
+            let path = Self::unique("table");
+            std::fs::write(&path, content).unwrap();
+            TempPath(path)
+        }
+        fn unique(what: &str) -> PathBuf {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            std::env::temp_dir().join(format!(
+                "proxymap-cidr-test-{what}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ))
+        }
+        fn name(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
+        let params = Params::default();
+        open(&OpenRequest { type_name: "cidr", name, mode, flags, params: &params })
+    }
+
+    fn get(d: &mut Box<dyn Dict>, key: &str) -> Option<String> {
+        let mut out = b"garbage".to_vec();
+        match d.lookup(key.as_bytes(), 0, &mut out).unwrap() {
+            true => Some(String::from_utf8(out).unwrap()),
+            false => {
+                assert!(out.is_empty());
+                None
+            }
+        }
+    }
+
+    /// `postmap -q - TABLE` with `keys` on stdin: the answers (key → value)
+    /// and the warnings it logged.
+    fn postmap(table: &str, keys: &[String]) -> (BTreeMap<String, String>, Vec<String>) {
+        let config = TempPath(TempPath::unique("config"));
+        std::fs::create_dir_all(&config.0).unwrap();
+        std::fs::write(config.0.join("main.cf"), "").unwrap();
+        // A just-written main.cf makes Postfix re-read it until it is a second old.
+        std::fs::File::options()
+            .write(true)
+            .open(config.0.join("main.cf"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+        let mut child = match Command::new("postmap")
+            .arg("-c")
+            .arg(&config.0)
+            .args(["-q", "-", table])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => panic!("cannot run postmap ({e}): run scripts/install-test-deps.sh"),
+        };
+        let mut input = keys.join("\n");
+        input.push('\n');
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "postmap: {}", String::from_utf8_lossy(&out.stderr));
+        let answers = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('\t').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let warnings = String::from_utf8(out.stderr)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("postmap: warning: ").map(str::to_string))
+            .collect();
+        (answers, warnings)
+    }
+
+    /// Compare our answers and warnings for `table` with postmap's.
+    fn differential(table_text: &str, keys: &[String]) {
+        let file = TempPath::file(table_text.as_bytes());
+        differential_name(file.name(), keys);
+    }
+
+    fn differential_name(name: &str, keys: &[String]) {
+        let mut keys: Vec<String> = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| !k.is_empty() && !k.contains('\n'));
+        let (expected, expected_warnings) = postmap(&format!("cidr:{name}"), &keys);
+        let text = if name.starts_with('{') {
+            inline_to_multiline(name.as_bytes()).unwrap()
+        } else {
+            std::fs::read(name).unwrap()
+        };
+        let (_, _, warnings) = parse_table(&text, name, 0);
+        assert_eq!(warnings, expected_warnings, "warnings for {name}");
+        let mut d = open_with(name, Mode::ReadOnly, 0).unwrap();
+        let mut hits = 0;
+        for key in &keys {
+            let want = expected.get(key).cloned();
+            hits += usize::from(want.is_some());
+            assert_eq!(get(&mut d, key), want, "key {key:?} in\n{}", String::from_utf8_lossy(&text));
+        }
+        eprintln!("differential: {} keys, {hits} hits, {} warnings", keys.len(), warnings.len());
+        // The tables are meant to exercise both outcomes.
+        assert!(hits > 0 && hits < keys.len(), "{hits} hits of {}", keys.len());
+    }
+
+    /// A small deterministic PRNG (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn v4(&mut self) -> u32 {
+            self.next() as u32
+        }
+        fn v6(&mut self) -> u128 {
+            (u128::from(self.next()) << 64) | u128::from(self.next())
+        }
+    }
+
+    fn v4(a: u32) -> String {
+        std::net::Ipv4Addr::from(a).to_string()
+    }
+
+    fn v6(a: u128) -> String {
+        std::net::Ipv6Addr::from(a).to_string()
+    }
+
+    /// Keys around a network: first, last, just outside, a random inside.
+    fn keys_around(keys: &mut Vec<String>, rng: &mut Rng, is_v6: bool, net: u128, prefix: u8) {
+        let w = width(is_v6);
+        let host = !mask(prefix, w) & mask(w, w);
+        let last = net | host;
+        let inside = net | (rng.v6() & host);
+        for a in [net, last, last.wrapping_add(1) & mask(w, w), net.wrapping_sub(1) & mask(w, w), inside] {
+            keys.push(if is_v6 { v6(a) } else { v4(a as u32) });
+        }
+    }
+
+    /// Odd key spellings: Postfix's inet_pton() decides.
+    fn odd_keys() -> Vec<String> {
+        [
+            "[10.1.2.3]", " 10.1.2.3", "10.1.2.3 ", "010.1.2.3", "10.01.2.3", "10.1.2.03", "0.0.0.0", "10.1.2",
+            "10.1.2.3.4", "10.1.2.256", "10.1.2.3.", ".10.1.2.3", "10..1.2", "1e.1.2.3", "10.1.2.3/32",
+            "::ffff:10.1.2.3", "::FFFF:10.1.2.3", "::ffff:a01:203", "::10.1.2.3", "0:0:0:0:0:ffff:10.1.2.3",
+            "::ffff:010.1.2.3", "::ffff:10.1.2", "1:2:3:4:5:6:10.1.2.3", "1:2:3:4:5:6:7:10.1.2.3",
+            "1::2::3", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7::", "::1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8::",
+            ":1::2", "1::2:", "12345::", "01234::", "fe80::1%eth0", "[2001:db8::1]", "2001:DB8::1",
+            "2001:db8:0:0:0:0:0:1", "2001:0db8::0001", "::", ":::", "::1", "abc", "localhost",
+            "10.1.2.3:25", "2001:db8::1 ", "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    #[test]
+    fn differential_plain_prefixes_v4_and_v6() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut table = String::from("# every prefix length, in shuffled order\n");
+        let mut keys = odd_keys();
+        let mut lines = Vec::new();
+        for prefix in 0..=32u8 {
+            let net = u128::from(rng.v4()) & mask(prefix, 32);
+            lines.push(format!("{}/{prefix} v4-{prefix}", v4(net as u32)));
+            keys_around(&mut keys, &mut rng, false, net, prefix);
+            // Another network of the same length, in brackets.
+            let other = u128::from(rng.v4()) & mask(prefix, 32);
+            lines.push(format!("[{}/{prefix}] v4b-{prefix}", v4(other as u32)));
+            keys_around(&mut keys, &mut rng, false, other, prefix);
+        }
+        for prefix in 1..=128u8 {
+            let net = rng.v6() & mask(prefix, 128);
+            lines.push(format!("{}/{prefix} v6-{prefix}", v6(net)));
+            keys_around(&mut keys, &mut rng, true, net, prefix);
+        }
+        for i in (1..lines.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            lines.swap(i, j);
+        }
+        // Keep /0 in the middle so that order, not length, decides.
+        let zero_v4 = lines.iter().position(|l| l.starts_with("0.0.0.0/0 ")).unwrap();
+        let moved = lines.remove(zero_v4);
+        lines.insert(lines.len() / 2, moved);
+        for l in lines {
+            table.push_str(&l);
+            table.push('\n');
+        }
+        table.push_str(
+            "10.1.2.3 exact-late\n\
+             [10.1.2.4] exact-bracket\n\
+             [10.1.3.0]/24 bracket-mask\n\
+             10.1.2.3/32   spaced   value  \n\
+             ::ffff:10.1.2.0/120 mapped\n\
+             ::10.1.2.3 compat\n\
+             2001:DB8::/32 upper-hex\n\
+             [2001:db8::1] bracket6\n\
+             [::1]/128 loop6\n",
+        );
+        differential(&table, &keys);
+    }
+
+    const BAD_RULES: &str = "\
+01.2.3.4 leading-zero
+1.2.3.0/280 mask-truncated-to-24
+1.2.3.4/4294967320 huge
+1.2.3.4/99999999999999999999999 saturated
+10.0.0.1/8 host-bits
+10.0.0.0/7 host-bits-2
+2001:db8::1/64 host-bits-v6
+1:2:3:4:5:6:7:8/120 host-bits-v6b
+::ffff:1.2.3.4/96 host-bits-mapped
+1.2.3.4/33 too-long
+::/129 too-long-v6
+16.0.0.0/ empty-mask
+16.0.0.0/-1 negative
+16.0.0.0/8x junk-mask
+/8 no-network
+[14.0.0.0]x garbage
+[15.0.0.0 unclosed
+[] empty
+[1.2.3.0/24]/8 double
+1.2.3.0/24/8 double2
+1.2.3.4
+!
+!1.2.3.4
+1.2.3.4.5 bad
+1:2::3::4 bad6
+if
+if !
+IF 3.3.3.3 xx
+if 3.3.3.0/24x
+ENDIF
+endif garbage
+ifx 1.2.3.4
+endiff 1.2.3.4
+7.7.7.7 good
+";
+
+    #[test]
+    fn differential_bad_rules() {
+        let mut keys = odd_keys();
+        for a in ["1.2.3.4", "1.2.3.200", "10.0.0.1", "16.1.1.1", "7.7.7.7", "14.0.0.0", "3.3.3.3", "255.1.1.1"] {
+            keys.push(a.to_string());
+        }
+        differential(BAD_RULES, &keys);
+    }
+
+    const BLOCKS: &str = "\
+# header comment
+1.1.1.1 first
+if 10.0.0.0/8
+# comment inside
+10.1.0.0/16 ten-one
+!10.2.0.0/16 ten-not-two
+  continued value
+If !10.3.0.0/16
+10.0.0.0/9 low-half-not-3
+10.4.0.0/16 ten-four-shadowed
+endif
+10.3.3.0/24 ten-three-three
+10.4.0.0/16 ten-four
+endif
+IF ::/0
+2001:db8::/32 doc
+if !2001:db8:1::/48
+if!   !2001:db8:2::/48
+2001:db8:2::/48 db8-2
+endif
+::/0 v6-any-not-db8-1
+endif
+ENDIF
+if ::ffff:0:0/96
+::ffff:10.0.0.0/104 mapped-ten
+endif
+endif
+if 192.0.2.0/24
+!192.0.2.128/25 doc-low-half
+if 198.51.100.0/24
+198.51.100.1 never
+endif
+if !203.0.113.0/24
+192.0.2.0/24 doc-high
+endif
+endif
+if 11.0.0.0/8
+if 11.1.0.0/16
+if 11.1.1.0/24
+11.1.1.1 deep
+endif
+11.1.0.0/16 mid
+endif
+endif
+!2001:db8::/32 v6-not-doc-late
+12.0.0.0/8 twelve
+if 99.0.0.0/8
+99.1.0.0/16 unclosed-inner
+if 99.1.1.0/24
+99.1.1.1 unclosed-deeper
+";
+
+    #[test]
+    fn differential_if_endif_negation() {
+        let mut keys = odd_keys();
+        let mut rng = Rng(42);
+        for net in [
+            "1.1.1.1/32", "10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "10.3.3.0/24", "10.4.0.0/16",
+            "192.0.2.0/24", "192.0.2.128/25", "198.51.100.0/24", "203.0.113.0/24", "11.1.1.0/24", "11.1.0.0/16",
+            "11.0.0.0/8", "12.0.0.0/8", "99.0.0.0/8", "99.1.0.0/16", "99.1.1.0/24",
+        ] {
+            let (a, p) = net.split_once('/').unwrap();
+            let a: std::net::Ipv4Addr = a.parse().unwrap();
+            keys_around(&mut keys, &mut rng, false, u128::from(u32::from(a)), p.parse().unwrap());
+        }
+        for net in ["2001:db8::/32", "2001:db8:1::/48", "2001:db8:2::/48", "::ffff:0:0/96", "::ffff:10.0.0.0/104"] {
+            let (a, p) = net.split_once('/').unwrap();
+            let a: std::net::Ipv6Addr = a.parse().unwrap();
+            keys_around(&mut keys, &mut rng, true, u128::from(a), p.parse().unwrap());
+        }
+        for _ in 0..100 {
+            keys.push(v4(rng.v4()));
+            keys.push(v6(rng.v6()));
+        }
+        assert!(keys.len() > 300);
+        differential(BLOCKS, &keys);
+        // An unclosed block whose condition fails ends the search.
+        let keys: Vec<String> = ["1.1.1.1", "2.2.2.2", "2.3.3.3", "3.3.3.3", "3.4.4.4", "4.4.4.4", "::1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        differential("1.0.0.0/8 one\nif 2.0.0.0/8\n2.2.0.0/16 two\nendif\nif 3.0.0.0/8\n3.3.0.0/16 three\n0.0.0.0/0 any\n", &keys);
+    }
+
+    #[test]
+    fn differential_inline() {
+        let keys: Vec<String> =
+            ["1.1.1.1", "1.1.1.2", "1.1.2.1", "2.2.2.2", "2001:db8::1", "abc"].iter().map(|s| s.to_string()).collect();
+        differential_name("{{1.1.1.1 a b}, { 1.1.1.0/24  c  },{if 2.0.0.0/8},{2.2.2.2 two},{endif},{2001:db8::/32 v6}}", &keys);
+        let mut d = open_with("{}", Mode::ReadOnly, 0).unwrap();
+        assert_eq!(get(&mut d, "1.1.1.1"), None);
+        let err = open_with("{1.1.1.1 x}", Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, "cidr map: no '{' at start of text in \"1.1.1.1\"");
+        let err = open_with("{{1.1.1.1 x}", Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, "cidr map: missing '}' in \"{{1.1.1.1 x}\"");
+        assert!(!d.changed());
+    }
+
+    #[test]
+    fn open_errors_flags_and_changes() {
+        let f = TempPath::file(b"1.2.3.4 x\n");
+        let err = open_with(f.name(), Mode::ReadWrite, 0).err().unwrap();
+        assert_eq!(err.reason, format!("cidr:{} map requires O_RDONLY access mode", f.name()));
+        let missing = format!("{}.missing", f.name());
+        let err = open_with(&missing, Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("open {missing}: No such file or directory"));
+        let dir = TempPath(TempPath::unique("dir"));
+        std::fs::create_dir(&dir.0).unwrap();
+        let err = open_with(dir.name(), Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("cidr map {}: read error: Is a directory", dir.name()));
+
+        let mut d = open_with(f.name(), Mode::ReadOnly, crate::protocol::flags::FOLD_FIX).unwrap();
+        assert_eq!(d.flags(), PATTERN | crate::protocol::flags::FOLD_FIX);
+        assert_eq!(get(&mut d, "1.2.3.4").as_deref(), Some("x"));
+        assert_eq!(get(&mut d, ""), None);
+        assert_eq!(d.sequence(&mut None, true, 0), Err(crate::dict::DictError::Unsupported("sequence")));
+        assert!(!d.changed());
+        // mtime change
+        let file = std::fs::File::options().write(true).open(&f.0).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(100)).unwrap();
+        assert!(d.changed());
+        // replaced by another file under the same name
+        let d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        assert!(!d.changed());
+        let g = TempPath::file(b"5.6.7.8 y\n");
+        std::fs::rename(&g.0, &f.0).unwrap();
+        assert!(d.changed());
+        // removed
+        let d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        std::fs::remove_file(&f.0).unwrap();
+        assert!(d.changed());
+    }
+
+    #[test]
+    fn values_are_files() {
+        let content = TempPath::file(b"foo");
+        let text = format!(
+            "1.2.3.4 {}\n5.6.7.8 /nonexistent/x\nif 9.0.0.0/8\n9.9.9.9 {}\nendif\n",
+            content.name(),
+            content.name()
+        );
+        let f = TempPath::file(text.as_bytes());
+        let (_, _, warnings) = parse_table(text.as_bytes(), f.name(), SRC_RHS_IS_FILE);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].ends_with("line 2: open /nonexistent/x: No such file or directory: skipping this rule"));
+        let mut d = open_with(f.name(), Mode::ReadOnly, SRC_RHS_IS_FILE).unwrap();
+        assert_eq!(get(&mut d, "1.2.3.4").as_deref(), Some("Zm9v"));
+        assert_eq!(get(&mut d, "5.6.7.8"), None);
+        // The `if` failed (empty file list), so its rules are top-level.
+        assert_eq!(get(&mut d, "9.9.9.9").as_deref(), Some("Zm9v"));
+    }
+
+    #[test]
+    fn address_helpers() {
+        assert_eq!(inet_pton4(b"1.2.3.4"), Some([1, 2, 3, 4]));
+        assert_eq!(inet_pton4(b"01.2.3.4"), None);
+        assert_eq!(inet_pton6(b"::ffff:1.2.3.4"), Some(0xffff_0102_0304));
+        assert_eq!(
+            inet_pton6(b"1:2:3:4:5:6:7::"),
+            Some(u128::from_be_bytes([0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 0]))
+        );
+        assert_eq!(inet_pton6(b"1::2::3"), None);
+        for (a, text) in [
+            (0u128, "::"),
+            (1, "::1"),
+            (0x0102_0304, "::1.2.3.4"),
+            (0xffff_0102_0304, "::ffff:1.2.3.4"),
+            (0x2001_0db8 << 96, "2001:db8::"),
+            (0x0001_0000_0001_0001_0001_0001_0001_0001, "1:0:1:1:1:1:1:1"),
+            (0x0001_0000_0000_0001_0000_0000_0001_0001, "1::1:0:0:1:1"),
+        ] {
+            assert_eq!(format_addr(true, a), text);
+        }
+    }
+
+    /// A reference evaluation for plain positive rules: the first match in order.
+    fn linear(rules: &[(bool, u128, u8)], is_v6: bool, addr: u128) -> Option<usize> {
+        rules.iter().position(|&(v, net, p)| v == is_v6 && addr & mask(p, width(v)) == net)
+    }
+
+    #[test]
+    fn hundred_thousand_networks() {
+        let mut rng = Rng(7);
+        let mut rules = Vec::new();
+        let mut text = String::with_capacity(4_000_000);
+        for i in 0..100_000 {
+            if i % 10 == 9 {
+                let p = 16 + (rng.next() % 113) as u8;
+                let net = rng.v6() & mask(p, 128);
+                rules.push((true, net, p));
+                text.push_str(&format!("{}/{p} r{i}\n", v6(net)));
+            } else {
+                let p = 12 + (rng.next() % 21) as u8;
+                let net = u128::from(rng.v4()) & mask(p, 32);
+                rules.push((false, net, p));
+                text.push_str(&format!("{}/{p} r{i}\n", v4(net as u32)));
+            }
+        }
+        let f = TempPath::file(text.as_bytes());
+        let start = std::time::Instant::now();
+        let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
+        let opened = start.elapsed();
+        // Half the keys inside some network, half random.
+        let keys: Vec<(String, bool, u128)> = (0..100_000)
+            .map(|i| {
+                let (is_v6, addr) = if i % 2 == 0 {
+                    let (v, net, p) = rules[(rng.next() % rules.len() as u64) as usize];
+                    (v, net | (rng.v6() & !mask(p, width(v)) & mask(width(v), width(v))))
+                } else if i % 10 == 1 {
+                    (true, rng.v6())
+                } else {
+                    (false, u128::from(rng.v4()))
+                };
+                (if is_v6 { v6(addr) } else { v4(addr as u32) }, is_v6, addr)
+            })
+            .collect();
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        let mut hits = 0;
+        for (key, _, _) in &keys {
+            hits += usize::from(d.lookup(key.as_bytes(), 0, &mut out).unwrap());
+        }
+        let elapsed = start.elapsed();
+        eprintln!("cidr: 100000 rules opened in {opened:?}; 100000 lookups ({hits} hits) in {elapsed:?}");
+        assert!(hits > 50_000 && hits < 100_000);
+        assert!(elapsed < std::time::Duration::from_secs(5), "far too slow: {elapsed:?}");
+        // Spot-check against a linear first-match scan.
+        for (key, is_v6, addr) in keys.iter().step_by(97) {
+            let want = linear(&rules, *is_v6, *addr).map(|i| format!("r{i}"));
+            assert_eq!(get(&mut d, key), want, "{key}");
+        }
+    }
+}
