@@ -134,6 +134,22 @@ impl Instance {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// Swap the proxymap binary with a full stop and start, so that every
+    /// client starts afresh (a reload keeps clients connected across the swap).
+    pub fn restart_with(&mut self, server: Server) {
+        check(Command::new("postfix").arg("-c").arg(&self.config).arg("stop"));
+        self.server = server;
+        self.select(server);
+        let _ = std::fs::remove_file(self.socket("proxymap"));
+        check(Command::new("postfix").arg("-c").arg(&self.config).arg("start"));
+        self.wait_for_socket("proxymap");
+    }
+
+    /// `postfix stop` (also done on drop).
+    pub fn stop(&self) {
+        let _ = run(Command::new("timeout").args(["20", "postfix", "-c"]).arg(&self.config).arg("stop"));
+    }
+
     pub fn reload(&self) {
         check(Command::new("postfix").arg("-c").arg(&self.config).arg("reload"));
     }
