@@ -45,36 +45,76 @@ struct TableDef {
     prep: fn(&Instance, &str),
     /// false for tables that answer every key (static): no miss row
     misses: bool,
+    /// Hit keys of their own (cidr wants addresses); None: the user keys.
+    keys: Option<fn() -> Vec<String>>,
 }
 
 /// Add a row here to benchmark another type (our server must support it, or
-/// its column shows I/O errors / non-OK replies), e.g.
-///   TableDef { label: "hash", spec: "hash:@TABLES@/users", prep: postmap, misses: true },
-///   TableDef { label: "lmdb", spec: "lmdb:@TABLES@/users", prep: postmap, misses: true },
-///   TableDef { label: "cdb", spec: "cdb:@TABLES@/users", prep: postmap, misses: true },
-///   TableDef { label: "regexp", spec: "regexp:@TABLES@/users.regexp", prep: regexp_file, misses: true },
+/// its column shows I/O errors / non-OK replies).
 const TABLES: &[TableDef] = &[
-    TableDef { label: "lmdb", spec: "lmdb:@TABLES@/users", prep: postmap, misses: true },
-    TableDef { label: "cdb", spec: "cdb:@TABLES@/users", prep: postmap, misses: true },
-    TableDef { label: "texthash", spec: "texthash:@TABLES@/users", prep: no_prep, misses: true },
-    TableDef { label: "static", spec: "static:OK", prep: no_prep, misses: false },
+    TableDef { label: "hash", spec: "hash:@TABLES@/users", prep: postmap, misses: true, keys: None },
+    TableDef { label: "lmdb", spec: "lmdb:@TABLES@/users", prep: postmap, misses: true, keys: None },
+    TableDef { label: "cdb", spec: "cdb:@TABLES@/users", prep: postmap, misses: true, keys: None },
+    TableDef { label: "texthash", spec: "texthash:@TABLES@/users", prep: no_prep, misses: true, keys: None },
+    TableDef { label: "regexp200", spec: "regexp:@TABLES@/rules200", prep: rules200, misses: true, keys: None },
+    TableDef { label: "regexp5000", spec: "regexp:@TABLES@/rules5000", prep: rules5000, misses: true, keys: None },
+    TableDef { label: "pcre200", spec: "pcre:@TABLES@/rules200", prep: rules200, misses: true, keys: None },
+    TableDef { label: "pcre5000", spec: "pcre:@TABLES@/rules5000", prep: rules5000, misses: true, keys: None },
+    TableDef { label: "cidr", spec: "cidr:@TABLES@/networks", prep: networks, misses: true, keys: Some(network_keys) },
+    TableDef { label: "static", spec: "static:OK", prep: no_prep, misses: false, keys: None },
 ];
+
+/// 200 rules; rule k matches the user keys whose domain number is k modulo
+/// 200, so every key hits and a lookup tries 100 rules on average.
+fn rules200(inst: &Instance, _: &str) {
+    let rules: String = (0..200)
+        .map(|k| {
+            let alts: Vec<String> = (0..5).map(|j| format!("{:03}", k + 200 * j)).collect();
+            format!("/^user([0-9]+)@d({})\\.example$/ OK rule {k} user $1\n", alts.join("|"))
+        })
+        .collect();
+    std::fs::write(inst.tables.join("rules200"), rules).expect("write rules200");
+}
+
+/// 5,000 rules; rule k matches the user numbers ending in k or k+5000.
+fn rules5000(inst: &Instance, _: &str) {
+    let rules: String = (0..5000)
+        .map(|k| format!("/^user[0-9]{{2}}({:04}|{:04})@d[0-9]{{3}}\\.example$/ OK rule {k} $1\n", k, k + 5000))
+        .collect();
+    std::fs::write(inst.tables.join("rules5000"), rules).expect("write rules5000");
+}
+
+/// 100,000 networks: 10.0.0.0/30, 10.0.0.4/30, ... in file order.
+fn networks(inst: &Instance, _: &str) {
+    let text: String = (0..ENTRIES as u32)
+        .map(|i| {
+            let a = 0x0A00_0000u32 + i * 4;
+            format!("{}.{}.{}.{}/30 OK net {i}\n", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255)
+        })
+        .collect();
+    std::fs::write(inst.tables.join("networks"), text).expect("write networks");
+}
+
+/// One address inside each network, shuffled.
+fn network_keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0..ENTRIES as u32)
+        .map(|i| {
+            let a = 0x0A00_0000u32 + i * 4 + 1;
+            format!("{}.{}.{}.{}", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255)
+        })
+        .collect();
+    shuffle(&mut keys, 0x2545_F491_4F6C_DD1D);
+    keys
+}
 
 fn no_prep(_: &Instance, _: &str) {}
 
 /// `postmap TYPE:FILE` for indexed types (hash, btree, lmdb, cdb).
-#[allow(dead_code)]
 fn postmap(inst: &Instance, spec: &str) {
     let out = inst.postmap(&[spec]);
     assert!(out.status.success(), "postmap {spec}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// One pattern matching every generated key (and no miss key, see `keys`).
-#[allow(dead_code)]
-fn regexp_file(inst: &Instance, _: &str) {
-    let rule = "/^user0*([0-9]+)@d[0-9]{3}\\.example$/ OK value $1\n";
-    std::fs::write(inst.tables.join("users.regexp"), rule).expect("write users.regexp");
-}
 
 // ---------------------------------------------------------------------------
 // settings
@@ -797,10 +837,14 @@ fn main() {
         raw.call(&common::lookup(table, key))
     };
     let mut samples = Vec::new();
+    let own_keys: Vec<(&str, Vec<String>)> =
+        tables.iter().filter_map(|t| t.keys.map(|k| (t.label, k()))).collect();
+    let hits_of = |t: &TableDef| own_keys.iter().find(|(l, _)| *l == t.label).map_or(&hits, |(_, k)| k);
     for t in &tables {
         let name = table_name(t);
-        let hit = sample(&name, &hits[0]);
-        assert!(hit.starts_with(b"status\x000\0"), "{}: Postfix does not find {}: {:?}", t.label, hits[0], String::from_utf8_lossy(&hit));
+        let first = &hits_of(t)[0];
+        let hit = sample(&name, first);
+        assert!(hit.starts_with(b"status\x000\0"), "{}: Postfix does not find {}: {:?}", t.label, first, String::from_utf8_lossy(&hit));
         let mut raw = common::Raw::connect(&inst.socket("proxymap"));
         let open = raw.call(&[("request", "open"), ("table", &name), ("flags", FLAGS)]);
         assert!(open.starts_with(b"status\x000\0"), "{}: Postfix refuses to open it: {:?}", t.label, String::from_utf8_lossy(&open));
@@ -823,7 +867,7 @@ fn main() {
     for (ci, cell) in cells.iter_mut().enumerate() {
         let name = table_name(cell.table);
         let (_, open_reply, hit, miss) = samples.iter().find(|s| s.0 == cell.table.label).expect("sample");
-        let (keys, reply) = if cell.mode == Mode::Miss { (&misses, miss) } else { (&hits, hit) };
+        let (keys, reply) = if cell.mode == Mode::Miss { (&misses, miss) } else { (hits_of(cell.table), hit) };
         let reqs = Requests::new(&name, keys);
         let open = common::list(&[("request", "open"), ("table", &name), ("flags", FLAGS)]);
         let replies = EchoReplies { open: open_reply.clone(), lookup: reply.clone() };
