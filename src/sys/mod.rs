@@ -1,5 +1,8 @@
-//! The system calls the daemon makes beyond std: descriptor passing, fork,
-//! resource limits. Each is wrapped once here; `fork` is the only `unsafe`.
+//! Everything that needs `unsafe`, each wrapped once with a `// SAFETY:` note:
+//! system calls beyond std (descriptor passing, fork, inherited descriptors,
+//! local time) here, and the C libraries in the submodules (Berkeley DB,
+//! LMDB, POSIX regex and PCRE2, the passwd/group database). The rest of the
+//! crate calls only the safe functions of this module tree.
 
 pub mod db;
 pub mod lmdb;
