@@ -115,7 +115,6 @@ fn postmap(inst: &Instance, spec: &str) {
     assert!(out.status.success(), "postmap {spec}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-
 // ---------------------------------------------------------------------------
 // settings
 
@@ -223,7 +222,12 @@ impl Requests {
         let mut bytes = Vec::with_capacity(keys.len() * (table.len() + 64));
         let mut ends = Vec::with_capacity(keys.len());
         for key in keys {
-            bytes.extend_from_slice(&common::list(&[("request", "lookup"), ("table", table), ("flags", FLAGS), ("key", key)]));
+            bytes.extend_from_slice(&common::list(&[
+                ("request", "lookup"),
+                ("table", table),
+                ("flags", FLAGS),
+                ("key", key),
+            ]));
             ends.push(bytes.len());
         }
         Requests { bytes, ends }
@@ -416,11 +420,8 @@ struct RunResult {
 /// then record for `secs`. Non-OK replies and I/O errors count over the
 /// whole run, warm-up included.
 fn run_load(job: &Job, warmup: f64, secs: f64, check: impl FnOnce()) -> RunResult {
-    let shared = Shared {
-        start: Barrier::new(job.conns + 1),
-        recording: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-    };
+    let shared =
+        Shared { start: Barrier::new(job.conns + 1), recording: AtomicBool::new(false), stop: AtomicBool::new(false) };
     // room for 300k lookups/s in total without growing while recording
     let capacity = (secs * 300_000.0 / job.conns as f64) as usize + 1024;
     let (outs, elapsed) = std::thread::scope(|scope| {
@@ -837,17 +838,27 @@ fn main() {
         raw.call(&common::lookup(table, key))
     };
     let mut samples = Vec::new();
-    let own_keys: Vec<(&str, Vec<String>)> =
-        tables.iter().filter_map(|t| t.keys.map(|k| (t.label, k()))).collect();
+    let own_keys: Vec<(&str, Vec<String>)> = tables.iter().filter_map(|t| t.keys.map(|k| (t.label, k()))).collect();
     let hits_of = |t: &TableDef| own_keys.iter().find(|(l, _)| *l == t.label).map_or(&hits, |(_, k)| k);
     for t in &tables {
         let name = table_name(t);
         let first = &hits_of(t)[0];
         let hit = sample(&name, first);
-        assert!(hit.starts_with(b"status\x000\0"), "{}: Postfix does not find {}: {:?}", t.label, first, String::from_utf8_lossy(&hit));
+        assert!(
+            hit.starts_with(b"status\x000\0"),
+            "{}: Postfix does not find {}: {:?}",
+            t.label,
+            first,
+            String::from_utf8_lossy(&hit)
+        );
         let mut raw = common::Raw::connect(&inst.socket("proxymap"));
         let open = raw.call(&[("request", "open"), ("table", &name), ("flags", FLAGS)]);
-        assert!(open.starts_with(b"status\x000\0"), "{}: Postfix refuses to open it: {:?}", t.label, String::from_utf8_lossy(&open));
+        assert!(
+            open.starts_with(b"status\x000\0"),
+            "{}: Postfix refuses to open it: {:?}",
+            t.label,
+            String::from_utf8_lossy(&open)
+        );
         samples.push((t.label, open, hit, sample(&name, &misses[0])));
     }
 
@@ -894,17 +905,25 @@ fn main() {
                     }
                     Target::Echo => echo.path.clone(),
                 };
-                let job = Job { socket: &socket, open: &open, reqs: &reqs, conns: cell.conns, short: cell.mode == Mode::Short };
+                let job = Job {
+                    socket: &socket,
+                    open: &open,
+                    reqs: &reqs,
+                    conns: cell.conns,
+                    short: cell.mode == Mode::Short,
+                };
                 let expected = if target == Target::Ours { &ours_exe } else { &postfix_exe };
                 let inst_ref = &inst;
-                let label = format!("{} {} {} rep {} {:?}", cell.table.label, cell.conns, cell.mode.label(), rep + 1, target);
+                let label =
+                    format!("{} {} {} rep {} {:?}", cell.table.label, cell.conns, cell.mode.label(), rep + 1, target);
                 let mut seen_wrong = None;
                 // after warm-up: every proxymap process under master(8) must be the expected binary
                 let check = || {
                     if target != Target::Echo {
                         let exes = proxymap_exes(inst_ref);
                         if exes.is_empty() || exes.iter().any(|e| e != expected) {
-                            seen_wrong = Some(format!("{label}: proxymap processes {exes:?}, expected {}", expected.display()));
+                            seen_wrong =
+                                Some(format!("{label}: proxymap processes {exes:?}, expected {}", expected.display()));
                         }
                     }
                 };
@@ -964,7 +983,11 @@ fn print_table(cfg: &Settings, cells: &[Cell]) {
         for t in TARGETS {
             line += &format!(" {:.0} | {} | {} |", rate(t), us(med(t, |r| r.p50_us)), us(med(t, |r| r.p99_us)));
         }
-        line += &format!(" {:.2} | {:.2} |", rate(Target::Ours) / rate(Target::Postfix), rate(Target::Ours) / rate(Target::Echo));
+        line += &format!(
+            " {:.2} | {:.2} |",
+            rate(Target::Ours) / rate(Target::Postfix),
+            rate(Target::Ours) / rate(Target::Echo)
+        );
         let counts = |f: fn(&RunResult) -> u64| TARGETS.map(|t| sum(t, f).to_string()).join("/");
         line += &format!(" {} | {} |", counts(|r| r.non_ok), counts(|r| r.io_errors));
         println!("{line}");

@@ -112,12 +112,8 @@ impl Log for PostfixLogger {
         };
         if let Some((sock, p)) = &sink.postlog {
             let host = p.hostname.split('.').next().unwrap_or_default();
-            let record = format!(
-                "{} {host} {}[{}]: {text}",
-                crate::sys::syslog_timestamp(),
-                sink.tag,
-                std::process::id()
-            );
+            let record =
+                format!("{} {host} {}[{}]: {text}", crate::sys::syslog_timestamp(), sink.tag, std::process::id());
             let _ = sock.send(record.as_bytes());
             if sink.destination != Destination::SyslogAndStderr {
                 return;

@@ -114,9 +114,16 @@ fn client(args: &[String]) -> ExitCode {
     }
 }
 
-fn run_client(socket: &std::path::Path, op: &str, table: &str, flags: &str, operands: &[&str]) -> std::io::Result<ExitCode> {
+fn run_client(
+    socket: &std::path::Path,
+    op: &str,
+    table: &str,
+    flags: &str,
+    operands: &[&str],
+) -> std::io::Result<ExitCode> {
     let mut c = Client::connect(socket)?;
-    let mut pairs: Vec<(&str, &[u8])> = vec![("request", op.as_bytes()), ("table", table.as_bytes()), ("flags", flags.as_bytes())];
+    let mut pairs: Vec<(&str, &[u8])> =
+        vec![("request", op.as_bytes()), ("table", table.as_bytes()), ("flags", flags.as_bytes())];
     let names: &[&str] = match op {
         "update" => &["key", "value"],
         "sequence" => &["function"],

@@ -113,10 +113,7 @@ local_recipient_maps = proxy:unix:passwd.byname $alias_maps proxy:unix:passwd.by
 #[test]
 fn master_cf_override_of_postscreen_cache_map() {
     let main_cf = "postscreen_cache_map = btree:$data_directory/postscreen_cache\n";
-    let (_, write) = compare(
-        "override",
-        main_cf,
-        &[("postscreen_cache_map", "proxy:btree:$data_directory/postscreen_cache")],
-    );
+    let (_, write) =
+        compare("override", main_cf, &[("postscreen_cache_map", "proxy:btree:$data_directory/postscreen_cache")]);
     assert_eq!(write, vec!["btree:/var/lib/postfix/postscreen_cache".to_string()]);
 }

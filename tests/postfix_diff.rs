@@ -115,10 +115,26 @@ fn cases(inst: &Instance) -> Vec<Case> {
         q("fail", "x", "proxy:fail:outage"),
         q("environ", "no_such_variable", "proxy:environ:env"),
         q("unapproved table", "x", &format!("proxy:texthash:{t}/other")),
-        q("unionmap both", "a", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
-        q("unionmap one", "b", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
-        q("unionmap nested proxy", "example.net", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
-        q("unionmap miss", "zzz", &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}")),
+        q(
+            "unionmap both",
+            "a",
+            &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}"),
+        ),
+        q(
+            "unionmap one",
+            "b",
+            &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}"),
+        ),
+        q(
+            "unionmap nested proxy",
+            "example.net",
+            &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}"),
+        ),
+        q(
+            "unionmap miss",
+            "zzz",
+            &format!("proxy:unionmap:{{inline:{{a=1}}, inline:{{{{a = two}}, b=3}}, proxy:texthash:{t}/small}}"),
+        ),
         q("unionmap with failing part", "a", &format!("proxy:unionmap:{{inline:{{a=1}}, texthash:{t}/nonexistent}}")),
         q("pipemap chain", "a", "proxy:pipemap:{inline:{a=b, x=y}, inline:{b=c}}"),
         q("pipemap broken chain", "x", "proxy:pipemap:{inline:{a=b, x=y}, inline:{b=c}}"),
@@ -156,18 +172,33 @@ fn raw_cases(inst: &Instance) -> Vec<(&'static str, Vec<u8>)> {
         ("open fail", l(&[("request", "open"), ("table", "fail:outage"), ("flags", "0")])),
         ("open missing", l(&[("request", "open"), ("table", &format!("texthash:{t}/nonexistent")), ("flags", "0")])),
         ("open unapproved", l(&[("request", "open"), ("table", "hash:/nowhere"), ("flags", "0")])),
-        ("lookup no fold", l(&[("request", "lookup"), ("table", &small), ("flags", "0"), ("key", "Alice@example.com")])),
-        ("lookup fold", l(&[("request", "lookup"), ("table", &small), ("flags", "16384"), ("key", "Alice@example.com")])),
+        (
+            "lookup no fold",
+            l(&[("request", "lookup"), ("table", &small), ("flags", "0"), ("key", "Alice@example.com")]),
+        ),
+        (
+            "lookup fold",
+            l(&[("request", "lookup"), ("table", &small), ("flags", "16384"), ("key", "Alice@example.com")]),
+        ),
         ("lookup no colon", l(&[("request", "lookup"), ("table", "nocolon"), ("flags", "0"), ("key", "k")])),
         ("lookup fail", l(&[("request", "lookup"), ("table", "fail:outage"), ("flags", "0"), ("key", "k")])),
-        ("update on proxymap", l(&[("request", "update"), ("table", &small), ("flags", "0"), ("key", "k"), ("value", "v")])),
+        (
+            "update on proxymap",
+            l(&[("request", "update"), ("table", &small), ("flags", "0"), ("key", "k"), ("value", "v")]),
+        ),
         ("delete on proxymap", l(&[("request", "delete"), ("table", &small), ("flags", "0"), ("key", "k")])),
         ("unknown request", l(&[("request", "frobnicate"), ("table", &small)])),
         ("missing key", l(&[("request", "lookup"), ("table", &small), ("flags", "0")])),
         ("out of order", l(&[("request", "lookup"), ("flags", "0"), ("table", &small), ("key", "k")])),
         ("bad number", l(&[("request", "lookup"), ("table", &small), ("flags", "12x"), ("key", "k")])),
-        ("signed number", l(&[("request", "lookup"), ("table", &small), ("flags", " +16384"), ("key", "ALICE@example.com")])),
-        ("extra attribute", l(&[("request", "lookup"), ("table", &small), ("flags", "0"), ("key", "alice@example.com"), ("x", "y")])),
+        (
+            "signed number",
+            l(&[("request", "lookup"), ("table", &small), ("flags", " +16384"), ("key", "ALICE@example.com")]),
+        ),
+        (
+            "extra attribute",
+            l(&[("request", "lookup"), ("table", &small), ("flags", "0"), ("key", "alice@example.com"), ("x", "y")]),
+        ),
         ("sequence function 2", l(&[("request", "sequence"), ("table", &small), ("flags", "0"), ("function", "2")])),
         ("first attribute not request", l(&[("table", &small)])),
         ("empty list", b"\0".to_vec()),
@@ -251,7 +282,9 @@ fn real_clients_and_raw_exchanges_match_postfix() {
     }
     assert!(diffs.is_empty(), "{} difference(s):\n{}", diffs.len(), diffs.join("\n"));
     // and it really was our binary that answered
-    assert!(std::fs::read_link(inst.libexec.join("proxymap")).is_ok_and(|p| p == Path::new(env!("CARGO_BIN_EXE_proxymap"))));
+    assert!(
+        std::fs::read_link(inst.libexec.join("proxymap")).is_ok_and(|p| p == Path::new(env!("CARGO_BIN_EXE_proxymap")))
+    );
 }
 
 /// `proxymap -S`: one request on stdin, its reply on stdout, no announcement.

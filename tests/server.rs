@@ -67,22 +67,43 @@ fn traces_of_the_read_only_service() {
     let mut c = Raw::connect(&s.socket);
     // no folding without FOLD_FIX; folding with it
     assert_eq!(c.call(&[("request", "lookup"), ("table", &t), ("flags", "0"), ("key", "Foo")]), lookup_reply("1", ""));
-    assert_eq!(c.call(&[("request", "lookup"), ("table", &t), ("flags", "16384"), ("key", "Foo")]), lookup_reply("0", "bar"));
+    assert_eq!(
+        c.call(&[("request", "lookup"), ("table", &t), ("flags", "16384"), ("key", "Foo")]),
+        lookup_reply("0", "bar")
+    );
     // unapproved, no colon
     assert_eq!(c.call(&lookup("hash:/etc/other", "k")), lookup_reply("4", ""));
     assert_eq!(c.call(&lookup("nocolon", "k")), lookup_reply("3", ""));
     // update/delete on proxymap
-    assert_eq!(c.call(&[("request", "update"), ("table", &t), ("flags", "0"), ("key", "k"), ("value", "v")]), status("4"));
+    assert_eq!(
+        c.call(&[("request", "update"), ("table", &t), ("flags", "0"), ("key", "k"), ("value", "v")]),
+        status("4")
+    );
     assert_eq!(c.call(&[("request", "delete"), ("table", &t), ("flags", "0"), ("key", "k")]), status("4"));
     // open: prefixes stripped, FIXED tables 16, PATTERN tables 32
     let prefixed = format!("proxy:proxy:{t}");
-    assert_eq!(c.call(&[("request", "open"), ("table", &prefixed), ("flags", "0")]), list(&[("status", "0"), ("flags", "16")]));
-    assert_eq!(c.call(&[("request", "open"), ("table", "static:hello"), ("flags", "0")]), list(&[("status", "0"), ("flags", "16")]));
-    assert_eq!(c.call(&[("request", "open"), ("table", "fail:down"), ("flags", "0")]), list(&[("status", "0"), ("flags", "32")]));
-    assert_eq!(c.call(&[("request", "open"), ("table", "hash:/x"), ("flags", "0")]), list(&[("status", "4"), ("flags", "0")]));
+    assert_eq!(
+        c.call(&[("request", "open"), ("table", &prefixed), ("flags", "0")]),
+        list(&[("status", "0"), ("flags", "16")])
+    );
+    assert_eq!(
+        c.call(&[("request", "open"), ("table", "static:hello"), ("flags", "0")]),
+        list(&[("status", "0"), ("flags", "16")])
+    );
+    assert_eq!(
+        c.call(&[("request", "open"), ("table", "fail:down"), ("flags", "0")]),
+        list(&[("status", "0"), ("flags", "32")])
+    );
+    assert_eq!(
+        c.call(&[("request", "open"), ("table", "hash:/x"), ("flags", "0")]),
+        list(&[("status", "4"), ("flags", "0")])
+    );
     // a table that cannot be opened: open OK with the surrogate's PATTERN flag, lookups RETRY
     let missing = format!("texthash:{}/missing", s.dir.display());
-    assert_eq!(c.call(&[("request", "open"), ("table", &missing), ("flags", "0")]), list(&[("status", "0"), ("flags", "32")]));
+    assert_eq!(
+        c.call(&[("request", "open"), ("table", &missing), ("flags", "0")]),
+        list(&[("status", "0"), ("flags", "32")])
+    );
     assert_eq!(c.call(&lookup(&missing, "k")), lookup_reply("2", ""));
     // fail: RETRY
     assert_eq!(c.call(&lookup("fail:down", "k")), lookup_reply("2", ""));
@@ -106,7 +127,13 @@ fn postfix_3_11_clients_get_3_11_replies() {
         list(&[("status", "0"), ("flags", "16")])
     );
     assert_eq!(
-        c.call(&[("request", "lookup"), ("table", "static:hello"), ("instance_flags", "0"), ("flags", "64"), ("key", "x")]),
+        c.call(&[
+            ("request", "lookup"),
+            ("table", "static:hello"),
+            ("instance_flags", "0"),
+            ("flags", "64"),
+            ("key", "x")
+        ]),
         list(&[("status", "0"), ("flags", "80"), ("value", "hello")])
     );
     // and a 3.7 request on the same connection still gets the 3.7 shape
@@ -123,7 +150,10 @@ fn malformed_input_replies_bad_or_nothing() {
     // missing attribute: BAD in lookup shape
     assert_eq!(c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "0")]), lookup_reply("3", ""));
     // non-numeric flags
-    assert_eq!(c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "x"), ("key", "k")]), lookup_reply("3", ""));
+    assert_eq!(
+        c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "x"), ("key", "k")]),
+        lookup_reply("3", "")
+    );
     // extra attribute at the end: served
     assert_eq!(
         c.call(&[("request", "lookup"), ("table", "static:hello"), ("flags", "0"), ("key", "k"), ("x", "y")]),
@@ -202,9 +232,15 @@ fn writer_traces_and_unsupported_operations() {
     let t = format!("texthash:{}/test", s.dir.display());
     assert_eq!(c.call(&[("request", "open"), ("table", &t), ("flags", "0")]), list(&[("status", "4"), ("flags", "0")]));
     // fail: RETRY for update and delete
-    assert_eq!(c.call(&[("request", "update"), ("table", "fail:down"), ("flags", "0"), ("key", "k"), ("value", "v")]), status("2"));
+    assert_eq!(
+        c.call(&[("request", "update"), ("table", "fail:down"), ("flags", "0"), ("key", "k"), ("value", "v")]),
+        status("2")
+    );
     assert_eq!(c.call(&[("request", "delete"), ("table", "fail:down"), ("flags", "0"), ("key", "k")]), status("2"));
     // update on static: Postfix 3.7 exits; we answer CONFIG and keep serving
-    assert_eq!(c.call(&[("request", "update"), ("table", "static:hello"), ("flags", "0"), ("key", "k"), ("value", "v")]), status("5"));
+    assert_eq!(
+        c.call(&[("request", "update"), ("table", "static:hello"), ("flags", "0"), ("key", "k"), ("value", "v")]),
+        status("5")
+    );
     assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
 }

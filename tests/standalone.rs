@@ -43,7 +43,9 @@ fn texthash(d: &Daemon) -> String {
 
 fn lookup_value(d: &Daemon, table: &str, key: &str) -> Option<String> {
     let mut c = Client::connect(&d.socket("proxymap")).ok()?;
-    let reply = c.call(&[("request", b"lookup"), ("table", table.as_bytes()), ("flags", b"540737"), ("key", key.as_bytes())]).ok()?;
+    let reply = c
+        .call(&[("request", b"lookup"), ("table", table.as_bytes()), ("flags", b"540737"), ("key", key.as_bytes())])
+        .ok()?;
     if attr(&reply, "status") != Some(b"0") {
         return None;
     }
@@ -60,7 +62,8 @@ fn serves_lookups_on_both_sockets() {
     assert_eq!(r.call(&lookup("static:hello", "x")), found("hello"));
 
     let mut w = Raw::connect(&d.socket("proxywrite"));
-    let update = [("request", "update"), ("table", "environ:env"), ("flags", "0"), ("key", "pm_test_var"), ("value", "v1")];
+    let update =
+        [("request", "update"), ("table", "environ:env"), ("flags", "0"), ("key", "pm_test_var"), ("value", "v1")];
     assert_eq!(w.call(&update), list(&[("status", "0")]));
     assert_eq!(w.call(&lookup("environ:env", "pm_test_var")), found("v1"));
     // the read-only service refuses updates
@@ -119,10 +122,9 @@ fn sighup_rereads_configuration_and_replaces_workers() {
     let before = d.workers();
     d.dir.write(
         "main.cf",
-        &MAIN_CF.replace("@DIR@", &d.dir.path().display().to_string()).replace(
-            "proxy:static:hello",
-            "proxy:static:hello proxy:static:newtable",
-        ),
+        &MAIN_CF
+            .replace("@DIR@", &d.dir.path().display().to_string())
+            .replace("proxy:static:hello", "proxy:static:hello proxy:static:newtable"),
     );
     d.signal(Signal::SIGHUP);
     assert!(

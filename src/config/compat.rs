@@ -45,10 +45,7 @@ mod tests {
         assert_eq!(compat_level_from_string("3.10.2"), Ok((3, 10, 2)));
         assert!(compat_level_from_string("3.10.2").unwrap() > compat_level_from_string("3.9").unwrap());
         for bad in ["", "x", "3.", "3.x", "1.2.3.4", "-1", "3.1024"] {
-            assert_eq!(
-                compat_level_from_string(bad),
-                Err(format!("malformed compatibility level syntax: \"{bad}\""))
-            );
+            assert_eq!(compat_level_from_string(bad), Err(format!("malformed compatibility level syntax: \"{bad}\"")));
         }
     }
 }

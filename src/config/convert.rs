@@ -31,7 +31,11 @@ fn strtol(s: &str) -> (i64, usize, bool) {
             Some(v) => v,
             None => {
                 overflow = true;
-                if neg { i64::MIN } else { i64::MAX }
+                if neg {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                }
             }
         };
     }

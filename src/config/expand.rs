@@ -402,8 +402,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn ex(vars: &[(&str, &str)], text: &str) -> Result<String, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         expand(text, &|n: &str| map.get(n).cloned())
     }
 
@@ -484,10 +483,7 @@ mod tests {
         assert_eq!(ok(&v, "${{$c31} <=level {3.2} ? {y} : {n}}"), "n");
         // string comparison would say "3.10.1" < "3.9"
         assert_eq!(ok(&v, "${{$c31} < {3.9} ? {y} : {n}}"), "y");
-        assert_eq!(
-            warning(&v, "${{x} <level {2} ? {a} : {b}}"),
-            "malformed compatibility level syntax: \"x\""
-        );
+        assert_eq!(warning(&v, "${{x} <level {2} ? {a} : {b}}"), "malformed compatibility level syntax: \"x\"");
         assert_eq!(warning(&v, "${{1} <foo {2}}"), "bad operator suffix at: \"...<>>>foo\"");
     }
 
@@ -498,8 +494,7 @@ mod tests {
         let v = [("a", "x$b"), ("b", "$a")];
         assert!(warning(&v, "$a").starts_with("unreasonable macro call nesting"));
         // 100 levels of indirection still work.
-        let mut vars: Vec<(String, String)> =
-            (0..99).map(|i| (format!("v{i}"), format!("$v{}", i + 1))).collect();
+        let mut vars: Vec<(String, String)> = (0..99).map(|i| (format!("v{i}"), format!("$v{}", i + 1))).collect();
         vars.push(("v99".into(), "end".into()));
         let map: HashMap<String, String> = vars.into_iter().collect();
         assert_eq!(expand("$v0", &|n: &str| map.get(n).cloned()).unwrap(), "end");
@@ -512,7 +507,10 @@ mod tests {
         assert_eq!(warning(&[], "x ${}"), "empty macro name: \"x ${}\"");
         assert_eq!(warning(&[], "x $-"), "empty macro name: \"x $-\"");
         assert_eq!(warning(&[], "${a b}"), "attribute name syntax error at: \"...a>>> b\"");
-        assert_eq!(warning(&[], "${{a} ~ {b}}"), "\"==\" or \"!=\"\" or \"<\"\" or \"<=\"\" or \">=\"\" or \">\" expected at: \"...a}>>>~ {b}\"");
+        assert_eq!(
+            warning(&[], "${{a} ~ {b}}"),
+            "\"==\" or \"!=\"\" or \"<\"\" or \"<=\"\" or \">=\"\" or \">\" expected at: \"...a}>>>~ {b}\""
+        );
         assert_eq!(warning(&[], "${{a} == b}"), "\"{expression}\" expected at: \"...{a} ==>>> b\"");
         assert_eq!(warning(&[], "${{a} == {b} x}"), "\"?\" or \":\" expected at: \"...}>>>x\"");
         assert_eq!(warning(&[("a", "1")], "${a?{x} y}"), "\":\" expected at: \"...x}>>>y\"");

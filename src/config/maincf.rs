@@ -103,8 +103,7 @@ pub fn split_nameval(line: &str) -> Result<(String, String), &'static str> {
 /// Parses one `-o name=value` command-line argument as the Postfix server
 /// skeletons do; the error carries Postfix's fatal text.
 pub fn parse_override(arg: &str) -> Result<(String, String), ConfigError> {
-    split_nameval(arg)
-        .map_err(|err| ConfigError::Invalid(format!("invalid \"-o {arg}\" option value: {err}")))
+    split_nameval(arg).map_err(|err| ConfigError::Invalid(format!("invalid \"-o {arg}\" option value: {err}")))
 }
 
 /// Reads main.cf text into entries in file order. Syntax errors are fatal
@@ -113,10 +112,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ConfigError> {
     let mut entries = Vec::new();
     for logical in logical_lines(text, file) {
         let (name, value) = split_nameval(&logical.text).map_err(|err| {
-            ConfigError::Invalid(format!(
-                "{file}, line {}: {err}: \"{}\"",
-                logical.first_line, logical.text
-            ))
+            ConfigError::Invalid(format!("{file}, line {}: {err}: \"{}\"", logical.first_line, logical.text))
         })?;
         entries.push(Entry { name, value, line: logical.first_line });
     }
@@ -134,10 +130,7 @@ mod tests {
     #[test]
     fn comments_and_blank_lines() {
         let got = names("# comment\n\n   \n  # indented comment\na = 1\nb=2 # not a comment\n");
-        assert_eq!(
-            got,
-            vec![("a".into(), "1".into(), 5), ("b".into(), "2 # not a comment".into(), 6)]
-        );
+        assert_eq!(got, vec![("a".into(), "1".into(), 5), ("b".into(), "2 # not a comment".into(), 6)]);
     }
 
     #[test]
@@ -155,10 +148,7 @@ mod tests {
 
     #[test]
     fn value_trimmed_and_empty() {
-        assert_eq!(names("a =   \nb\t=\t v w \t\n"), vec![
-            ("a".into(), "".into(), 1),
-            ("b".into(), "v w".into(), 2)
-        ]);
+        assert_eq!(names("a =   \nb\t=\t v w \t\n"), vec![("a".into(), "".into(), 1), ("b".into(), "v w".into(), 2)]);
         assert_eq!(names("c=d=e"), vec![("c".into(), "d=e".into(), 1)]);
         assert_eq!(names("x = 1\r\n"), vec![("x".into(), "1".into(), 1)]);
     }
@@ -166,10 +156,7 @@ mod tests {
     #[test]
     fn missing_equals_is_fatal_with_line() {
         let err = parse("a = 1\n\nfoo bar\n", "/etc/postfix/main.cf").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "/etc/postfix/main.cf, line 3: missing '=' after attribute name: \"foo bar\""
-        );
+        assert_eq!(err.to_string(), "/etc/postfix/main.cf, line 3: missing '=' after attribute name: \"foo bar\"");
         let err = parse("= 1\n", "main.cf").unwrap_err();
         assert_eq!(err.to_string(), "main.cf, line 1: missing attribute name: \"= 1\"");
     }

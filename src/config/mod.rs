@@ -78,11 +78,7 @@ impl Params {
         for entry in maincf::parse(text, file)? {
             if let Some(old) = p.explicit.get(&entry.name) {
                 if *old != entry.value {
-                    log::warn!(
-                        "{file}, line {}: overriding earlier entry: {}={old}",
-                        entry.line,
-                        entry.name
-                    );
+                    log::warn!("{file}, line {}: overriding earlier entry: {}={old}", entry.line, entry.name);
                 }
             }
             p.explicit.insert(entry.name, entry.value);

@@ -138,8 +138,8 @@ impl Settings {
 
     /// Reads and parses a settings file.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         Settings::from_toml_str(&text, &path.display().to_string())
     }
 

@@ -147,9 +147,6 @@ fn load_from_directory() {
     assert!(proxy_allowlist(&p, true).contains(&want));
     assert_eq!(p.get("config_directory"), dir.display().to_string());
     let missing = Params::load(&dir.join("nope"), &[]).unwrap_err();
-    assert_eq!(
-        missing.to_string(),
-        format!("open {}/nope/main.cf: No such file or directory", dir.display())
-    );
+    assert_eq!(missing.to_string(), format!("open {}/nope/main.cf: No such file or directory", dir.display()));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -66,9 +66,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 
     let name = req.name;
     if let Ok(src) = std::fs::metadata(name) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         if src.mtime() > meta.mtime() && src.mtime() < now - 100 {
             log::warn!("database {cdb_path} is older than source file {name}");
         }

@@ -49,11 +49,7 @@ impl Dict for Fail {
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
-    Ok(Box::new(Fail {
-        flags: req.flags | PATTERN,
-        writable: req.mode == Mode::ReadWrite,
-        full_name: req.full_name(),
-    }))
+    Ok(Box::new(Fail { flags: req.flags | PATTERN, writable: req.mode == Mode::ReadWrite, full_name: req.full_name() }))
 }
 
 #[cfg(test)]

@@ -122,7 +122,10 @@ mod tests {
         // Outside braces, whitespace separates items.
         assert_eq!(reason("{a = b}"), format!("missing '=' after attribute name: \"inline:{{a = b}}\"; {need}"));
         assert_eq!(reason("{a}"), format!("missing '=' after attribute name: \"inline:{{a}}\"; {need}"));
-        assert_eq!(reason("{a=1, {}}"), format!("no key found; expected format: key = value: \"inline:{{a=1, {{}}}}\"; {need}"));
+        assert_eq!(
+            reason("{a=1, {}}"),
+            format!("no key found; expected format: key = value: \"inline:{{a=1, {{}}}}\"; {need}")
+        );
         assert_eq!(
             reason("{{a=1}x}"),
             format!("syntax error after '}}' in \"{{a=1}}x\": \"inline:{{{{a=1}}x}}\"; {need}")

@@ -95,9 +95,8 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     // Warn about a stale index, except right after the source changed.
     if req.flags & LOCK != 0 {
         if let (Ok(db), Ok(src)) = (std::fs::metadata(&mdb_path), std::fs::metadata(name)) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
             if src.mtime() > db.mtime() && src.mtime() < now - 100 {
                 log::warn!("database {mdb_path} is older than source file {name}");
             }
@@ -313,11 +312,8 @@ impl Dict for Lmdb {
             // Undecided: Postfix on Linux appends the NUL.
             self.nul = TRY1NULL;
         }
-        let (k, v) = if self.nul & TRY1NULL != 0 {
-            (with_nul(&key), with_nul(value))
-        } else {
-            (key.to_vec(), value.to_vec())
-        };
+        let (k, v) =
+            if self.nul & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
         let no_overwrite = flags & DUP_REPLACE == 0;
         let result = self.locked(LockOp::Exclusive, flags, |env| env.put(&k, &v, no_overwrite))?;
         let shown = String::from_utf8_lossy(&key);
@@ -812,7 +808,10 @@ mod tests {
         let d = open_with(&t, Mode::ReadWrite, OPEN_LOCK, &Params::default()).unwrap();
         assert_eq!(d.flags(), FIXED | MULTI_WRITER | TRY0NULL | TRY1NULL | LOCK);
         let err = open_with(&t, Mode::ReadWrite, OPEN_LOCK | LOCK, &Params::default()).err().unwrap();
-        assert_eq!(err.reason, format!("dict_open: attempt to open lmdb:{t} with both \"open\" lock and \"access\" lock"));
+        assert_eq!(
+            err.reason,
+            format!("dict_open: attempt to open lmdb:{t} with both \"open\" lock and \"access\" lock")
+        );
         // With LOCK, a lookup waits for another process's exclusive fcntl lock.
         let mdb_path = format!("{t}.lmdb");
         let script = "import fcntl,sys,time\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(0.6)\n";

@@ -91,9 +91,7 @@ impl OpenRequest<'_> {
     pub fn require_read_only(&self) -> Result<(), OpenError> {
         match self.mode {
             Mode::ReadOnly => Ok(()),
-            Mode::ReadWrite => {
-                Err(OpenError::new(format!("{} map requires O_RDONLY access mode", self.full_name())))
-            }
+            Mode::ReadWrite => Err(OpenError::new(format!("{} map requires O_RDONLY access mode", self.full_name()))),
         }
     }
 }

@@ -89,16 +89,8 @@ struct Cond<R> {
 }
 
 enum Op<R> {
-    Match {
-        first: Cond<R>,
-        second: Option<Cond<R>>,
-        result: Vec<Piece>,
-        max_sub: usize,
-    },
-    If {
-        cond: Cond<R>,
-        endif: Option<usize>,
-    },
+    Match { first: Cond<R>, second: Option<Cond<R>>, result: Vec<Piece>, max_sub: usize },
+    If { cond: Cond<R>, endif: Option<usize> },
     Endif,
 }
 
@@ -152,17 +144,12 @@ pub fn read_source(req: &OpenRequest) -> Result<Source, OpenError> {
     let path = req.name;
     let shown = |e: &std::io::Error| postmap_text::io_error_text(e);
     let mut file = std::fs::File::open(path).map_err(|e| OpenError::new(format!("open {path}: {}", shown(&e))))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| OpenError::new(format!("fstat {path}: {}", shown(&e))))?;
+    let meta = file.metadata().map_err(|e| OpenError::new(format!("fstat {path}: {}", shown(&e))))?;
     let mut text = Vec::new();
     // A read error (a directory, say) ends the input, as for Postfix's
     // line reader: the table is then empty.
     let _ = std::io::Read::read_to_end(&mut file, &mut text);
-    Ok(Source {
-        text,
-        identity: Some(identity(&meta)),
-    })
+    Ok(Source { text, identity: Some(identity(&meta)) })
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64, i64) {
@@ -206,11 +193,7 @@ impl<E: Engine> RuleTable<E> {
             rules.push(Rule { line: line.line_no, op });
         }
         for &open in stack.iter().rev() {
-            w.push(format!(
-                "{} map {map}, line {}: IF has no matching ENDIF",
-                E::TYPE,
-                rules[open].line
-            ));
+            w.push(format!("{} map {map}, line {}: IF has no matching ENDIF", E::TYPE, rules[open].line));
         }
         let any_literal = rules.iter().any(|r| match &r.op {
             Op::Match { first, second, .. } => {
@@ -219,14 +202,7 @@ impl<E: Engine> RuleTable<E> {
             Op::If { cond, .. } => cond.literal.is_some(),
             Op::Endif => false,
         });
-        RuleTable {
-            map: map.to_string(),
-            engine,
-            rules,
-            subject: Vec::new(),
-            lower: Vec::new(),
-            any_literal,
-        }
+        RuleTable { map: map.to_string(), engine, rules, subject: Vec::new(), lower: Vec::new(), any_literal }
     }
 
     /// Number of rules kept (match, if and endif rules).
@@ -253,29 +229,15 @@ impl<E: Engine> RuleTable<E> {
             self.lower.extend_from_slice(key);
             self.lower.make_ascii_lowercase();
         }
-        let RuleTable {
-            map,
-            engine,
-            rules,
-            subject,
-            lower,
-            ..
-        } = self;
+        let RuleTable { map, engine, rules, subject, lower, .. } = self;
         let mut i = 0;
         while i < rules.len() {
             let rule = &rules[i];
             match &rule.op {
-                Op::Match {
-                    first,
-                    second,
-                    result,
-                    max_sub,
-                } => {
+                Op::Match { first, second, result, max_sub } => {
                     let groups = if *max_sub > 0 { max_sub + 1 } else { 0 };
                     if !holds(engine, first, subject, lower, groups, map, rule.line)
-                        || second
-                            .as_ref()
-                            .is_some_and(|c| !holds(engine, c, subject, lower, 0, map, rule.line))
+                        || second.as_ref().is_some_and(|c| !holds(engine, c, subject, lower, 0, map, rule.line))
                     {
                         i += 1;
                         continue;
@@ -441,10 +403,7 @@ fn parse_line<E: Engine>(
         };
         let mut replacement = skip_space(rest);
         if replacement.is_empty() {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: no replacement text: using empty string"
-            );
+            warn!(w, "{ty} map {map}, line {line}: no replacement text: using empty string");
         }
         let encoded;
         if flags & SRC_RHS_IS_FILE != 0 {
@@ -460,10 +419,7 @@ fn parse_line<E: Engine>(
             }
         }
         let Some((result, max_sub)) = parse_template::<E>(map, line, replacement, w) else {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: bad replacement syntax: skipping this rule"
-            );
+            warn!(w, "{ty} map {map}, line {line}: bad replacement syntax: skipping this rule");
             return None;
         };
         if max_sub > 0 && !first.positive {
@@ -474,10 +430,7 @@ fn parse_line<E: Engine>(
             return None;
         }
         if max_sub > 0 && flags & NO_REGSUB != 0 {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: regular expression substitution is not allowed: skipping this rule"
-            );
+            warn!(w, "{ty} map {map}, line {line}: regular expression substitution is not allowed: skipping this rule");
             return None;
         }
         let (re, groups) = engine.compile(first.text, first.options, max_sub > 0, map, line, w)?;
@@ -498,32 +451,17 @@ fn parse_line<E: Engine>(
             }
             None => None,
         };
-        Some(Op::Match {
-            first,
-            second,
-            result,
-            max_sub,
-        })
+        Some(Op::Match { first, second, result, max_sub })
     } else if starts_with_word(p, b"IF") {
         let (pat, rest) = get_pattern::<E>(map, line, w, skip_space(&p[2..]))?;
         let rest = skip_space(rest);
         if !rest.is_empty() {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: ignoring extra text after IF statement: \"{}\"",
-                lossy(rest)
-            );
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: do not prepend whitespace to statements between IF and ENDIF"
-            );
+            warn!(w, "{ty} map {map}, line {line}: ignoring extra text after IF statement: \"{}\"", lossy(rest));
+            warn!(w, "{ty} map {map}, line {line}: do not prepend whitespace to statements between IF and ENDIF");
         }
         // Postfix compiles IF patterns without the no-substrings hint.
         let (re, _) = engine.compile(pat.text, pat.options, true, map, line, w)?;
-        Some(Op::If {
-            cond: make_cond::<E>(re, &pat),
-            endif: None,
-        })
+        Some(Op::If { cond: make_cond::<E>(re, &pat), endif: None })
     } else if starts_with_word(p, b"ENDIF") {
         if nesting == 0 {
             warn!(w, "{ty} map {map}, line {line}: ignoring ENDIF without matching IF");
@@ -540,16 +478,8 @@ fn parse_line<E: Engine>(
 }
 
 fn make_cond<E: Engine>(re: E::Regex, pat: &RawPattern) -> Cond<E::Regex> {
-    let literal = if pat.positive {
-        E::prefilter(pat.text, pat.options)
-    } else {
-        None
-    };
-    Cond {
-        re,
-        positive: pat.positive,
-        literal,
-    }
+    let literal = if pat.positive { E::prefilter(pat.text, pat.options) } else { None };
+    Cond { re, positive: pat.positive, literal }
 }
 
 /// Extract `[!...]<delim>pattern<delim>flags` from the start of `p`; the
@@ -607,22 +537,12 @@ fn get_pattern<'a, E: Engine>(
     let mut options = E::DEFAULT_OPTIONS;
     while k < p.len() && !is_space(p[k]) && !(E::SECOND_PATTERN && p[k] == b'!') {
         if !E::flag(&mut options, p[k], map, line, w) {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: unknown regexp option \"{}\": skipping this rule", p[k] as char
-            );
+            warn!(w, "{ty} map {map}, line {line}: unknown regexp option \"{}\": skipping this rule", p[k] as char);
             return None;
         }
         k += 1;
     }
-    Some((
-        RawPattern {
-            text,
-            options,
-            positive,
-        },
-        &p[k..],
-    ))
+    Some((RawPattern { text, options, positive }, &p[k..]))
 }
 
 /// Postfix `mac_parse()` with the table's `$number` pre-scan: the template
@@ -670,10 +590,7 @@ fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<S
                     vp = ep;
                 }
                 _ => {
-                    let len = value[vp..]
-                        .iter()
-                        .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_')
-                        .count();
+                    let len = value[vp..].iter().take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_').count();
                     name = &value[vp..vp + len];
                     vp += len;
                 }
@@ -683,20 +600,13 @@ fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<S
                 return None;
             }
             if !name.iter().all(u8::is_ascii_digit) {
-                warn!(
-                    w,
-                    "{ty} map {map}, line {line}: non-numeric replacement index \"{}\"",
-                    lossy(name)
-                );
+                warn!(w, "{ty} map {map}, line {line}: non-numeric replacement index \"{}\"", lossy(name));
                 error = true;
                 continue;
             }
             // atoi(): strtol saturating at LONG_MAX, then truncated to int;
             // stored into a size_t.
-            let long = std::str::from_utf8(name)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .unwrap_or(i64::MAX);
+            let long = std::str::from_utf8(name).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(i64::MAX);
             let n = long as i32 as i64 as u64;
             if n < 1 {
                 warn!(
@@ -1198,14 +1108,7 @@ mod differential {
         .map(|s| s.to_string())
         .collect();
         let locals = ["joe", "Joe", "info", "no-reply", "x.y", "a+tag"];
-        let domains = [
-            "example.com",
-            "EXAMPLE.COM",
-            "sub.example.com",
-            "example.net",
-            "evil.example",
-            "localhost",
-        ];
+        let domains = ["example.com", "EXAMPLE.COM", "sub.example.com", "example.net", "evil.example", "localhost"];
         for l in locals {
             for d in domains {
                 keys.push(format!("{l}@{d}"));
@@ -1301,11 +1204,7 @@ if /q/
             &keys,
         );
         compare("regexp", "/^(.*)$/\t$1\n", &keys);
-        compare(
-            "regexp",
-            "/^a/\tfirst\n/^a/m\tsecond\n  indented continues\n/unused/ $2\n",
-            &keys,
-        );
+        compare("regexp", "/^a/\tfirst\n/^a/m\tsecond\n  indented continues\n/unused/ $2\n", &keys);
     }
 
     #[test]

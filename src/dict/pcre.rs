@@ -25,11 +25,7 @@ pub struct Pcre {
 
 impl Default for Pcre {
     fn default() -> Self {
-        Pcre {
-            md: Pcre2MatchData::new(1),
-            pairs: 1,
-            rc: 0,
-        }
+        Pcre { md: Pcre2MatchData::new(1), pairs: 1, rc: 0 }
     }
 }
 
@@ -51,9 +47,7 @@ impl Engine for Pcre {
             b'A' => *options ^= PCRE2_ANCHORED,
             b'E' => *options ^= PCRE2_DOLLAR_ENDONLY,
             b'U' => *options ^= PCRE2_UNGREEDY,
-            b'X' => w.push(format!(
-                "pcre map {map}, line {line}: ignoring obsolete regexp option \"X\""
-            )),
+            b'X' => w.push(format!("pcre map {map}, line {line}: ignoring obsolete regexp option \"X\"")),
             _ => return false,
         }
         true
@@ -125,20 +119,12 @@ mod tests {
 
     fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
         let params = Params::default();
-        open(&OpenRequest {
-            type_name: "pcre",
-            name,
-            mode,
-            flags,
-            params: &params,
-        })
+        open(&OpenRequest { type_name: "pcre", name, mode, flags, params: &params })
     }
 
     fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
         let mut out = Vec::new();
-        d.lookup(key.as_bytes(), flags, &mut out)
-            .unwrap()
-            .then(|| String::from_utf8(out).unwrap())
+        d.lookup(key.as_bytes(), flags, &mut out).unwrap().then(|| String::from_utf8(out).unwrap())
     }
 
     fn warnings(text: &str, flags: u32) -> Vec<String> {
@@ -173,25 +159,16 @@ mod tests {
         let m = "pcre map /etc/p";
         assert_eq!(
             warnings("/a(/ x\n", 0),
-            vec![format!(
-                "{m}, line 1: error in regex at offset 2: missing closing parenthesis"
-            )]
+            vec![format!("{m}, line 1: error in regex at offset 2: missing closing parenthesis")]
         );
-        assert_eq!(
-            warnings("/a/X x\n", 0),
-            vec![format!("{m}, line 1: ignoring obsolete regexp option \"X\"")]
-        );
+        assert_eq!(warnings("/a/X x\n", 0), vec![format!("{m}, line 1: ignoring obsolete regexp option \"X\"")]);
         assert_eq!(
             warnings("/a x\n", 0),
-            vec![format!(
-                "{m}, line 1: no closing regexp delimiter \"/\": ignoring this rule"
-            )]
+            vec![format!("{m}, line 1: no closing regexp delimiter \"/\": ignoring this rule")]
         );
         assert_eq!(
             warnings("/(a)/ $1\n", NO_REGSUB),
-            vec![format!(
-                "{m}, line 1: regular expression substitution is not allowed: skipping this rule"
-            )]
+            vec![format!("{m}, line 1: regular expression substitution is not allowed: skipping this rule")]
         );
         assert_eq!(
             warnings("/(a)/ $0\n", 0),

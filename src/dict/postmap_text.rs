@@ -323,9 +323,7 @@ mod tests {
     use super::*;
 
     fn lines(data: &str) -> Vec<(usize, String)> {
-        LogicalLines::new(data.as_bytes(), "test")
-            .map(|l| (l.line_no, String::from_utf8(l.text).unwrap()))
-            .collect()
+        LogicalLines::new(data.as_bytes(), "test").map(|l| (l.line_no, String::from_utf8(l.text).unwrap())).collect()
     }
 
     #[test]

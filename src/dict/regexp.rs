@@ -122,20 +122,12 @@ mod tests {
 
     fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
         let params = Params::default();
-        open(&OpenRequest {
-            type_name: "regexp",
-            name,
-            mode,
-            flags,
-            params: &params,
-        })
+        open(&OpenRequest { type_name: "regexp", name, mode, flags, params: &params })
     }
 
     fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
         let mut out = b"garbage".to_vec();
-        d.lookup(key.as_bytes(), flags, &mut out)
-            .unwrap()
-            .then(|| String::from_utf8(out).unwrap())
+        d.lookup(key.as_bytes(), flags, &mut out).unwrap().then(|| String::from_utf8(out).unwrap())
     }
 
     fn warnings(text: &str, flags: u32) -> Vec<String> {
@@ -165,10 +157,7 @@ mod tests {
     fn open_errors() {
         let f = TempFile::new("/a/ b\n");
         let err = open_with(f.name(), Mode::ReadWrite, 0).err().unwrap();
-        assert_eq!(
-            err.reason,
-            format!("regexp:{} map requires O_RDONLY access mode", f.name())
-        );
+        assert_eq!(err.reason, format!("regexp:{} map requires O_RDONLY access mode", f.name()));
         let missing = format!("{}.missing", f.name());
         let err = open_with(&missing, Mode::ReadOnly, 0).err().unwrap();
         assert_eq!(err.reason, format!("open {missing}: No such file or directory"));
@@ -205,31 +194,19 @@ mod tests {
     #[test]
     fn warning_texts() {
         let m = "regexp map /etc/t";
-        assert_eq!(
-            warnings("/a(/ x\n", 0),
-            vec![format!("{m}, line 1: Unmatched ( or \\(")]
-        );
+        assert_eq!(warnings("/a(/ x\n", 0), vec![format!("{m}, line 1: Unmatched ( or \\(")]);
         assert_eq!(
             warnings("/(a)/ $1\n", NO_REGSUB),
-            vec![format!(
-                "{m}, line 1: regular expression substitution is not allowed: skipping this rule"
-            )]
+            vec![format!("{m}, line 1: regular expression substitution is not allowed: skipping this rule")]
         );
-        assert_eq!(
-            warnings("/a/\n", 0),
-            vec![format!("{m}, line 1: no replacement text: using empty string")]
-        );
+        assert_eq!(warnings("/a/\n", 0), vec![format!("{m}, line 1: no replacement text: using empty string")]);
         assert_eq!(
             warnings("/a/ $1\n", 0),
-            vec![format!(
-                "{m}, line 1: out of range replacement index \"1\": skipping this rule"
-            )]
+            vec![format!("{m}, line 1: out of range replacement index \"1\": skipping this rule")]
         );
         assert_eq!(
             warnings("!/(a)/ $1\n", 0),
-            vec![format!(
-                "{m}, line 1: $number found in negative match replacement text: skipping this rule"
-            )]
+            vec![format!("{m}, line 1: $number found in negative match replacement text: skipping this rule")]
         );
         assert_eq!(
             warnings("/a/k x\n", 0),
@@ -237,22 +214,14 @@ mod tests {
         );
         assert_eq!(
             warnings("/a x\n", 0),
-            vec![format!(
-                "{m}, line 1: no closing regexp delimiter \"/\": skipping this rule"
-            )]
+            vec![format!("{m}, line 1: no closing regexp delimiter \"/\": skipping this rule")]
         );
         assert_eq!(
             warnings("if /a/\nif /b/\n/c/ d\nendif\n", 0),
             vec![format!("{m}, line 1: IF has no matching ENDIF")]
         );
-        assert_eq!(
-            warnings("endif\n", 0),
-            vec![format!("{m}, line 1: ignoring ENDIF without matching IF")]
-        );
-        assert_eq!(
-            warnings("foo bar\n", 0),
-            vec![format!("{m}, line 1: ignoring unrecognized request")]
-        );
+        assert_eq!(warnings("endif\n", 0), vec![format!("{m}, line 1: ignoring ENDIF without matching IF")]);
+        assert_eq!(warnings("foo bar\n", 0), vec![format!("{m}, line 1: ignoring unrecognized request")]);
         assert_eq!(
             warnings("/a/ $x\n", 0),
             vec![

@@ -281,7 +281,9 @@ impl Pool {
         match source.load() {
             Err(e) => log::error!("reload: {e}; keeping the current configuration"),
             Ok(loaded) => {
-                for (role, svc) in [(Role::Reader, &loaded.settings.proxymap), (Role::Writer, &loaded.settings.proxywrite)] {
+                for (role, svc) in
+                    [(Role::Reader, &loaded.settings.proxymap), (Role::Writer, &loaded.settings.proxywrite)]
+                {
                     let old = self.current.settings.socket_path(service_of(role));
                     if loaded.settings.socket_path(service_of(role)) != old || svc.enabled != self.enabled(role) {
                         log::warn!("reload: socket changes for {} take effect after a restart", role.service_name());
@@ -328,7 +330,8 @@ impl Pool {
         }
         for idx in 0..self.listeners.len() {
             let role = self.listeners[idx].role;
-            let ready = self.workers.values().any(|w| w.available(role)) && !self.pending.iter().any(|(r, _)| *r == role);
+            let ready =
+                self.workers.values().any(|w| w.available(role)) && !self.pending.iter().any(|(r, _)| *r == role);
             if ready {
                 self.pause(idx, false);
             }

@@ -136,7 +136,10 @@ mod tests {
     fn errors_use_postfix_texts() {
         assert_eq!(p(&["-x"]), Err(ArgError("invalid option: x".into())));
         assert_eq!(p(&["-s", "0"]), Err(ArgError("invalid socket_count: 0".into())));
-        assert_eq!(p(&["-o", "novalue"]), Err(ArgError("invalid \"-o novalue\" option value: missing '=' after attribute name".into())));
+        assert_eq!(
+            p(&["-o", "novalue"]),
+            Err(ArgError("invalid \"-o novalue\" option value: missing '=' after attribute name".into()))
+        );
         assert_eq!(p(&["-t"]), Err(ArgError("invalid option: t".into())));
     }
 }

@@ -202,8 +202,7 @@ fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
         if name.is_empty() {
             return bad(req.dialect, Some(Warning::Missing(want.name())));
         }
-        let is_instance_flags =
-            want == Attr::Flags && req.dialect == Dialect::V37 && name == INSTANCE_FLAGS;
+        let is_instance_flags = want == Attr::Flags && req.dialect == Dialect::V37 && name == INSTANCE_FLAGS;
         if name != want.name().as_bytes() && !is_instance_flags {
             return bad(req.dialect, Some(Warning::Unexpected { got: name, expecting: want.name() }));
         }
@@ -242,8 +241,7 @@ fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
         req.instance_flags = req.flags & super::flags::INST_MASK;
     }
     let end = s.string(Context::Name)?;
-    let warning = (!end.is_empty())
-        .then_some(Warning::Unexpected { got: end, expecting: "(list terminator)" });
+    let warning = (!end.is_empty()).then_some(Warning::Unexpected { got: end, expecting: "(list terminator)" });
     if op == Op::Sequence && req.function != SEQ_FIRST && req.function != SEQ_NEXT {
         return bad(req.dialect, warning);
     }

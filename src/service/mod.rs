@@ -144,9 +144,7 @@ impl Service {
                 reply.flags = entry.open_flags;
                 Ok(Status::Ok)
             }
-            Op::Lookup => {
-                entry.dict.lookup(req.key, flags, value).map(status::of_bool)
-            }
+            Op::Lookup => entry.dict.lookup(req.key, flags, value).map(status::of_bool),
             Op::Update => {
                 flags |= SYNC_UPDATE | DUP_REPLACE;
                 entry.dict.update(req.key, req.value, flags).map(status::of_bool)

@@ -72,11 +72,7 @@ impl PosixRegex {
     /// match, Ok(false) for REG_NOMATCH, Err(regerror text) otherwise.
     pub fn exec(&self, subject: &CStr, pmatch: &mut [regmatch_t]) -> Result<bool, String> {
         let preg = (&*self.inner as *const GlibcRegex).cast::<libc::regex_t>();
-        let pm = if pmatch.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            pmatch.as_mut_ptr()
-        };
+        let pm = if pmatch.is_empty() { std::ptr::null_mut() } else { pmatch.as_mut_ptr() };
         // SAFETY: `preg` is a successfully compiled regex_t; `subject` is
         // NUL-terminated; `pm` has room for `pmatch.len()` entries (or is
         // null with nmatch 0).

@@ -440,7 +440,17 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
     let Some(code) = e.raw_os_error() else { return false };
     matches!(
         nix::errno::Errno::from_raw(code),
-        EAGAIN | ECONNREFUSED | ECONNRESET | EHOSTDOWN | EHOSTUNREACH | EINTR | ENETDOWN | ENETUNREACH
-            | ENOTCONN | ENOBUFS | ECONNABORTED | EPROTO
+        EAGAIN
+            | ECONNREFUSED
+            | ECONNRESET
+            | EHOSTDOWN
+            | EHOSTUNREACH
+            | EINTR
+            | ENETDOWN
+            | ENETUNREACH
+            | ENOTCONN
+            | ENOBUFS
+            | ECONNABORTED
+            | EPROTO
     )
 }

@@ -172,10 +172,7 @@ impl Instance {
     /// `postmap -c CONFIG ARGS...`, with a time limit (a client stuck in its
     /// retry loop must fail the test, not hang it).
     pub fn postmap(&self, args: &[&str]) -> Output {
-        let out = run(Command::new("timeout")
-            .args(["20", "postmap", "-c"])
-            .arg(&self.config)
-            .args(args));
+        let out = run(Command::new("timeout").args(["20", "postmap", "-c"]).arg(&self.config).args(args));
         out
     }
 
