@@ -132,7 +132,12 @@ impl Log for PostfixLogger {
                 }
             }
         }
-        let _ = writeln!(std::io::stderr(), "{}[{}]: {text}", sink.tag, std::process::id());
+        if sink.destination == Destination::SyslogAndStderr {
+            // Postfix's -V copy: `<tag>: <text>`, no pid
+            let _ = writeln!(std::io::stderr(), "{}: {text}", sink.tag);
+        } else {
+            let _ = writeln!(std::io::stderr(), "{}[{}]: {text}", sink.tag, std::process::id());
+        }
     }
 
     fn flush(&self) {}

@@ -94,7 +94,7 @@ fn done(input: &[u8]) -> Outcome<'_> {
 }
 
 fn warning_text(w: &Warning<'_>) -> String {
-    w.display("proxymap").to_string()
+    w.display("proxymap socket").to_string()
 }
 
 #[test]

@@ -423,8 +423,12 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
         }
         None => {
             let stamp = Stamp::stat(&db_path).ok();
-            let held = match (&lockfile, req.flags & LOCK) {
-                (Some(l), LOCK) => Some(
+            // Readers always share-lock the open (and its verify): the table
+            // may be reopened after a change while the writer is mid-update,
+            // and the request flags that would carry LOCK do not reach opens.
+            let lock_open = req.flags & LOCK != 0 || req.mode == Mode::ReadOnly;
+            let held = match (&lockfile, lock_open) {
+                (Some(l), true) => Some(
                     l.hold(LockKind::Shared, &db_path)
                         .map_err(|e| lock_err(&format!("shared-lock database {db_path} for open"), &e))?,
                 ),

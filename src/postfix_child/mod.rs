@@ -89,6 +89,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     let mut service = Service::new(role, params, allowlist);
 
     if a.stand_alone {
+        service.set_stream("unknown_stream");
         serve_stdio(&mut service);
         std::process::exit(0);
     }

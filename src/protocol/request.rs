@@ -112,8 +112,9 @@ pub enum Warning<'a> {
 }
 
 impl Warning<'_> {
-    pub fn display<'s>(&'s self, service: &'s str) -> impl fmt::Display + 's {
-        WarningText { w: self, service }
+    /// `stream` is Postfix's name of the client stream, e.g. `proxymap socket`.
+    pub fn display<'s>(&'s self, stream: &'s str) -> impl fmt::Display + 's {
+        WarningText { w: self, service: stream }
     }
 }
 
@@ -126,15 +127,15 @@ impl fmt::Display for WarningText<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let svc = self.service;
         match *self.w {
-            Warning::Missing(name) => write!(f, "missing attribute {name} in input from {svc} socket"),
+            Warning::Missing(name) => write!(f, "missing attribute {name} in input from {svc}"),
             Warning::Unexpected { got, expecting } => write!(
                 f,
-                "unexpected attribute {} from {svc} socket (expecting: {expecting})",
+                "unexpected attribute {} from {svc} (expecting: {expecting})",
                 String::from_utf8_lossy(got)
             ),
             Warning::Malformed(text) => write!(
                 f,
-                "malformed numerical data from {svc} socket while reading input attribute value: {}",
+                "malformed numerical data from {svc} while reading input attribute value: {}",
                 String::from_utf8_lossy(text)
             ),
             Warning::Unrecognized(req) => {

@@ -54,8 +54,8 @@ pub struct Session {
 /// One service instance: what a worker needs to answer requests.
 pub struct Service {
     role: Role,
-    /// Name used in log lines (`<name> socket`).
-    name: String,
+    /// Postfix's name of the client stream in log lines: `<service> socket`.
+    stream: String,
     allowlist: Allowlist,
     params: Arc<Params>,
     tables: TableCache,
@@ -72,7 +72,7 @@ impl Service {
         };
         Service {
             role,
-            name: role.service_name().to_owned(),
+            stream: format!("{} socket", role.service_name()),
             allowlist,
             params,
             tables: TableCache::new(mode),
@@ -85,9 +85,14 @@ impl Service {
         self.role
     }
 
-    /// The service name as it appears in `... from <name> socket` warnings.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The stream name in `... from <stream>` warnings (`proxymap socket`).
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Postfix names a `-S` session's stream `unknown_stream`.
+    pub fn set_stream(&mut self, name: &str) {
+        self.stream = name.to_owned();
     }
 
     /// Before taking a new client: the reader drops tables whose files changed.
@@ -100,16 +105,16 @@ impl Service {
     /// Answer one parse outcome, appending the reply (if any) to `out`.
     pub fn handle(&mut self, outcome: &Outcome<'_>, session: &mut Session, out: &mut Vec<u8>) {
         match *outcome {
-            Outcome::Ignored(w) => log::warn!("{}", w.display(&self.name)),
+            Outcome::Ignored(w) => log::warn!("{}", w.display(&self.stream)),
             Outcome::Bad { op, dialect, warning } => {
                 if let Some(w) = warning {
-                    log::warn!("{}", w.display(&self.name));
+                    log::warn!("{}", w.display(&self.stream));
                 }
                 Reply::status(op, dialect, Status::Bad).encode(out);
             }
             Outcome::Request { req, warning } => {
                 if let Some(w) = warning {
-                    log::warn!("{}", w.display(&self.name));
+                    log::warn!("{}", w.display(&self.stream));
                 }
                 self.serve(&req, session, out);
             }

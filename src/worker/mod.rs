@@ -278,11 +278,11 @@ impl Worker {
             ReadStatus::WouldBlock => {}
             ReadStatus::Eof => {
                 if let Some(inc) = conn.incomplete.filter(|_| !conn.inbuf.is_empty()) {
-                    let svc = self.service.name();
+                    let svc = self.service.stream();
                     if inc.partial {
-                        log::warn!("unexpected end-of-input from {svc} socket while reading {}", inc.context.as_str());
+                        log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
                     } else {
-                        log::warn!("premature end-of-input on {svc} socket while reading {}", inc.context.as_str());
+                        log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
                     }
                 }
                 self.close(slot)
@@ -295,8 +295,8 @@ impl Worker {
                         conn.request_started.get_or_insert(now);
                         if conn.inbuf.len() > self.limits.max_request {
                             log::warn!(
-                                "request from {} socket exceeds {} bytes -- closing connection",
-                                self.service.name(),
+                                "request from {} exceeds {} bytes -- closing connection",
+                                self.service.stream(),
                                 self.limits.max_request
                             );
                             self.close(slot);
@@ -384,20 +384,20 @@ impl Worker {
 
     /// Timeouts: requests that stall, replies nobody reads, idle connections.
     fn sweep(&mut self, now: Instant) {
-        let svc = self.service.name().to_owned();
+        let svc = self.service.stream().to_owned();
         let mut expired = Vec::new();
         for (slot, conn) in self.conns.iter().enumerate() {
             let Some(conn) = conn else { continue };
             if let (Some(t), Some(inc)) = (conn.request_started, conn.incomplete) {
                 if now.duration_since(t) > self.limits.request_timeout {
-                    log::warn!("timeout on {svc} socket while reading {}", inc.context.as_str());
+                    log::warn!("timeout on {svc} while reading {}", inc.context.as_str());
                     expired.push(slot);
                     continue;
                 }
             }
             if let Some(t) = conn.write_started {
                 if now.duration_since(t) > self.limits.request_timeout {
-                    log::warn!("timeout on {svc} socket while writing reply");
+                    log::warn!("timeout on {svc} while writing reply");
                     expired.push(slot);
                     continue;
                 }
