@@ -240,7 +240,10 @@ fn every_table_type_answers_as_through_postfix() {
     for table in damaged(&inst) {
         let (kind, name) = table.split_once(':').unwrap_or_default();
         let file = format!("{name}.{kind}");
-        let errors = log.lines().filter(|l| l.contains("postfix/proxymap[") && l.contains(": error: ") && l.contains(&file)).count();
+        let errors = log
+            .lines()
+            .filter(|l| l.contains("postfix/proxymap[") && l.contains(": error: ") && l.contains(&file))
+            .count();
         assert_eq!(errors, 1, "{table}: one error line expected in\n{log}");
     }
 

@@ -99,16 +99,7 @@ mod tests {
         open(&OpenRequest { type_name: "internal", name: "test", mode, flags, params: &params }).unwrap()
     }
 
-    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
-        let mut out = b"garbage".to_vec();
-        match d.lookup(key.as_bytes(), flags, &mut out).unwrap() {
-            true => Some(String::from_utf8(out).unwrap()),
-            false => {
-                assert!(out.is_empty());
-                None
-            }
-        }
-    }
+    use crate::dict::testutil::get;
 
     #[test]
     fn update_lookup_delete() {

@@ -555,16 +555,7 @@ mod tests {
         open_with(name, Mode::ReadWrite, 0, &Params::default()).unwrap()
     }
 
-    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
-        let mut out = b"garbage".to_vec();
-        match d.lookup(key.as_bytes(), flags, &mut out).unwrap() {
-            true => Some(String::from_utf8(out).unwrap()),
-            false => {
-                assert!(out.is_empty());
-                None
-            }
-        }
-    }
+    use crate::dict::testutil::get;
 
     fn walk(d: &mut Box<dyn Dict>) -> Vec<(String, String)> {
         let mut cursor = None;

@@ -23,6 +23,8 @@ pub mod regexp;
 pub mod registry;
 pub mod static_table;
 pub mod surrogate;
+#[cfg(test)]
+mod testutil;
 pub mod texthash;
 pub mod unionmap;
 pub mod unix;

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(s.flags(), PATTERN);
         for _ in 0..5 {
             let r = s.lookup(b"k", 0, &mut Vec::new());
-            assert_eq!(r, Err(DictError::Retry("hash:/x is unavailable. open database /x.db: No such file or directory".into())));
+            assert_eq!(
+                r,
+                Err(DictError::Retry("hash:/x is unavailable. open database /x.db: No such file or directory".into()))
+            );
         }
         assert!(matches!(s.update(b"k", b"v", 0), Err(DictError::Retry(_))));
         assert!(matches!(s.delete(b"k", 0), Err(DictError::Retry(_))));

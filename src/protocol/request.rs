@@ -128,11 +128,9 @@ impl fmt::Display for WarningText<'_, '_> {
         let svc = self.service;
         match *self.w {
             Warning::Missing(name) => write!(f, "missing attribute {name} in input from {svc}"),
-            Warning::Unexpected { got, expecting } => write!(
-                f,
-                "unexpected attribute {} from {svc} (expecting: {expecting})",
-                String::from_utf8_lossy(got)
-            ),
+            Warning::Unexpected { got, expecting } => {
+                write!(f, "unexpected attribute {} from {svc} (expecting: {expecting})", String::from_utf8_lossy(got))
+            }
             Warning::Malformed(text) => write!(
                 f,
                 "malformed numerical data from {svc} while reading input attribute value: {}",
