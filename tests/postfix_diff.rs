@@ -213,12 +213,12 @@ const NO_REPLY: &[u8] = b"(no reply)";
 /// (FIXED|PATTERN|MULTI_WRITER), so those are compared.
 fn known_difference(reply: &[u8]) -> Vec<u8> {
     const IMPL_MASK: u32 = 0x0004_0030;
-    let Some(rest) = reply.strip_prefix(b"status\00\0flags\0") else { return reply.to_vec() };
+    let Some(rest) = reply.strip_prefix(b"status\x000\x00flags\x00") else { return reply.to_vec() };
     let digits: Vec<u8> = rest.iter().copied().take_while(u8::is_ascii_digit).collect();
     let Some(flags) = std::str::from_utf8(&digits).ok().and_then(|d| d.parse::<u32>().ok()) else {
         return reply.to_vec();
     };
-    let mut out = format!("status\00\0flags&impl\0{}", flags & IMPL_MASK).into_bytes();
+    let mut out = format!("status\x000\x00flags&impl\x00{}", flags & IMPL_MASK).into_bytes();
     out.extend_from_slice(&rest[digits.len()..]);
     out
 }

@@ -51,6 +51,16 @@ fn query(inst: &Instance, addr: &str) -> String {
     verify(inst, &[("request", "query"), ("address", addr)])
 }
 
+/// The same verify(8) conversation in each phase.
+fn exchanges(inst: &Instance) -> Vec<String> {
+    vec![
+        update(inst, "one@example.com", "0", "deliverable by postfix"),
+        query(inst, "one@example.com"),
+        update(inst, "two@example.com", "2", "undeliverable"),
+        query(inst, "two@example.com"),
+    ]
+}
+
 #[test]
 fn verify_cache_in_lmdb_through_proxywrite() {
     verify_cache_through_proxywrite("lmdb");
@@ -71,22 +81,14 @@ fn verify_cache_through_proxywrite(kind: &str) {
     let mut inst = Instance::new(&format!("verify-{kind}"), &main_cf, Server::Postfix);
     inst.start();
 
-    let mut postfix = Vec::new();
-    postfix.push(update(&inst, "one@example.com", "0", "deliverable by postfix"));
-    postfix.push(query(&inst, "one@example.com"));
-    postfix.push(update(&inst, "two@example.com", "2", "undeliverable"));
-    postfix.push(query(&inst, "two@example.com"));
+    let postfix = exchanges(&inst);
 
     // A full restart rather than a reload: across a reload verify stays
     // connected and sends its next request to the new process without an
     // `open`, which makes Postfix 3.7's own proxywrite panic for lmdb caches
     // ("both open lock and access lock"), a 3.7 bug this test must not hit.
     inst.restart_with(Server::Ours);
-    let mut ours = Vec::new();
-    ours.push(update(&inst, "one@example.com", "0", "deliverable by postfix"));
-    ours.push(query(&inst, "one@example.com"));
-    ours.push(update(&inst, "two@example.com", "2", "undeliverable"));
-    ours.push(query(&inst, "two@example.com"));
+    let ours = exchanges(&inst);
     // what Postfix's proxywrite wrote is read through ours
     let three = update(&inst, "three@example.com", "0", "ours");
     let walked = inst.log().matches("full cleanup").count();

@@ -60,7 +60,7 @@ fn worked_example_of_spec_1_6() {
     assert_eq!(consumed, 54);
     assert_eq!((r.op, r.dialect, r.table, r.flags), (Op::Open, V37, &b"hash:/etc/postfix/virtual"[..], 0));
 
-    let req = b"request\0lookup\0table\0hash:/etc/postfix/virtual\0flags\0524353\0key\0user@example.com\0\0";
+    let req = b"request\0lookup\0table\0hash:/etc/postfix/virtual\0flags\x00524353\0key\0user@example.com\0\0";
     assert_eq!(req.len(), 82);
     let Parse::Done { outcome: Outcome::Request { req: r, .. }, .. } = parse(req) else { panic!() };
     assert_eq!((r.op, r.flags, r.key, r.instance_flags), (Op::Lookup, 524353, &b"user@example.com"[..], 0));

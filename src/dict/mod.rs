@@ -98,6 +98,9 @@ impl OpenRequest<'_> {
     }
 }
 
+/// A key and its value, as a sequence step returns them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Opaque per-connection iteration state of one table; each table type keeps
 /// whatever it needs in it (an index, a database cursor).
 pub type Cursor = Box<dyn Any + Send>;

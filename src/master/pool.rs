@@ -132,11 +132,7 @@ impl Pool {
     /// Handle queued signals; returns the name of a stop signal if one came.
     fn signal_event(&mut self, source: &Source) -> Option<&'static str> {
         let mut stop = None;
-        loop {
-            let info = match self.sigfd.as_ref().map(SignalFd::read_signal) {
-                Some(Ok(Some(info))) => info,
-                _ => break,
-            };
+        while let Some(Ok(Some(info))) = self.sigfd.as_ref().map(SignalFd::read_signal) {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => self.reap(),
                 Ok(Signal::SIGHUP) => self.reload(source),

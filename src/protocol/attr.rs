@@ -82,10 +82,8 @@ pub fn parse_uint(text: &[u8]) -> Option<u32> {
     }
     let mut value: u64 = 0;
     for &d in digits {
-        value = match value.checked_mul(10).and_then(|v| v.checked_add(u64::from(d - b'0'))) {
-            Some(v) => v,
-            None => u64::MAX, // strtoul saturates at ULONG_MAX
-        };
+        // strtoul saturates at ULONG_MAX
+        value = value.checked_mul(10).and_then(|v| v.checked_add(u64::from(d - b'0'))).unwrap_or(u64::MAX);
         if value == u64::MAX {
             break;
         }

@@ -41,11 +41,10 @@ impl<'a> Reply<'a> {
                 }
                 w.str("value", self.value);
             }
-            Some(Op::Update | Op::Delete) => {
-                if v311 {
-                    w.int("flags", self.flags);
-                }
+            Some(Op::Update | Op::Delete) if v311 => {
+                w.int("flags", self.flags);
             }
+            Some(Op::Update | Op::Delete) => {}
             Some(Op::Sequence) => {
                 if v311 {
                     w.int("flags", self.flags);

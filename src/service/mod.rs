@@ -6,7 +6,7 @@ pub mod status;
 
 use crate::config::allowlist::Allowlist;
 use crate::config::Params;
-use crate::dict::{Cursor, DictError, Mode};
+use crate::dict::{Cursor, DictError, KeyValue, Mode};
 use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
 use crate::protocol::{Op, Outcome, Reply, Request, Status};
 use cache::{Entry, TableCache};
@@ -217,12 +217,7 @@ impl Service {
     }
 }
 
-fn sequence(
-    entry: &mut Entry,
-    session: &mut Session,
-    first: bool,
-    flags: u32,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, DictError> {
+fn sequence(entry: &mut Entry, session: &mut Session, first: bool, flags: u32) -> Result<Option<KeyValue>, DictError> {
     let mut cursor = session.cursors.remove(&entry.id);
     let r = entry.dict.sequence(&mut cursor, first, flags);
     if let Some(c) = cursor {
