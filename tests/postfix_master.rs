@@ -133,3 +133,25 @@ fn master_cf_example_works_as_documented() {
     assert!(cmds.iter().any(|c| c == "proxymap-rs -n proxymap -t unix -u"), "{cmds:?}");
     assert!(cmds.iter().any(|c| c == "proxymap-rs -l -n proxywrite -t unix -u"), "{cmds:?}");
 }
+
+/// master.cf `-o max_use=2`: a reader process exits after two clients and
+/// master starts a new one; no client notices.
+#[test]
+fn max_use_from_master_cf() {
+    let mut inst = Instance::new("maxuse", MAIN_CF, Server::Ours);
+    inst.postconf(&["-P", "proxymap/unix/max_use=2"]);
+    inst.start();
+    let master = inst.master_pid().expect("master pid");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = inst.postmap(&["-q", "k1", "proxy:inline:{k1=v1}"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n", "{}", inst.log());
+        for p in children(master) {
+            if !cmdline(p).contains("proxywrite") {
+                seen.insert(p);
+            }
+        }
+    }
+    assert!(seen.len() >= 2, "one reader process served all six clients: {seen:?}");
+    assert!(!inst.log().contains("bad command startup"), "{}", inst.log());
+}
