@@ -70,6 +70,11 @@ pub trait Engine: Send + 'static {
     /// The prefilter literal of a positive pattern compiled with `options`
     /// (see [`required_literal`]), or None.
     fn prefilter(pattern: &[u8], options: u32) -> Option<Vec<u8>>;
+
+    /// A regex-syntax pattern for the rule set whose language includes that
+    /// of the positive pattern compiled with `options` (see [`translate`]),
+    /// or None to keep the pattern out of the set.
+    fn set_pattern(pattern: &[u8], options: u32) -> Option<String>;
 }
 
 /// One piece of a result template.
@@ -86,6 +91,9 @@ struct Cond<R> {
     /// Lowercased ASCII text that every subject matching `re` contains
     /// (ASCII case-insensitively); only for positive conditions.
     literal: Option<Vec<u8>>,
+    /// The rule-set translation (positive conditions only), until load
+    /// builds the set.
+    set: Option<String>,
 }
 
 enum Op<R> {
@@ -110,7 +118,20 @@ pub struct RuleTable<E: Engine> {
     /// The key lowercased, for the literal prefilter.
     lower: Vec<u8>,
     any_literal: bool,
+    /// The multi-pattern prefilter, when at least [`MIN_SET_RULES`] rules
+    /// could be put in it.
+    set: Option<RuleSet>,
+    /// Per rule: true when the rule's first pattern is in the set.
+    in_set: Vec<bool>,
+    /// Per rule in the set: the next rule after it that is not in the set
+    /// (or the number of rules).
+    next_outside: Vec<usize>,
+    /// The rules the set reported for the current key, sorted.
+    cand: Vec<usize>,
 }
+
+/// Fewest translatable rules for which the rule set is built.
+const MIN_SET_RULES: usize = 2;
 
 /// A pattern as written: text, options, polarity.
 struct RawPattern<'a> {
@@ -202,7 +223,59 @@ impl<E: Engine> RuleTable<E> {
             Op::If { cond, .. } => cond.literal.is_some(),
             Op::Endif => false,
         });
-        RuleTable { map: map.to_string(), engine, rules, subject: Vec::new(), lower: Vec::new(), any_literal }
+        let mut patterns = Vec::new();
+        let mut in_set = vec![false; rules.len()];
+        for (i, rule) in rules.iter_mut().enumerate() {
+            match &mut rule.op {
+                Op::Match { first, .. } => {
+                    if let Some(p) = first.set.take() {
+                        patterns.push((i, p));
+                        in_set[i] = true;
+                    }
+                }
+                Op::If { cond, .. } => cond.set = None,
+                Op::Endif => {}
+            }
+        }
+        let set = if patterns.len() >= MIN_SET_RULES { RuleSet::build(patterns, rules.len()) } else { None };
+        for (i, b) in in_set.iter_mut().enumerate() {
+            *b = set.as_ref().is_some_and(|s| s.chunk_of[i] != usize::MAX);
+        }
+        let mut next_outside = vec![rules.len(); rules.len()];
+        let mut next = rules.len();
+        for i in (0..rules.len()).rev() {
+            next_outside[i] = next;
+            if !in_set[i] {
+                next = i;
+            }
+        }
+        RuleTable {
+            map: map.to_string(),
+            engine,
+            rules,
+            subject: Vec::new(),
+            lower: Vec::new(),
+            any_literal,
+            set,
+            in_set,
+            next_outside,
+            cand: Vec::new(),
+        }
+    }
+
+    /// Drop the rule set: every rule is tried by its engine (tests compare
+    /// both ways).
+    #[cfg(test)]
+    fn without_set(mut self) -> Self {
+        self.set = None;
+        self.in_set.iter_mut().for_each(|b| *b = false);
+        self
+    }
+
+    /// Number of rules whose first pattern is in the rule set.
+    #[cfg(test)]
+    fn set_len(&self) -> usize {
+        self.in_set.iter().filter(|&&b| b).count()
     }
 
     /// Number of rules kept (match, if and endif rules).
@@ -229,9 +302,32 @@ impl<E: Engine> RuleTable<E> {
             self.lower.extend_from_slice(key);
             self.lower.make_ascii_lowercase();
         }
-        let RuleTable { map, engine, rules, subject, lower, .. } = self;
+        let RuleTable { map, engine, rules, subject, lower, set, in_set, next_outside, cand, .. } = self;
+        let text = &subject[..subject.len() - 1];
+        cand.clear();
+        let mut ci = 0;
+        // Groups before this one have been searched or skipped.
+        let mut next_chunk = 0;
         let mut i = 0;
         while i < rules.len() {
+            if let (true, Some(set)) = (in_set[i], set.as_mut()) {
+                let c = set.chunk_of[i];
+                if c >= next_chunk {
+                    set.chunks[c].candidates(text, cand);
+                    next_chunk = c + 1;
+                }
+                while ci < cand.len() && cand[ci] < i {
+                    ci += 1;
+                }
+                if cand.get(ci) != Some(&i) {
+                    // The set proves that the first pattern of this rule,
+                    // and of every set rule up to the next candidate, does
+                    // not match: go to that candidate, the next rule outside
+                    // the set or the next group, whichever comes first.
+                    i = cand.get(ci).copied().unwrap_or(rules.len()).min(next_outside[i]).min(set.chunks[c].end);
+                    continue;
+                }
+            }
             let rule = &rules[i];
             match &rule.op {
                 Op::Match { first, second, result, max_sub } => {
@@ -479,7 +575,8 @@ fn parse_line<E: Engine>(
 
 fn make_cond<E: Engine>(re: E::Regex, pat: &RawPattern) -> Cond<E::Regex> {
     let literal = if pat.positive { E::prefilter(pat.text, pat.options) } else { None };
-    Cond { re, positive: pat.positive, literal }
+    let set = if pat.positive { E::set_pattern(pat.text, pat.options) } else { None };
+    Cond { re, positive: pat.positive, literal, set }
 }
 
 /// Extract `[!...]<delim>pattern<delim>flags` from the start of `p`; the
@@ -836,6 +933,694 @@ fn skip_bracket(p: &[u8], open: usize, pcre: bool) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+// ---------------------------------------------------------------------------
+// The rule-set prefilter: one multi-pattern automaton over the positive
+// patterns of match rules, run once per key. A rule whose pattern is in the
+// set and is not reported by it cannot match, so the real engine is not run
+// for it. Every translation is an over-approximation of the real pattern's
+// language (anything the real engine matches, the translation matches), so
+// skipping is exact; patterns that cannot be translated soundly stay outside
+// the set and are always tried.
+// ---------------------------------------------------------------------------
+
+/// How a pattern is to be read by [`translate`].
+#[derive(Clone, Copy)]
+pub struct SetSyntax {
+    pub dialect: Dialect,
+    /// ASCII case-insensitive (REG_ICASE / PCRE2_CASELESS, C locale).
+    pub icase: bool,
+    /// PCRE2_ANCHORED.
+    pub anchored: bool,
+    /// `^` and `$` can be translated (newline convention is LF); otherwise
+    /// they are dropped (which only widens the language).
+    pub anchors: bool,
+}
+
+/// 256-bit byte set.
+#[derive(Clone, Copy)]
+struct ByteSet([bool; 256]);
+
+impl ByteSet {
+    fn new() -> ByteSet {
+        ByteSet([false; 256])
+    }
+    fn range(lo: u8, hi: u8) -> ByteSet {
+        let mut s = ByteSet::new();
+        s.add_range(lo, hi);
+        s
+    }
+    fn add_range(&mut self, lo: u8, hi: u8) {
+        for b in lo..=hi {
+            self.0[b as usize] = true;
+        }
+    }
+    fn add_set(&mut self, o: &ByteSet) {
+        for b in 0..256 {
+            self.0[b] |= o.0[b];
+        }
+    }
+    fn negate(&mut self) {
+        for b in self.0.iter_mut() {
+            *b = !*b;
+        }
+    }
+    fn fold_ascii(&mut self) {
+        for b in b'a'..=b'z' {
+            let u = b.to_ascii_uppercase();
+            let any = self.0[b as usize] || self.0[u as usize];
+            self.0[b as usize] = any;
+            self.0[u as usize] = any;
+        }
+    }
+    /// Emit as a regex-syntax class of byte ranges (None when empty).
+    fn emit(&self, out: &mut String) -> Option<()> {
+        use std::fmt::Write;
+        if !self.0.iter().any(|&b| b) {
+            return None;
+        }
+        out.push('[');
+        let mut b = 0usize;
+        while b < 256 {
+            if self.0[b] {
+                let start = b;
+                while b + 1 < 256 && self.0[b + 1] {
+                    b += 1;
+                }
+                let _ = write!(out, "\\x{start:02X}-\\x{b:02X}");
+            }
+            b += 1;
+        }
+        out.push(']');
+        Some(())
+    }
+}
+
+/// ASCII (C locale) set of a POSIX class name.
+fn posix_class(name: &[u8]) -> Option<ByteSet> {
+    let pred: fn(&u8) -> bool = match name {
+        b"alpha" => u8::is_ascii_alphabetic,
+        b"digit" => u8::is_ascii_digit,
+        b"alnum" => u8::is_ascii_alphanumeric,
+        b"upper" => u8::is_ascii_uppercase,
+        b"lower" => u8::is_ascii_lowercase,
+        b"space" => |b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'),
+        b"blank" => |b| matches!(b, b' ' | b'\t'),
+        b"punct" => u8::is_ascii_punctuation,
+        b"print" => |b| (0x20..0x7f).contains(b),
+        b"graph" => u8::is_ascii_graphic,
+        b"cntrl" => u8::is_ascii_control,
+        b"xdigit" => u8::is_ascii_hexdigit,
+        _ => return None,
+    };
+    let mut s = ByteSet::new();
+    for b in 0..=255u8 {
+        s.0[b as usize] = pred(&b);
+    }
+    Some(s)
+}
+
+fn word_set() -> ByteSet {
+    let mut s = posix_class(b"alnum").unwrap();
+    s.0[b'_' as usize] = true;
+    s
+}
+
+/// The set of a class escape letter (`d`, `w`, `s` and negations); the
+/// ASCII part exact, bytes >= 0x80 unknown (caller widens).
+fn escape_class(c: u8, pcre: bool) -> Option<ByteSet> {
+    let mut s = match c.to_ascii_lowercase() {
+        b'd' if pcre => posix_class(b"digit")?,
+        b'w' => word_set(),
+        b's' => posix_class(b"space")?,
+        _ => return None,
+    };
+    if c.is_ascii_uppercase() {
+        s.negate();
+    }
+    Some(s)
+}
+
+struct Translator<'a> {
+    p: &'a [u8],
+    i: usize,
+    out: String,
+    syn: SetSyntax,
+    depth: usize,
+}
+
+/// Translate `pattern` into a byte-oriented regex-syntax pattern whose
+/// language includes the real pattern's (see above); None when unsure.
+pub fn translate(pattern: &[u8], syn: SetSyntax) -> Option<String> {
+    let mut t = Translator { p: pattern, i: 0, out: String::new(), syn, depth: 0 };
+    t.out.push_str(if syn.icase { "(?i-u)" } else { "(?-u)" });
+    if syn.anchored {
+        t.out.push_str("\\A");
+    }
+    t.out.push_str("(?:");
+    t.alternation()?;
+    if t.i != pattern.len() {
+        return None;
+    }
+    t.out.push(')');
+    Some(t.out)
+}
+
+impl Translator<'_> {
+    fn pcre(&self) -> bool {
+        self.syn.dialect == Dialect::Pcre
+    }
+    fn peek(&self) -> Option<u8> {
+        self.p.get(self.i).copied()
+    }
+    fn peek_at(&self, k: usize) -> Option<u8> {
+        self.p.get(self.i + k).copied()
+    }
+    fn lit(&mut self, b: u8) {
+        use std::fmt::Write;
+        let _ = write!(self.out, "\\x{b:02X}");
+    }
+
+    fn alternation(&mut self) -> Option<()> {
+        self.depth += 1;
+        if self.depth > 50 {
+            return None;
+        }
+        loop {
+            let start = self.i;
+            self.concat()?;
+            if self.i == start && !self.pcre() {
+                return None; // empty alternative in POSIX: not sure
+            }
+            if self.peek() == Some(b'|') {
+                self.i += 1;
+                self.out.push('|');
+            } else {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    fn concat(&mut self) -> Option<()> {
+        while let Some(c) = self.peek() {
+            if c == b'|' || c == b')' {
+                break;
+            }
+            let mark = self.out.len();
+            let quantifiable = self.atom()?;
+            self.quantifier(mark, quantifiable)?;
+        }
+        Some(())
+    }
+
+    /// An optional quantifier after the atom emitted from `mark`.
+    fn quantifier(&mut self, mark: usize, quantifiable: bool) -> Option<()> {
+        let q = match self.peek() {
+            Some(b'*') => {
+                self.i += 1;
+                "*".to_string()
+            }
+            Some(b'+') => {
+                self.i += 1;
+                "+".to_string()
+            }
+            Some(b'?') => {
+                self.i += 1;
+                "?".to_string()
+            }
+            Some(b'{') => {
+                let rest = &self.p[self.i + 1..];
+                let close = rest.iter().position(|&b| b == b'}')?;
+                let body = &rest[..close];
+                let (lo, hi) = match body.iter().position(|&b| b == b',') {
+                    None => (body, Some(body)),
+                    Some(k) => (&body[..k], (k + 1 < body.len()).then(|| &body[k + 1..])),
+                };
+                let num = |s: &[u8]| -> Option<u32> {
+                    if s.is_empty() || s.len() > 3 || !s.iter().all(u8::is_ascii_digit) {
+                        return None;
+                    }
+                    std::str::from_utf8(s).ok()?.parse().ok()
+                };
+                let lo = num(lo)?;
+                let hi = match hi {
+                    Some(h) => Some(num(h)?),
+                    None => None,
+                };
+                if lo > 100 || hi.is_some_and(|h| h > 100 || h < lo) {
+                    return None;
+                }
+                self.i += close + 2;
+                match hi {
+                    Some(h) if h == lo => format!("{{{lo}}}"),
+                    Some(h) => format!("{{{lo},{h}}}"),
+                    None => format!("{{{lo},}}"),
+                }
+            }
+            _ => return Some(()),
+        };
+        if !quantifiable {
+            return None;
+        }
+        if self.pcre() {
+            match self.peek() {
+                Some(b'?') => self.i += 1, // lazy: same language
+                Some(b'+') => return None, // possessive
+                _ => {}
+            }
+        }
+        if matches!(self.peek(), Some(b'*' | b'+' | b'?' | b'{')) {
+            return None; // stacked quantifiers
+        }
+        self.out.insert_str(mark, "(?:");
+        self.out.push(')');
+        self.out.push_str(&q);
+        Some(())
+    }
+
+    /// One atom; Some(true) when it may take a quantifier.
+    fn atom(&mut self) -> Option<bool> {
+        let c = self.peek()?;
+        match c {
+            b'*' | b'+' | b'?' | b'{' => None,
+            b'}' if !self.pcre() => None,
+            b'(' => self.group(),
+            b'[' => {
+                let set = self.bracket()?;
+                set.emit(&mut self.out)?;
+                Some(true)
+            }
+            b'.' => {
+                self.i += 1;
+                self.out.push_str("[\\x00-\\xFF]");
+                Some(true)
+            }
+            b'^' => {
+                self.i += 1;
+                if self.syn.anchors {
+                    self.out.push_str("(?m:^)");
+                }
+                Some(false)
+            }
+            b'$' => {
+                self.i += 1;
+                if self.syn.anchors {
+                    self.out.push_str("(?m:$)");
+                }
+                Some(false)
+            }
+            b'\\' => self.escape(),
+            _ => {
+                self.i += 1;
+                self.lit(c);
+                Some(true)
+            }
+        }
+    }
+
+    fn group(&mut self) -> Option<bool> {
+        self.i += 1;
+        let mut drop = false;
+        if self.pcre() {
+            match self.peek() {
+                Some(b'*') => return None,
+                Some(b'?') => {
+                    let rest = &self.p[self.i + 1..];
+                    if rest.starts_with(b":") {
+                        self.i += 2;
+                    } else if rest.starts_with(b"=") || rest.starts_with(b"!") {
+                        self.i += 2;
+                        drop = true;
+                    } else if rest.starts_with(b"<=") || rest.starts_with(b"<!") {
+                        self.i += 3;
+                        drop = true;
+                    } else {
+                        let (skip, close) = if rest.starts_with(b"<") {
+                            (1, b'>')
+                        } else if rest.starts_with(b"P<") {
+                            (2, b'>')
+                        } else if rest.starts_with(b"'") {
+                            (1, b'\'')
+                        } else {
+                            return None;
+                        };
+                        let name = &rest[skip..];
+                        let end = name.iter().position(|&b| b == close)?;
+                        if end == 0 || !name[..end].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_') {
+                            return None;
+                        }
+                        self.i += 1 + skip + end + 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mark = self.out.len();
+        self.out.push_str("(?:");
+        self.alternation()?;
+        if self.peek() != Some(b')') {
+            return None;
+        }
+        self.i += 1;
+        self.out.push(')');
+        if drop {
+            // A lookaround: a zero-width assertion, dropped (wider).
+            self.out.truncate(mark);
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    fn widen(&self, mut set: ByteSet, uncertain: bool) -> ByteSet {
+        if uncertain && self.pcre() {
+            set.add_range(0x80, 0xff);
+        }
+        set
+    }
+
+    fn escape(&mut self) -> Option<bool> {
+        let next = self.peek_at(1)?;
+        self.i += 2;
+        if let Some(set) = escape_class(next, self.pcre()) {
+            let set = self.widen(set, true);
+            set.emit(&mut self.out)?;
+            return Some(true);
+        }
+        if !self.pcre() {
+            return match next {
+                b'1'..=b'9' => None,
+                b'b' | b'B' | b'<' | b'>' | b'`' | b'\'' => Some(false),
+                _ => {
+                    self.lit(next);
+                    Some(true)
+                }
+            };
+        }
+        match next {
+            b'b' | b'B' | b'G' => Some(false),
+            b'A' => {
+                self.out.push_str("\\A");
+                Some(false)
+            }
+            b'z' => {
+                self.out.push_str("\\z");
+                Some(false)
+            }
+            b'Z' => {
+                if self.syn.anchors {
+                    self.out.push_str("(?m:$)");
+                }
+                Some(false)
+            }
+            _ => {
+                self.i -= 2;
+                let b = self.pcre_single_escape(false)?;
+                self.lit(b);
+                Some(true)
+            }
+        }
+    }
+
+    /// A PCRE escape at `self.i` standing for one byte.
+    fn pcre_single_escape(&mut self, in_class: bool) -> Option<u8> {
+        let next = self.peek_at(1)?;
+        self.i += 2;
+        let b = match next {
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'r' => b'\r',
+            b'f' => 0x0c,
+            b'e' => 0x1b,
+            b'a' => 0x07,
+            b'b' if in_class => 0x08,
+            b'x' => {
+                let hex = |b: &u8| b.is_ascii_hexdigit();
+                let digits: &[u8];
+                if self.peek() == Some(b'{') {
+                    let rest = &self.p[self.i + 1..];
+                    let end = rest.iter().position(|&b| b == b'}')?;
+                    digits = &rest[..end];
+                    self.i += end + 2;
+                } else {
+                    let n = self.p[self.i..].iter().take(2).take_while(|b| hex(b)).count();
+                    digits = &self.p[self.i..self.i + n];
+                    self.i += n;
+                }
+                if digits.is_empty() || digits.len() > 2 || !digits.iter().all(hex) {
+                    return None;
+                }
+                u8::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()?
+            }
+            _ if next.is_ascii_alphanumeric() => return None,
+            _ => next,
+        };
+        Some(b)
+    }
+
+    /// A bracket expression at `self.i`; the set of bytes it may match.
+    fn bracket(&mut self) -> Option<ByteSet> {
+        let pcre = self.pcre();
+        self.i += 1;
+        let negated = self.peek() == Some(b'^');
+        if negated {
+            self.i += 1;
+        }
+        let mut set = ByteSet::new();
+        let mut uncertain = false;
+        let mut first = true;
+        loop {
+            let c = self.peek()?;
+            if c == b']' && !first {
+                self.i += 1;
+                break;
+            }
+            first = false;
+            if c == b'[' && matches!(self.peek_at(1), Some(b':' | b'.' | b'=')) {
+                if self.peek_at(1) != Some(b':') {
+                    return None;
+                }
+                let rest = &self.p[self.i + 2..];
+                let end = rest.windows(2).position(|w| w == b":]")?;
+                let mut name = &rest[..end];
+                let neg = pcre && name.first() == Some(&b'^');
+                if neg {
+                    name = &name[1..];
+                }
+                let mut s = match name {
+                    b"word" if pcre => word_set(),
+                    b"ascii" if pcre => ByteSet::range(0, 0x7f),
+                    _ => posix_class(name)?,
+                };
+                if neg {
+                    s.negate();
+                }
+                set.add_set(&s);
+                uncertain = true;
+                self.i += 2 + end + 2;
+                if self.peek() == Some(b'-') && self.peek_at(1) != Some(b']') {
+                    return None;
+                }
+                continue;
+            }
+            if pcre && c == b'\\' {
+                if let Some(s) = self.peek_at(1).and_then(|n| escape_class(n, true)) {
+                    set.add_set(&s);
+                    uncertain = true;
+                    self.i += 2;
+                    if self.peek() == Some(b'-') && self.peek_at(1) != Some(b']') {
+                        return None;
+                    }
+                    continue;
+                }
+            }
+            let lo = self.class_char()?;
+            if self.peek() == Some(b'-') && self.peek_at(1).is_some_and(|b| b != b']') {
+                self.i += 1;
+                if self.peek() == Some(b'[') && matches!(self.peek_at(1), Some(b':' | b'.' | b'=')) {
+                    return None;
+                }
+                if pcre
+                    && self.peek() == Some(b'\\')
+                    && self.peek_at(1).is_some_and(|n| escape_class(n, true).is_some())
+                {
+                    return None;
+                }
+                let hi = self.class_char()?;
+                if lo > hi {
+                    return None;
+                }
+                if !pcre && self.syn.icase {
+                    // glibc may case-translate range ends: only ranges
+                    // without letters or within one case are sure.
+                    let letters = (lo..=hi).any(|b| b.is_ascii_alphabetic());
+                    let same = (lo.is_ascii_lowercase() && hi.is_ascii_lowercase())
+                        || (lo.is_ascii_uppercase() && hi.is_ascii_uppercase());
+                    if letters && !same {
+                        return None;
+                    }
+                }
+                set.add_range(lo, hi);
+                if self.peek() == Some(b'-') && self.peek_at(1) != Some(b']') {
+                    return None;
+                }
+            } else {
+                set.add_range(lo, lo);
+            }
+        }
+        if self.syn.icase {
+            set.fold_ascii();
+        }
+        if negated {
+            set.negate();
+        }
+        Some(self.widen(set, uncertain))
+    }
+
+    /// One literal character inside a bracket expression.
+    fn class_char(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        if self.pcre() && c == b'\\' {
+            return self.pcre_single_escape(true);
+        }
+        self.i += 1;
+        Some(c)
+    }
+}
+
+/// Rules per automaton of the rule set: one automaton over thousands of
+/// patterns has states too big to build and cache (every state carries the
+/// start of every pattern); small groups keep states small and let a
+/// lookup that ends early skip the later groups.
+const SET_CHUNK: usize = 128;
+
+/// The rule set: lazy DFAs over consecutive groups of the translatable
+/// positive match patterns.
+struct RuleSet {
+    chunks: Vec<Chunk>,
+    /// Per rule: its group, or usize::MAX when not in the set.
+    chunk_of: Vec<usize>,
+}
+
+struct Chunk {
+    dfa: regex_automata::hybrid::dfa::DFA,
+    cache: regex_automata::hybrid::dfa::Cache,
+    /// Pattern id -> rule index (ascending).
+    rule_of: Vec<usize>,
+    /// The first rule of the next group (or the number of rules).
+    end: usize,
+}
+
+impl RuleSet {
+    /// The set over `patterns` (rule index, translation; ascending rule
+    /// indexes) of a table of `n` rules; patterns the set compiler refuses
+    /// are left out.
+    fn build(patterns: Vec<(usize, String)>, n: usize) -> Option<RuleSet> {
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut chunk_of = vec![usize::MAX; n];
+        let mut rest = patterns;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(SET_CHUNK));
+            let mut group = std::mem::replace(&mut rest, tail);
+            let dfa = match Self::dfa(&group) {
+                Ok(dfa) => dfa,
+                Err(e) => {
+                    // Keep the patterns that compile on their own,
+                    // reasonably small, and try once more.
+                    log::debug!("rule set: {e}; retrying without the patterns that fail alone");
+                    group.retain(|(_, p)| Self::alone_ok(p));
+                    match Self::dfa(&group) {
+                        Ok(dfa) => dfa,
+                        Err(e) => {
+                            log::debug!("rule set group left out: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let rule_of: Vec<usize> = group.into_iter().map(|(r, _)| r).collect();
+            for &r in &rule_of {
+                chunk_of[r] = chunks.len();
+            }
+            if let Some(prev) = chunks.last_mut() {
+                prev.end = rule_of[0];
+            }
+            let cache = dfa.create_cache();
+            chunks.push(Chunk { dfa, cache, rule_of, end: n });
+        }
+        (!chunks.is_empty()).then_some(RuleSet { chunks, chunk_of })
+    }
+
+    fn syntax() -> regex_automata::util::syntax::Config {
+        regex_automata::util::syntax::Config::new().unicode(false).utf8(false)
+    }
+
+    fn thompson(limit: usize) -> regex_automata::nfa::thompson::Config {
+        use regex_automata::nfa::thompson;
+        thompson::Config::new().utf8(false).which_captures(thompson::WhichCaptures::None).nfa_size_limit(Some(limit))
+    }
+
+    fn dfa(patterns: &[(usize, String)]) -> Result<regex_automata::hybrid::dfa::DFA, String> {
+        use regex_automata::{hybrid::dfa::DFA, MatchKind};
+        if patterns.is_empty() {
+            return Err("no patterns".to_string());
+        }
+        let texts: Vec<&str> = patterns.iter().map(|(_, p)| p.as_str()).collect();
+        DFA::builder()
+            .syntax(Self::syntax())
+            .thompson(Self::thompson(64 << 20))
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::All)
+                    .cache_capacity(4 << 20)
+                    .skip_cache_capacity_check(true)
+                    .minimum_cache_clear_count(None),
+            )
+            .build_many(&texts)
+            .map_err(|e| e.to_string())
+    }
+
+    fn alone_ok(pattern: &str) -> bool {
+        regex_automata::nfa::thompson::Compiler::new()
+            .syntax(Self::syntax())
+            .configure(Self::thompson(1 << 20))
+            .build(pattern)
+            .is_ok()
+    }
+}
+
+impl Chunk {
+    /// Append to `cand` (sorted, no duplicates) the rules of this group
+    /// whose pattern matches `text`; every rule of the group when the
+    /// search cannot be completed.
+    fn candidates(&mut self, text: &[u8], cand: &mut Vec<usize>) {
+        use regex_automata::{hybrid::dfa::OverlappingState, Input};
+        let start = cand.len();
+        let input = Input::new(text);
+        let mut state = OverlappingState::start();
+        loop {
+            if self.dfa.try_search_overlapping_fwd(&mut self.cache, &input, &mut state).is_err() {
+                cand.truncate(start);
+                cand.extend_from_slice(&self.rule_of);
+                return;
+            }
+            match state.get_match() {
+                Some(m) => cand.push(self.rule_of[m.pattern().as_usize()]),
+                None => break,
+            }
+        }
+        cand[start..].sort_unstable();
+        let mut keep = start;
+        for k in start..cand.len() {
+            if k == start || cand[k] != cand[keep - 1] {
+                cand[keep] = cand[k];
+                keep += 1;
+            }
+        }
+        cand.truncate(keep);
+    }
 }
 
 #[cfg(test)]
@@ -1282,5 +2067,253 @@ mod speed {
     fn many_rules() {
         run(Posix::default());
         run(Pcre::default());
+    }
+}
+
+/// The rule set must not change any answer: the same table with and
+/// without it, over many rule shapes and keys.
+#[cfg(test)]
+mod set_equivalence {
+    use super::*;
+    use crate::dict::pcre::Pcre;
+    use crate::dict::regexp::Posix;
+
+    /// Pattern shapes (`{}` is replaced by a rule-dependent word); both
+    /// dialects unless marked.
+    const SHAPES: &[&str] = &[
+        "/^(.*)@{}\\.example\\.com$/\tuser=$1",
+        "/\\.{}\\.net$/\tREJECT",
+        "/^Subject:.*{}/\tDISCARD",
+        "/^{}[0-9]*@/\tOK",
+        "/{}/i\tcase-sensitive",
+        "/^{}$/\texact",
+        "/({}|x{}y)+z?/\talt=$1",
+        "/[[:alpha:]]+{}[[:digit:]]{1,3}/\tclass",
+        "/[^a-z.]{}/\tnegated",
+        "/[]{}-]+x/\tbracket-first",
+        "/^a.{2}{}/m\tmultiline",
+        "/{}\\$/\tdollar",
+        "/{}(a|b)?(c){2,}$/\tq=$2",
+        "/^[A-Z]{}/\tupper-range",
+        "/\\b{}\\b/\tword",
+        "/{}\\s+{}/\tspaces",
+        "/\\w+{}\\W/\twordclass",
+        "!/{}|[a-z0-9]/\tnegative",
+        "/{}/\tplain",
+        "/^.{}./\tdots",
+        "/(^|,){}(,|$)/\tlist",
+        "/\\.{}/\tescaped-dot",
+        "/caf\u{e9}{}/\tlatin",
+        "/{}[\u{e9}\u{c9}]/\tlatin-class",
+        "/x[\\]{}]/\tbackslash-bracket",
+        "/{}{2}/\tcounted",
+        "/(a|)b{}/\tempty-alt",
+        "/(a)\\1{}/\tbackref",
+        "/[[:upper:]]{}/\tupper-class",
+        "/[@-Z]{}/\tmixed-range",
+        "/^{}(\\.|-)[0-9a-f]+$/\thex",
+    ];
+    const REGEXP_ONLY: &[&str] =
+        &["/{}/!/x{}/\tsecond", "/\\<{}\\>/\tbow-eow", "/{}/x\tbasic", "/a{}|b{}/\tbar", "/[[.a.]]{}/\tcollate"];
+    const PCRE_ONLY: &[&str] = &[
+        "/^(?:{}|www)\\.(?<d>[^.]+)\\.\\w+$/\tnamed=$1",
+        "/\\d+{}/\tdigits",
+        "/{}/A\tanchored",
+        "/^{}$/E\tendonly",
+        "/^{}\\n?$/m\tnl",
+        "/(?i){}/\tinline",
+        "/{}(?=x)/\tlookahead",
+        "/(?<!x){}/\tlookbehind",
+        "/{}\\x41\\x{42}/\thex-escape",
+        "/[\\d\\s]{}/\tclass-escapes",
+        "/[^\\w.]{}/\tneg-class-escape",
+        "/{}+?y/\tlazy",
+        "/{}++y/\tpossessive",
+        "/\\A{}\\z/\tAz",
+        "/{}\\Z/\tZ",
+        "/a {}/x\textended",
+        "/[[:^alpha:]]{}/\tneg-posix",
+        "/\\Q{}\\E/\tquoted",
+        "/{}\\t/\ttab",
+    ];
+    const WORDS: &[&str] = &["ab", "host", "Spam", "k1", "x", "q.z", "info", "9", "\u{e9}t\u{e9}", "Z"];
+
+    fn table(pcre: bool, n: usize) -> String {
+        let extra = if pcre { PCRE_ONLY } else { REGEXP_ONLY };
+        let shapes: Vec<&str> = SHAPES.iter().chain(extra.iter()).copied().collect();
+        let mut t = String::new();
+        for i in 0..n {
+            let shape = shapes[i % shapes.len()];
+            let word = word(i);
+            if i % 37 == 5 {
+                t.push_str(&format!("if /{}/\n", WORDS[i % WORDS.len()]));
+            }
+            t.push_str(&shape.replace("{}", &word));
+            t.push_str(&format!(" r{i}\n"));
+            if i % 37 == 9 {
+                t.push_str("endif\n");
+            }
+        }
+        t
+    }
+
+    /// The word of rule `i`: mostly unique, sometimes a common one.
+    fn word(i: usize) -> String {
+        if i.is_multiple_of(23) {
+            WORDS[i % WORDS.len()].to_string()
+        } else {
+            format!("{}{i}", WORDS[i % WORDS.len()])
+        }
+    }
+
+    fn keys() -> Vec<Vec<u8>> {
+        let parts: &[&[u8]] = &[
+            b"ab",
+            b"AB",
+            b"host",
+            b"@",
+            b".example.com",
+            b".net",
+            b"Subject: ",
+            b"spam",
+            b"Spam",
+            b"k1",
+            b"x",
+            b"y",
+            b"z",
+            b"q.z",
+            b"info",
+            b"9",
+            b"12",
+            b"\xc3\xa9t\xc3\xa9",
+            b"\xe9",
+            b"\xc9",
+            b"\n",
+            b"\r",
+            b"\t",
+            b" ",
+            b"  ",
+            b",",
+            b"-",
+            b".",
+            b"$",
+            b"\\",
+            b"]",
+            b"aa",
+            b"c",
+            b"cc",
+            b"Z",
+            b"_",
+            b"www",
+            b"0",
+            b"1",
+            b"2",
+            b"caf",
+            b"A",
+            b"B",
+            b"ff",
+        ];
+        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut seed: u64 = 0x2545f4914f6cdd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..4000 {
+            let n = 1 + next() % 6;
+            let mut k = Vec::new();
+            let at = next() % (n + 1);
+            for j in 0..n {
+                if j == at {
+                    let w = word((next() % 420) as usize);
+                    k.extend_from_slice(if next() % 4 == 0 { w.to_uppercase() } else { w }.as_bytes());
+                }
+                k.extend_from_slice(parts[(next() % parts.len() as u64) as usize]);
+                if next() % 9 == 0 {
+                    k.extend_from_slice(format!("{}", next() % 700).as_bytes());
+                }
+            }
+            keys.push(k);
+        }
+        keys
+    }
+
+    fn check<E: Engine>(make: fn() -> E, pcre: bool) {
+        let text = table(pcre, 400);
+        let mut w = Vec::new();
+        let mut fast = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut w);
+        let mut slow = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
+        let in_set = fast.set_len();
+        assert!(fast.set.is_some() && in_set > 200, "{} rules in the set", in_set);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut hits = 0;
+        let mut answers = std::collections::HashSet::new();
+        for key in keys() {
+            for fold in [false, true] {
+                let x = fast.lookup(&key, fold, &mut a);
+                let y = slow.lookup(&key, fold, &mut b);
+                assert_eq!(x, y, "{} key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
+                if x {
+                    hits += 1;
+                    answers.insert(a.clone());
+                    assert_eq!(a, b, "{} key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
+                }
+            }
+        }
+        println!(
+            "{}: {} of {} rules in the set, {hits} hits, {} different answers",
+            E::TYPE,
+            in_set,
+            fast.len(),
+            answers.len()
+        );
+        assert!(hits > 1000 && answers.len() > 100);
+    }
+
+    #[test]
+    fn regexp_set_gives_same_answers() {
+        check(Posix::default, false);
+    }
+
+    #[test]
+    fn pcre_set_gives_same_answers() {
+        check(Pcre::default, true);
+    }
+
+    #[test]
+    fn translations() {
+        let posix = |p: &str, icase: bool| {
+            translate(
+                p.as_bytes(),
+                SetSyntax { dialect: Dialect::PosixExtended, icase, anchored: false, anchors: true },
+            )
+        };
+        let pcre = |p: &str| {
+            translate(p.as_bytes(), SetSyntax { dialect: Dialect::Pcre, icase: true, anchored: false, anchors: true })
+        };
+        assert!(posix("^(.*)@host\\.example\\.com$", true).is_some());
+        assert!(posix("(a)\\1", true).is_none());
+        assert!(posix("[[=a=]]", true).is_none());
+        assert!(posix("[A-z]", true).is_none());
+        assert!(posix("[A-z]", false).is_some());
+        assert!(posix("a||b", false).is_none());
+        assert!(posix("*a", false).is_none());
+        assert!(pcre("(?i)a").is_none());
+        assert!(pcre("a(*ACCEPT)").is_none());
+        assert!(pcre("\\Qa\\E").is_none());
+        assert!(pcre("a++").is_none());
+        assert!(pcre("a(?=b)c").is_some());
+        assert!(pcre("\\g1").is_none());
+        // A backslash is literal inside POSIX brackets, an escape in PCRE's.
+        let s = posix("[\\n]", false).unwrap();
+        assert!(s.contains("\\x5C") && s.contains("\\x6E"), "{s}");
+        let s = pcre("[\\n]").unwrap();
+        assert!(s.contains("\\x0A-\\x0A") && !s.contains("\\x5C"), "{s}");
+        // A pattern the set compiler refuses is left out, not the set.
+        let set = RuleSet::build(vec![(0, "(".to_string()), (3, "(?-u)ab".to_string())], 5).unwrap();
+        assert_eq!(set.chunks[0].rule_of, vec![3]);
+        assert_eq!(set.chunk_of, vec![usize::MAX, usize::MAX, usize::MAX, 0, usize::MAX]);
     }
 }

@@ -103,6 +103,38 @@ impl Engine for Pcre {
         }
         pattern_rules::required_literal(pattern, Dialect::Pcre)
     }
+
+    /// Not with EXTENDED (whitespace and comments are not parsed); CASELESS
+    /// folds ASCII only (PCRE2's built-in tables, no UTF); MULTILINE, DOTALL,
+    /// DOLLAR_ENDONLY and UNGREEDY do not widen the translation, which reads
+    /// `.`, `^` and `$` in their widest sense; ANCHORED becomes `\A`.
+    fn set_pattern(pattern: &[u8], options: u32) -> Option<String> {
+        if options & PCRE2_EXTENDED != 0 {
+            return None;
+        }
+        pattern_rules::translate(
+            pattern,
+            pattern_rules::SetSyntax {
+                dialect: Dialect::Pcre,
+                icase: options & PCRE2_CASELESS != 0,
+                anchored: options & PCRE2_ANCHORED != 0,
+                anchors: newline_is_lf(),
+            },
+        )
+    }
+}
+
+/// Whether PCRE2's default newline convention is LF, so that `^` and `$`
+/// in multiline mode mean exactly "after/before `\n`" (else they are
+/// dropped from the set translation).
+fn newline_is_lf() -> bool {
+    static LF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LF.get_or_init(|| {
+        let mut nl: u32 = 0;
+        // SAFETY: PCRE2_CONFIG_NEWLINE writes one uint32_t.
+        let rc = unsafe { pcre2_sys::pcre2_config_8(pcre2_sys::PCRE2_CONFIG_NEWLINE, (&mut nl as *mut u32).cast()) };
+        rc >= 0 && nl == pcre2_sys::PCRE2_NEWLINE_LF
+    })
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {

@@ -81,6 +81,21 @@ impl Engine for Posix {
         }
         pattern_rules::required_literal(pattern, Dialect::PosixExtended)
     }
+
+    /// Extended syntax only (basic syntax stays out of the set); REG_ICASE
+    /// folds ASCII only (the process keeps the C locale); REG_NEWLINE only
+    /// narrows `.`, `[^...]`, `^` and `$`, which the translation already
+    /// treats in their widest sense.
+    fn set_pattern(pattern: &[u8], options: u32) -> Option<String> {
+        if options & REG_EXTENDED as u32 == 0 {
+            return None;
+        }
+        let icase = options & REG_ICASE as u32 != 0;
+        pattern_rules::translate(
+            pattern,
+            pattern_rules::SetSyntax { dialect: Dialect::PosixExtended, icase, anchored: false, anchors: true },
+        )
+    }
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
