@@ -129,12 +129,7 @@ impl Engine for Pcre {
 /// dropped from the set translation).
 fn newline_is_lf() -> bool {
     static LF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LF.get_or_init(|| {
-        let mut nl: u32 = 0;
-        // SAFETY: PCRE2_CONFIG_NEWLINE writes one uint32_t.
-        let rc = unsafe { pcre2_sys::pcre2_config_8(pcre2_sys::PCRE2_CONFIG_NEWLINE, (&mut nl as *mut u32).cast()) };
-        rc >= 0 && nl == pcre2_sys::PCRE2_NEWLINE_LF
-    })
+    *LF.get_or_init(crate::sys::regex::pcre2_default_newline_is_lf)
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
