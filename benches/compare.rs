@@ -128,6 +128,10 @@ struct Settings {
     servers: Vec<String>,
     echo: String,
     echo_threads: usize,
+    /// Measure one process's memory with every table open (PM_BENCH_MEMORY, 1).
+    memory: bool,
+    /// Keys looked up per table before measuring (PM_BENCH_MEMORY_KEYS).
+    memory_keys: usize,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -158,6 +162,8 @@ impl Settings {
             servers: env_list("PM_BENCH_SERVERS", "postfix,ours,echo"),
             echo: env_or("PM_BENCH_ECHO", "auto".to_string()),
             echo_threads: env_or("PM_BENCH_ECHO_THREADS", 1),
+            memory: env_or("PM_BENCH_MEMORY", 1) != 0,
+            memory_keys: env_or("PM_BENCH_MEMORY_KEYS", 20_000),
         };
         assert!(["auto", "epoll", "threads"].contains(&s.echo.as_str()), "PM_BENCH_ECHO: auto, epoll or threads");
         for t in &s.tables {
@@ -949,11 +955,100 @@ fn main() {
     }
 
     print_table(&cfg, &cells);
+    if cfg.memory && cfg.servers.iter().any(|s| s == "postfix") && cfg.servers.iter().any(|s| s == "ours") {
+        let sets: Vec<(String, &Vec<String>)> = tables.iter().map(|t| (table_name(t), hits_of(t))).collect();
+        let mut rows = Vec::new();
+        for server in [Server::Postfix, Server::Ours] {
+            inst.switch(server);
+            match memory_of_one_process(&inst, &sets, cfg.memory_keys) {
+                Ok(m) => rows.push((server, m)),
+                Err(e) => warnings.push(format!("memory of {server:?}: {e}")),
+            }
+        }
+        print_memory(&rows, &tables, cfg.memory_keys);
+    }
     println!("\nload average (1/5/15 min) before: {load_before}, after: {}", loadavg());
     for w in &warnings {
         println!("\nwarning: {w}");
     }
     // `inst` drops here: postfix stop
+}
+
+// ---------------------------------------------------------------------------
+// memory: one process with every table of the run open
+
+/// Memory figures of one process, KiB, from /proc/PID/status and smaps_rollup.
+#[derive(Debug)]
+struct Memory {
+    procs: usize,
+    rss: u64,
+    pss: u64,
+    private: u64,
+}
+
+fn proc_kib(text: &str, field: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One connection opens every table and looks up `keys` keys in each (so
+/// caches fill as they do in service), then the process that served it is
+/// measured while the connection is still open.
+fn memory_of_one_process(inst: &Instance, sets: &[(String, &Vec<String>)], keys: usize) -> Result<Memory, String> {
+    let master = inst.master_pid().ok_or("no master(8)")?;
+    // reload leaves the old generation exiting: wait until none is left
+    let quiet = common::wait_until(10, || proxymap_pids(master).is_empty());
+    if !quiet {
+        return Err("old proxymap processes did not exit".into());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut s = connect(&inst.socket("proxymap"), &mut buf).map_err(|e| e.to_string())?;
+    for (table, hits) in sets {
+        let open = common::list(&[("request", "open"), ("table", table), ("flags", FLAGS)]);
+        s.write_all(&open).map_err(|e| e.to_string())?;
+        read_list(&mut s, &mut buf).map_err(|e| e.to_string())?;
+        let reqs = Requests::new(table, &hits[..keys.min(hits.len())]);
+        for i in 0..reqs.len() {
+            lookup(&mut s, reqs.get(i), &mut buf).map_err(|e| format!("{table}: {e}"))?;
+        }
+    }
+    let pids = proxymap_pids(master);
+    let mut m = Memory { procs: pids.len(), rss: 0, pss: 0, private: 0 };
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let private = proc_kib(&rollup, "Private_Clean:") + proc_kib(&rollup, "Private_Dirty:");
+        if proc_kib(&status, "VmRSS:") > m.rss {
+            m.rss = proc_kib(&status, "VmRSS:");
+            m.pss = proc_kib(&rollup, "Pss:");
+            m.private = private;
+        }
+    }
+    drop(s);
+    Ok(m)
+}
+
+fn proxymap_pids(master: i32) -> Vec<i32> {
+    common::children_of(master)
+        .into_iter()
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with("proxymap")))
+        .collect()
+}
+
+fn print_memory(rows: &[(Server, Memory)], tables: &[&TableDef], keys: usize) {
+    let labels: Vec<&str> = tables.iter().map(|t| t.label).collect();
+    println!(
+        "\nMemory of the proxymap process that served one connection which opened {} and looked up {keys} keys \
+         in each (KiB; RSS from /proc/PID/status, PSS and private = Private_Clean + Private_Dirty from smaps_rollup):\n",
+        labels.join(", ")
+    );
+    println!("| server | processes | RSS | PSS | private |");
+    println!("|---|---:|---:|---:|---:|");
+    for (server, m) in rows {
+        let name = if *server == Server::Postfix { "postfix" } else { "ours" };
+        println!("| {name} | {} | {} | {} | {} |", m.procs, m.rss, m.pss, m.private);
+    }
 }
 
 /// Microseconds: one decimal below 100, whole numbers above.

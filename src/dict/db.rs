@@ -329,7 +329,9 @@ fn open_handle(db_path: &str, ty: DbType, mode: Mode, cache_size: u32, verify: b
     let flags = OpenFlags { read_only: mode == Mode::ReadOnly, create: mode == Mode::ReadWrite };
     db.open(&base, ty, flags, 0o644).map_err(|c| m(&format!("open database {db_path}"), c))?;
     if verify {
-        if let Err((_, complaint)) = db.verify(&base) {
+        let verified = db.verify(&base);
+        crate::sys::release_free_memory();
+        if let Err((_, complaint)) = verified {
             if let Some(text) = complaint {
                 log::warn!("{db_path}: {text}");
             }

@@ -1496,6 +1496,14 @@ impl Translator<'_> {
 /// lookup that ends early skip the later groups.
 const SET_CHUNK: usize = 128;
 
+/// Memory for the lazy DFAs' state caches of one table, shared out over its
+/// groups (each within the bounds below). The caches are most of the set's
+/// memory and the worker's resident set should not outgrow Postfix's for
+/// the same table; a cache that fills up is cleared and rebuilt as needed.
+const SET_CACHE_BUDGET: usize = 8 << 20;
+const CHUNK_CACHE_MIN: usize = 256 << 10;
+const CHUNK_CACHE_MAX: usize = 4 << 20;
+
 /// The rule set: lazy DFAs over consecutive groups of the translatable
 /// positive match patterns.
 struct RuleSet {
@@ -1520,18 +1528,20 @@ impl RuleSet {
     fn build(patterns: Vec<(usize, String)>, n: usize) -> Option<RuleSet> {
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut chunk_of = vec![usize::MAX; n];
+        let groups = patterns.len().div_ceil(SET_CHUNK).max(1);
+        let cache = (SET_CACHE_BUDGET / groups).clamp(CHUNK_CACHE_MIN, CHUNK_CACHE_MAX);
         let mut rest = patterns;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(SET_CHUNK));
             let mut group = std::mem::replace(&mut rest, tail);
-            let dfa = match Self::dfa(&group) {
+            let dfa = match Self::dfa(&group, cache) {
                 Ok(dfa) => dfa,
                 Err(e) => {
                     // Keep the patterns that compile on their own,
                     // reasonably small, and try once more.
                     log::debug!("rule set: {e}; retrying without the patterns that fail alone");
                     group.retain(|(_, p)| Self::alone_ok(p));
-                    match Self::dfa(&group) {
+                    match Self::dfa(&group, cache) {
                         Ok(dfa) => dfa,
                         Err(e) => {
                             log::debug!("rule set group left out: {e}");
@@ -1562,7 +1572,7 @@ impl RuleSet {
         thompson::Config::new().utf8(false).which_captures(thompson::WhichCaptures::None).nfa_size_limit(Some(limit))
     }
 
-    fn dfa(patterns: &[(usize, String)]) -> Result<regex_automata::hybrid::dfa::DFA, String> {
+    fn dfa(patterns: &[(usize, String)], cache: usize) -> Result<regex_automata::hybrid::dfa::DFA, String> {
         use regex_automata::{hybrid::dfa::DFA, MatchKind};
         if patterns.is_empty() {
             return Err("no patterns".to_string());
@@ -1574,7 +1584,7 @@ impl RuleSet {
             .configure(
                 DFA::config()
                     .match_kind(MatchKind::All)
-                    .cache_capacity(4 << 20)
+                    .cache_capacity(cache)
                     .skip_cache_capacity_check(true)
                     .minimum_cache_clear_count(None),
             )
