@@ -6,7 +6,7 @@
 //! Environment: PM_BENCH_SECS (3), PM_BENCH_REPS (3), PM_BENCH_WARMUP (0.5),
 //! PM_BENCH_CONNS (1,4,16,64: persistent rows), PM_BENCH_MODES
 //! (persistent,short,miss), PM_BENCH_TABLES (all labels of `TABLES`),
-//! PM_BENCH_SERVERS (postfix,ours,echo), PM_BENCH_ECHO (auto, threads, epoll)
+//! PM_BENCH_SERVERS (postfix,ours,echo,echo-loop), PM_BENCH_ECHO (auto, threads, epoll)
 //! and PM_BENCH_ECHO_THREADS (1: event loops of the epoll design).
 
 #[path = "../tests/common/mod.rs"]
@@ -159,7 +159,7 @@ impl Settings {
                 .collect(),
             modes: env_list("PM_BENCH_MODES", "persistent,short,miss"),
             tables: env_list("PM_BENCH_TABLES", &all.join(",")),
-            servers: env_list("PM_BENCH_SERVERS", "postfix,ours,echo"),
+            servers: env_list("PM_BENCH_SERVERS", "postfix,ours,echo,echo-loop"),
             echo: env_or("PM_BENCH_ECHO", "auto".to_string()),
             echo_threads: env_or("PM_BENCH_ECHO_THREADS", 1),
             memory: env_or("PM_BENCH_MEMORY", 1) != 0,
@@ -170,7 +170,7 @@ impl Settings {
             assert!(all.contains(&t.as_str()), "PM_BENCH_TABLES: unknown table {t:?} (have {all:?})");
         }
         for t in &s.servers {
-            assert!(["postfix", "ours", "echo"].contains(&t.as_str()), "PM_BENCH_SERVERS: unknown server {t:?}");
+            assert!(["postfix", "ours", "echo", "echo-loop"].contains(&t.as_str()), "PM_BENCH_SERVERS: unknown server {t:?}");
         }
         for m in &s.modes {
             assert!(["persistent", "short", "miss"].contains(&m.as_str()), "PM_BENCH_MODES: unknown mode {m:?}");
@@ -748,9 +748,11 @@ enum Target {
     Postfix,
     Ours,
     Echo,
+    /// The echo server as one epoll loop: the architecture of a worker.
+    EchoLoop,
 }
 
-const TARGETS: [Target; 3] = [Target::Postfix, Target::Ours, Target::Echo];
+const TARGETS: [Target; 4] = [Target::Postfix, Target::Ours, Target::Echo, Target::EchoLoop];
 
 impl Target {
     fn label(self) -> &'static str {
@@ -758,6 +760,7 @@ impl Target {
             Target::Postfix => "postfix",
             Target::Ours => "ours",
             Target::Echo => "echo",
+            Target::EchoLoop => "echo-loop",
         }
     }
 }
@@ -766,7 +769,7 @@ struct Cell {
     table: &'static TableDef,
     conns: usize,
     mode: Mode,
-    runs: [Vec<RunResult>; 3],
+    runs: [Vec<RunResult>; 4],
 }
 
 /// Paths of the proxymap processes under the instance's master(8).
@@ -870,6 +873,7 @@ fn main() {
 
     let mut warnings: Vec<String> = Vec::new();
     let echo_path = inst.dir.path().join("echo.sock");
+    let echo_loop_path = inst.dir.path().join("echo-loop.sock");
     let total = cells.len() * cfg.reps * cfg.servers.len();
     let mut done = 0;
     eprintln!(
@@ -893,7 +897,9 @@ fn main() {
             "auto" => "threads",
             d => d,
         };
-        let echo = Echo::start(echo_path.clone(), replies, design, cfg.echo_threads).expect("start the echo server");
+        let echo =
+            Echo::start(echo_path.clone(), replies.clone(), design, cfg.echo_threads).expect("start the echo server");
+        let echo_loop = Echo::start(echo_loop_path.clone(), replies, "epoll", 1).expect("start the echo-loop server");
         for rep in 0..cfg.reps {
             // rotate the order so drift (thermal, neighbours) spreads over all three
             for k in 0..TARGETS.len() {
@@ -910,6 +916,7 @@ fn main() {
                         inst.socket("proxymap")
                     }
                     Target::Echo => echo.path.clone(),
+                    Target::EchoLoop => echo_loop.path.clone(),
                 };
                 let job = Job {
                     socket: &socket,
@@ -925,7 +932,7 @@ fn main() {
                 let mut seen_wrong = None;
                 // after warm-up: every proxymap process under master(8) must be the expected binary
                 let check = || {
-                    if target != Target::Echo {
+                    if matches!(target, Target::Postfix | Target::Ours) {
                         let exes = proxymap_exes(inst_ref);
                         if exes.is_empty() || exes.iter().any(|e| e != expected) {
                             seen_wrong =
@@ -952,6 +959,7 @@ fn main() {
             }
         }
         drop(echo);
+        drop(echo_loop);
     }
 
     print_table(&cfg, &cells);
@@ -1063,13 +1071,13 @@ fn us(v: f64) -> String {
 fn print_table(cfg: &Settings, cells: &[Cell]) {
     println!(
         "\n{} s per run after {} s warm-up, median of {} reps; latency in µs (medians of the per-run p50/p99); \
-         non-OK / I/O errors summed over all reps as postfix/ours/echo.\n",
+         non-OK / I/O errors summed over all reps as postfix/ours/echo/echo-loop.\n",
         cfg.secs, cfg.warmup, cfg.reps
     );
     println!(
-        "| table | conns | mode | postfix lookups/s | p50 | p99 | ours lookups/s | p50 | p99 | echo lookups/s | p50 | p99 | ours/postfix | ours/echo | non-OK | I/O errors |"
+        "| table | conns | mode | postfix lookups/s | p50 | p99 | ours lookups/s | p50 | p99 | echo lookups/s | p50 | p99 | echo-loop lookups/s | p50 | p99 | ours/postfix | ours/echo | ours/echo-loop | non-OK | I/O errors |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for c in cells {
         let med = |t: Target, f: fn(&RunResult) -> f64| median(c.runs[t as usize].iter().map(f).collect());
         let sum = |t: Target, f: fn(&RunResult) -> u64| c.runs[t as usize].iter().map(f).sum::<u64>();
@@ -1079,9 +1087,10 @@ fn print_table(cfg: &Settings, cells: &[Cell]) {
             line += &format!(" {:.0} | {} | {} |", rate(t), us(med(t, |r| r.p50_us)), us(med(t, |r| r.p99_us)));
         }
         line += &format!(
-            " {:.2} | {:.2} |",
+            " {:.2} | {:.2} | {:.2} |",
             rate(Target::Ours) / rate(Target::Postfix),
-            rate(Target::Ours) / rate(Target::Echo)
+            rate(Target::Ours) / rate(Target::Echo),
+            rate(Target::Ours) / rate(Target::EchoLoop)
         );
         let counts = |f: fn(&RunResult) -> u64| TARGETS.map(|t| sum(t, f).to_string()).join("/");
         line += &format!(" {} | {} |", counts(|r| r.non_ok), counts(|r| r.io_errors));
