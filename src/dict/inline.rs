@@ -30,7 +30,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     for item in BraceTokens::new(&name[1..len - 1]) {
         match parse_item(item, files) {
             Ok((key, value)) => {
-                table.put(super::fold_key(key, fold).into_owned(), value);
+                table.put(&super::fold_key(key, fold), &value);
                 count += 1;
             }
             Err(err) => {
