@@ -965,15 +965,28 @@ fn main() {
     print_table(&cfg, &cells);
     if cfg.memory && cfg.servers.iter().any(|s| s == "postfix") && cfg.servers.iter().any(|s| s == "ours") {
         let sets: Vec<(String, &Vec<String>)> = tables.iter().map(|t| (table_name(t), hits_of(t))).collect();
+        // one row per table, then one with all of them (a fresh process each)
+        let mut groups: Vec<(String, Vec<usize>)> =
+            tables.iter().enumerate().map(|(i, t)| (t.label.to_string(), vec![i])).collect();
+        if tables.len() > 1 {
+            groups.push(("all of the above".to_string(), (0..tables.len()).collect()));
+        }
         let mut rows = Vec::new();
-        for server in [Server::Postfix, Server::Ours] {
-            inst.switch(server);
-            match memory_of_one_process(&inst, &sets, cfg.memory_keys) {
-                Ok(m) => rows.push((server, m)),
-                Err(e) => warnings.push(format!("memory of {server:?}: {e}")),
+        for (label, members) in groups {
+            let group: Vec<(String, &Vec<String>)> = members.iter().map(|&i| sets[i].clone()).collect();
+            let mut pair = Vec::new();
+            for server in [Server::Postfix, Server::Ours] {
+                inst.switch(server);
+                match memory_of_one_process(&inst, &group, cfg.memory_keys) {
+                    Ok(m) => pair.push(m),
+                    Err(e) => warnings.push(format!("memory of {server:?} with {label}: {e}")),
+                }
+            }
+            if let [p, o] = &pair[..] {
+                rows.push((label, p.clone(), o.clone()));
             }
         }
-        print_memory(&rows, &tables, cfg.memory_keys);
+        print_memory(&rows, cfg.memory_keys);
     }
     println!("\nload average (1/5/15 min) before: {load_before}, after: {}", loadavg());
     for w in &warnings {
@@ -986,7 +999,7 @@ fn main() {
 // memory: one process with every table of the run open
 
 /// Memory figures of one process, KiB, from /proc/PID/status and smaps_rollup.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Memory {
     procs: usize,
     rss: u64,
@@ -1044,18 +1057,27 @@ fn proxymap_pids(master: i32) -> Vec<i32> {
         .collect()
 }
 
-fn print_memory(rows: &[(Server, Memory)], tables: &[&TableDef], keys: usize) {
-    let labels: Vec<&str> = tables.iter().map(|t| t.label).collect();
+fn print_memory(rows: &[(String, Memory, Memory)], keys: usize) {
     println!(
-        "\nMemory of the proxymap process that served one connection which opened {} and looked up {keys} keys \
-         in each (KiB; RSS from /proc/PID/status, PSS and private = Private_Clean + Private_Dirty from smaps_rollup):\n",
-        labels.join(", ")
+        "\nMemory of the proxymap process that served one connection which opened the table(s) and looked up \
+         {keys} keys in each, measured with the connection still open (KiB; RSS from /proc/PID/status, PSS and \
+         private = Private_Clean + Private_Dirty from smaps_rollup; a fresh process for every row):\n"
     );
-    println!("| server | processes | RSS | PSS | private |");
-    println!("|---|---:|---:|---:|---:|");
-    for (server, m) in rows {
-        let name = if *server == Server::Postfix { "postfix" } else { "ours" };
-        println!("| {name} | {} | {} | {} | {} |", m.procs, m.rss, m.pss, m.private);
+    println!("| tables | postfix RSS | PSS | private | ours RSS | PSS | private | ours/postfix RSS | processes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (label, p, o) in rows {
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {:.2} | {}/{} |",
+            p.rss,
+            p.pss,
+            p.private,
+            o.rss,
+            o.pss,
+            o.private,
+            o.rss as f64 / p.rss as f64,
+            p.procs,
+            o.procs
+        );
     }
 }
 
