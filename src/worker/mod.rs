@@ -106,16 +106,62 @@ pub struct Worker {
 /// reading a reply then finds the worker awake: a sleeping worker costs the
 /// round trip a scheduler wake-up (tens of microseconds on a VM). Spinning
 /// is for one busy client at a time, and backs off when it does not pay: after each miss the next 2^misses
-/// chances to spin are skipped (up to 1024), so a quiet worker sleeps.
+/// chances to spin are skipped (up to 1023), so a quiet worker sleeps.
+#[derive(Default)]
 struct Spin {
     /// Requests answered in this loop pass.
     served: u32,
+    /// The connection that sent the last request, and how many requests in
+    /// a row came from it.
+    last_slot: usize,
+    streak: u32,
     misses: u32,
     skip: u32,
 }
 
 /// How long to poll before sleeping.
 const SPIN: Duration = Duration::from_micros(50);
+/// Requests in a row from one connection before polling starts.
+const STREAK: u32 = 3;
+/// After this many misses in a row, skip 2^MAX_MISSES - 1 chances to poll.
+const MAX_MISSES: u32 = 10;
+
+impl Spin {
+    /// A request from the connection in `slot` was answered.
+    fn served(&mut self, slot: usize) {
+        self.served += 1;
+        if slot == self.last_slot {
+            self.streak = self.streak.saturating_add(1);
+        } else {
+            self.last_slot = slot;
+            self.streak = 1;
+        }
+    }
+
+    /// At the end of a loop pass: poll before sleeping? Only while one client
+    /// is asking alone (one request this pass, and the last few from the same
+    /// connection): with several clients at once a request is usually on its
+    /// way anyway, and a polling worker would take the CPU its clients need.
+    fn start(&mut self) -> bool {
+        if std::mem::take(&mut self.served) != 1 || self.streak < STREAK {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn hit(&mut self) {
+        self.misses = 0;
+    }
+
+    fn miss(&mut self) {
+        self.misses = (self.misses + 1).min(MAX_MISSES);
+        self.skip = (1 << self.misses) - 1;
+    }
+}
 
 impl Worker {
     pub fn new(service: Service, intake: Intake, limits: Limits) -> std::io::Result<Worker> {
@@ -144,7 +190,7 @@ impl Worker {
             scratch: vec![0; 64 * 1024],
             status: None,
             master_gone: false,
-            spin: Spin { served: 0, misses: 0, skip: 0 },
+            spin: Spin::default(),
         })
     }
 
@@ -212,29 +258,20 @@ impl Worker {
 
     /// epoll_wait, polling first for up to [`SPIN`] when that has been paying off.
     fn wait(&mut self, events: &mut [EpollEvent]) -> nix::Result<usize> {
-        let spin = &mut self.spin;
-        // Only after a pass that answered a single request: with several
-        // clients at once the next request is usually waiting already, and
-        // a spinning worker would take the CPU its clients need.
-        if std::mem::take(&mut spin.served) == 1 {
-            if spin.skip > 0 {
-                spin.skip -= 1;
-            } else {
-                let deadline = Instant::now() + SPIN;
-                loop {
-                    let n = self.epoll.wait(events, 0u16)?;
-                    if n > 0 {
-                        spin.misses = 0;
-                        return Ok(n);
-                    }
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    std::hint::spin_loop();
+        if self.spin.start() {
+            let deadline = Instant::now() + SPIN;
+            loop {
+                let n = self.epoll.wait(events, 0u16)?;
+                if n > 0 {
+                    self.spin.hit();
+                    return Ok(n);
                 }
-                spin.misses = (spin.misses + 1).min(10);
-                spin.skip = (1 << spin.misses) - 1;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::hint::spin_loop();
             }
+            self.spin.miss();
         }
         self.epoll.wait(events, TICK.as_millis() as u16)
     }
@@ -358,7 +395,7 @@ impl Worker {
                         conn.incomplete = None;
                         conn.request_started = None;
                         self.write_reply(slot, now);
-                        self.spin.served += 1;
+                        self.spin.served(slot);
                         if let Some(status) = &mut self.status {
                             self.master_gone |= status.served().is_err();
                         }
@@ -502,4 +539,57 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
             | ECONNABORTED
             | EPROTO
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passes that each answered one request of the same client, as
+    /// `EventLoop::wait` sees them: how many poll when every poll misses.
+    fn polls_when_idle(spin: &mut Spin, passes: usize) -> usize {
+        let mut polls = 0;
+        for _ in 0..passes {
+            spin.served(7);
+            if spin.start() {
+                polls += 1;
+                spin.miss();
+            }
+        }
+        polls
+    }
+
+    #[test]
+    fn spinning_backs_off_when_it_does_not_pay() {
+        let mut spin = Spin { streak: STREAK, last_slot: 7, ..Spin::default() };
+        // misses skip 1, 3, 7, ... chances: 4 polls in the first 1+2+4+8 passes
+        assert_eq!(polls_when_idle(&mut spin, 15), 4);
+        // at the cap one pass in 1024 polls: 50 us per 1024 requests at most
+        let mut capped = Spin { streak: STREAK, last_slot: 7, misses: MAX_MISSES, ..Spin::default() };
+        assert_eq!(polls_when_idle(&mut capped, 1024 * 10), 10);
+        // a hit restores polling after every single-request pass
+        capped.hit();
+        capped.skip = 0;
+        capped.served(7);
+        assert!(capped.start());
+    }
+
+    #[test]
+    fn spinning_only_for_a_client_asking_alone() {
+        let mut spin = Spin::default();
+        assert!(!spin.start(), "nothing answered: sleep");
+        for _ in 0..STREAK {
+            spin.served(1);
+        }
+        assert!(!spin.start(), "several requests in one pass: sleep");
+        spin.served(1);
+        assert!(spin.start(), "one client asking alone: poll");
+        spin.miss();
+        spin.skip = 0;
+        // clients taking turns: no streak, no polling
+        for slot in [2, 3, 2, 3, 2] {
+            spin.served(slot);
+            assert!(!spin.start());
+        }
+    }
 }
