@@ -244,6 +244,14 @@ pub fn pcre2_error_message(code: i32) -> String {
     }
 }
 
+/// Whether this PCRE2 build's default newline convention is LF.
+pub fn pcre2_default_newline_is_lf() -> bool {
+    let mut nl: u32 = 0;
+    // SAFETY: PCRE2_CONFIG_NEWLINE writes one uint32_t to the valid pointer.
+    let rc = unsafe { pcre2_sys::pcre2_config_8(pcre2_sys::PCRE2_CONFIG_NEWLINE, (&mut nl as *mut u32).cast()) };
+    rc >= 0 && nl == pcre2_sys::PCRE2_NEWLINE_LF
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,12 +289,4 @@ mod tests {
         assert_eq!(off, 2);
         assert_eq!(pcre2_error_message(err), "missing closing parenthesis");
     }
-}
-
-/// Whether this PCRE2 build's default newline convention is LF.
-pub fn pcre2_default_newline_is_lf() -> bool {
-    let mut nl: u32 = 0;
-    // SAFETY: PCRE2_CONFIG_NEWLINE writes one uint32_t to the valid pointer.
-    let rc = unsafe { pcre2_sys::pcre2_config_8(pcre2_sys::PCRE2_CONFIG_NEWLINE, (&mut nl as *mut u32).cast()) };
-    rc >= 0 && nl == pcre2_sys::PCRE2_NEWLINE_LF
 }
