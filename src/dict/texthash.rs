@@ -41,13 +41,23 @@ struct Entry {
     value_len: u32,
 }
 
+/// An entry's hash, for the index when it grows or shrinks (the index keeps
+/// entry numbers only).
+fn rehash(hasher: &std::hash::RandomState, arena: &[u8], e: &Entry) -> u64 {
+    hasher.hash_one(entry_key(arena, e))
+}
+
+fn entry_key<'a>(arena: &'a [u8], e: &Entry) -> &'a [u8] {
+    &arena[e.key_at..e.key_at + e.key_len as usize]
+}
+
 impl MemTable {
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
     fn key(&self, e: &Entry) -> &[u8] {
-        &self.arena[e.key_at..e.key_at + e.key_len as usize]
+        entry_key(&self.arena, e)
     }
 
     fn value(&self, e: &Entry) -> &[u8] {
@@ -86,10 +96,7 @@ impl MemTable {
         self.entries.push(Entry { key_at, key_len, value_at, value_len });
         let hash = self.hash(key);
         let MemTable { index, entries, arena, hasher } = self;
-        index.insert_unique(hash, n, |&i| {
-            let e = &entries[i as usize];
-            hasher.hash_one(&arena[e.key_at..e.key_at + e.key_len as usize])
-        });
+        index.insert_unique(hash, n, |&i| rehash(hasher, arena, &entries[i as usize]));
     }
 
     /// Done adding: give back the arena's and the index's spare capacity.
@@ -97,10 +104,7 @@ impl MemTable {
         self.arena.shrink_to_fit();
         self.entries.shrink_to_fit();
         let MemTable { index, entries, arena, hasher } = self;
-        index.shrink_to_fit(|&i| {
-            let e = &entries[i as usize];
-            hasher.hash_one(&arena[e.key_at..e.key_at + e.key_len as usize])
-        });
+        index.shrink_to_fit(|&i| rehash(hasher, arena, &entries[i as usize]));
     }
 
     /// Lookup with optional ASCII folding of the key; uses `out` as the

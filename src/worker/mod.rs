@@ -105,8 +105,9 @@ pub struct Worker {
 /// sleeping in epoll_wait. A client that sends its next lookup right after
 /// reading a reply then finds the worker awake: a sleeping worker costs the
 /// round trip a scheduler wake-up (tens of microseconds on a VM). Spinning
-/// is for one busy client at a time, and backs off when it does not pay: after each miss the next 2^misses
-/// chances to spin are skipped (up to 1023), so a quiet worker sleeps.
+/// is for one busy client at a time, and backs off when it does not pay:
+/// after each miss the next 2^misses chances to spin are skipped (up to
+/// 1023), so a quiet worker sleeps.
 #[derive(Default)]
 struct Spin {
     /// Requests answered in this loop pass.
