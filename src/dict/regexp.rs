@@ -109,30 +109,10 @@ mod tests {
     use crate::dict::pattern_rules::RuleTable;
     use crate::dict::Mode;
     use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::dict::testutil::TempFile;
 
-    struct TempFile(std::path::PathBuf);
-
-    impl TempFile {
-        fn new(data: &str) -> TempFile {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "proxymap-regexp-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::write(&path, data).unwrap();
-            TempFile(path)
-        }
-        fn name(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
+    fn temp_file(rules: &str) -> TempFile {
+        TempFile::new("regexp", rules)
     }
 
     fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
@@ -140,6 +120,8 @@ mod tests {
         open(&OpenRequest { type_name: "regexp", name, mode, flags, params: &params })
     }
 
+    /// A miss may leave `out` as it was (the service ignores it then), so
+    /// `testutil::get`'s empty-on-miss check does not apply here.
     fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
         let mut out = b"garbage".to_vec();
         d.lookup(key.as_bytes(), flags, &mut out).unwrap().then(|| String::from_utf8(out).unwrap())
@@ -153,7 +135,7 @@ mod tests {
 
     #[test]
     fn lookups_flags_and_folding() {
-        let f = TempFile::new("/^(.*)@example\\.com$/\tuser=$1\n/x*|y+/\tlongest\n/^(x*|y+)$/\t<$1>\n");
+        let f = temp_file("/^(.*)@example\\.com$/\tuser=$1\n/x*|y+/\tlongest\n/^(x*|y+)$/\t<$1>\n");
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         assert_eq!(d.flags(), PATTERN);
         assert_eq!(get(&mut d, "Joe@Example.com", 0).as_deref(), Some("user=Joe"));
@@ -170,7 +152,7 @@ mod tests {
 
     #[test]
     fn open_errors() {
-        let f = TempFile::new("/a/ b\n");
+        let f = temp_file("/a/ b\n");
         let err = open_with(f.name(), Mode::ReadWrite, 0).err().unwrap();
         assert_eq!(err.reason, format!("regexp:{} map requires O_RDONLY access mode", f.name()));
         let missing = format!("{}.missing", f.name());
@@ -187,7 +169,7 @@ mod tests {
 
     #[test]
     fn change_detection() {
-        let f = TempFile::new("/a/ b\n");
+        let f = temp_file("/a/ b\n");
         let d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         assert!(!d.changed());
         let old = std::fs::metadata(&f.0).unwrap().modified().unwrap();
@@ -199,7 +181,7 @@ mod tests {
             .unwrap();
         assert!(d.changed(), "mtime changed");
         let d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
-        let replacement = TempFile::new("/a/ c\n");
+        let replacement = temp_file("/a/ c\n");
         std::fs::rename(&replacement.0, &f.0).unwrap();
         assert!(d.changed(), "replaced by rename");
         std::fs::remove_file(&f.0).unwrap();

@@ -259,48 +259,17 @@ mod tests {
     use super::*;
     use crate::config::Params;
     use crate::dict::{DictError, Mode};
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::dict::testutil::{get, TempFile};
 
-    /// A temp file removed on drop; its mtime is set an hour back so that the
-    /// "file is hot" re-read does not slow the tests down.
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(content: &[u8]) -> TempFile {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "proxymap-texthash-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            std::fs::write(&path, content).unwrap();
-            let file = std::fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
-            TempFile(path)
-        }
-        fn name(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
+    /// A texthash source file, its mtime an hour back so that the "file is
+    /// hot" re-read does not slow the tests down.
+    fn temp_file(content: &[u8]) -> TempFile {
+        TempFile::new("texthash", content).backdated()
     }
 
     fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
         let params = Params::default();
         open(&OpenRequest { type_name: "texthash", name, mode, flags, params: &params })
-    }
-
-    fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
-        let mut out = b"garbage".to_vec();
-        match d.lookup(key.as_bytes(), flags, &mut out).unwrap() {
-            true => Some(String::from_utf8(out).unwrap()),
-            false => None,
-        }
     }
 
     const SAMPLE: &str = "# comment\n\
@@ -316,7 +285,7 @@ mod tests {
 
     #[test]
     fn hits_misses_continuations_and_bad_lines() {
-        let f = TempFile::new(SAMPLE.as_bytes());
+        let f = temp_file(SAMPLE.as_bytes());
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         assert_eq!(d.flags(), FIXED);
         assert_eq!(get(&mut d, "Alice", 0).as_deref(), Some("alice@example.com"));
@@ -334,7 +303,7 @@ mod tests {
 
     #[test]
     fn folding_at_open_and_per_request() {
-        let f = TempFile::new(b"MiXed value1\nlower value2\n");
+        let f = temp_file(b"MiXed value1\nlower value2\n");
         // Open without FOLD_FIX: stored as written.
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         assert_eq!(get(&mut d, "MiXed", 0).as_deref(), Some("value1"));
@@ -352,7 +321,7 @@ mod tests {
 
     #[test]
     fn duplicates_per_policy() {
-        let f = TempFile::new(b"a first\nb other\na second\n");
+        let f = temp_file(b"a first\nb other\na second\n");
         let mut d = open_with(f.name(), Mode::ReadOnly, DUP_IGNORE).unwrap();
         assert_eq!(get(&mut d, "a", 0).as_deref(), Some("first"));
         let mut d = open_with(f.name(), Mode::ReadOnly, DUP_REPLACE).unwrap();
@@ -362,7 +331,7 @@ mod tests {
         let err = open_with(f.name(), Mode::ReadOnly, 0).err().unwrap();
         assert_eq!(err.reason, format!("{}, line 3: duplicate entry: \"a\"", f.name()));
         // Duplicates after folding count, and the message shows the key as written.
-        let g = TempFile::new(b"a 1\nA 2\n");
+        let g = temp_file(b"a 1\nA 2\n");
         assert!(open_with(g.name(), Mode::ReadOnly, 0).is_ok());
         let err = open_with(g.name(), Mode::ReadOnly, FOLD_FIX).err().unwrap();
         assert_eq!(err.reason, format!("{}, line 2: duplicate entry: \"A\"", g.name()));
@@ -370,7 +339,7 @@ mod tests {
 
     #[test]
     fn open_errors() {
-        let f = TempFile::new(b"a b\n");
+        let f = temp_file(b"a b\n");
         let err = open_with(f.name(), Mode::ReadWrite, 0).err().unwrap();
         assert_eq!(err.reason, format!("texthash:{} map requires O_RDONLY access mode", f.name()));
         let missing = format!("{}.missing", f.name());
@@ -384,7 +353,7 @@ mod tests {
 
     #[test]
     fn sequence_over_snapshot() {
-        let f = TempFile::new(b"k1 v1\nk2 v2\nk3 v3\n");
+        let f = temp_file(b"k1 v1\nk2 v2\nk3 v3\n");
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         let mut c1 = None;
         let mut c2 = None;
@@ -407,10 +376,10 @@ mod tests {
 
     #[test]
     fn empty_file_and_utf8_check() {
-        let f = TempFile::new(b"# nothing\n");
+        let f = temp_file(b"# nothing\n");
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         assert_eq!(d.sequence(&mut None, true, 0).unwrap(), None);
-        let g = TempFile::new(b"bad\xff value\ngood value\n");
+        let g = temp_file(b"bad\xff value\ngood value\n");
         let mut d = open_with(g.name(), Mode::ReadOnly, UTF8_ACTIVE).unwrap();
         assert_eq!(get(&mut d, "good", 0).as_deref(), Some("value"));
         let mut out = Vec::new();
@@ -421,8 +390,8 @@ mod tests {
 
     #[test]
     fn values_are_files() {
-        let content = TempFile::new(b"foo");
-        let f = TempFile::new(format!("k {}\nbad /nonexistent/x\n", content.name()).as_bytes());
+        let content = temp_file(b"foo");
+        let f = temp_file(format!("k {}\nbad /nonexistent/x\n", content.name()).as_bytes());
         let mut d = open_with(f.name(), Mode::ReadOnly, SRC_RHS_IS_FILE).unwrap();
         assert_eq!(get(&mut d, "k", 0).as_deref(), Some("Zm9v"));
         assert_eq!(get(&mut d, "bad", 0), None);
@@ -430,7 +399,7 @@ mod tests {
 
     #[test]
     fn hot_file_is_reread_until_cool() {
-        let f = TempFile::new(b"a b\n");
+        let f = temp_file(b"a b\n");
         std::fs::File::options().write(true).open(&f.0).unwrap().set_modified(SystemTime::now()).unwrap();
         let start = std::time::Instant::now();
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
