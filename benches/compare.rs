@@ -170,7 +170,10 @@ impl Settings {
             assert!(all.contains(&t.as_str()), "PM_BENCH_TABLES: unknown table {t:?} (have {all:?})");
         }
         for t in &s.servers {
-            assert!(["postfix", "ours", "echo", "echo-loop"].contains(&t.as_str()), "PM_BENCH_SERVERS: unknown server {t:?}");
+            assert!(
+                ["postfix", "ours", "echo", "echo-loop"].contains(&t.as_str()),
+                "PM_BENCH_SERVERS: unknown server {t:?}"
+            );
         }
         for m in &s.modes {
             assert!(["persistent", "short", "miss"].contains(&m.as_str()), "PM_BENCH_MODES: unknown mode {m:?}");
@@ -1008,9 +1011,7 @@ struct Memory {
 }
 
 fn proc_kib(text: &str, field: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
 }
 
 /// One connection opens every table and looks up `keys` keys in each (so

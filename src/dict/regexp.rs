@@ -107,9 +107,9 @@ mod tests {
     use super::*;
     use crate::config::Params;
     use crate::dict::pattern_rules::RuleTable;
+    use crate::dict::testutil::TempFile;
     use crate::dict::Mode;
     use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
-    use crate::dict::testutil::TempFile;
 
     fn temp_file(rules: &str) -> TempFile {
         TempFile::new("regexp", rules)

@@ -258,8 +258,8 @@ fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::{DictError, Mode};
     use crate::dict::testutil::{get, TempFile};
+    use crate::dict::{DictError, Mode};
 
     /// A texthash source file, its mtime an hour back so that the "file is
     /// hot" re-read does not slow the tests down.
