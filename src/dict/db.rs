@@ -10,7 +10,8 @@
 //!   ReadOnly → `DB_RDONLY`, ReadWrite → `DB_CREATE` (O_RDWR|O_CREAT), mode 0644;
 //!   with LOCK the file is share-locked around the open; Postfix's texts.
 //! * TRY1NULL/TRY0NULL discovery, FOLD_FIX, duplicate policies, SYNC_UPDATE,
-//!   flock() locks around each operation with LOCK, OPEN_LOCK = exclusive
+//!   flock() locks around each operation with LOCK (a worker keeps a shared
+//!   one for its event-loop pass: `dict::filelock`), OPEN_LOCK = exclusive
 //!   lock for the instance's lifetime; results are cut at the first NUL.
 //!
 //! Where we differ, on purpose:
@@ -24,7 +25,8 @@
 //!   while the process holds the OPEN_LOCK exclusive lock anyway.
 //! * Read-only handles re-open themselves when the file changed on disk
 //!   (inode, size or mtime), checked before each lookup and sequence FIRST
-//!   (after taking the shared lock with LOCK). Postfix keeps serving its
+//!   (after taking the shared lock with LOCK; once per lease of that lock,
+//!   as no writer can change the file while it is held). Postfix keeps serving its
 //!   private cache until the reader process restarts at the next accept.
 //! * Fatal conditions (lock/read/write errors, a duplicate without a
 //!   duplicate policy, both OPEN_LOCK and LOCK) become an error status and
@@ -35,6 +37,7 @@
 //! * Sequence NEXT without FIRST reports the end (Postfix panics); cursors
 //!   are per connection (Postfix: one per table).
 
+use super::filelock::{FileLock, Kind, Style};
 use super::postmap_text::until_nul;
 use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::{
@@ -44,10 +47,9 @@ use crate::sys::db::{self as bdb, Code, Db, DbType, Dbc, Env, OpenFlags};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 /// Postfix's DICT_DB_NELM: expected element count for new hash files.
 const HASH_NELEM: u32 = 4096;
@@ -94,117 +96,13 @@ impl Stamp {
 }
 
 // ---------------------------------------------------------------------------
-// File locks: one descriptor per file per process.
-
-/// The flock() state of one file, shared by every instance in this process.
-struct LockFile {
-    file: File,
-    dev: u64,
-    ino: u64,
-    /// Number of OPEN_LOCK instances; > 0 means we hold LOCK_EX on `file`.
-    /// The mutex also serialises per-operation locks within the process.
-    persistent: Mutex<usize>,
-}
-
-#[derive(Clone, Copy)]
-enum LockKind {
-    Shared,
-    Exclusive,
-}
-
-#[allow(deprecated)] // nix::fcntl::flock: the Flock guard type would own the File
-fn flock(file: &File, arg: nix::fcntl::FlockArg) -> std::io::Result<()> {
-    loop {
-        match nix::fcntl::flock(file.as_raw_fd(), arg) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(std::io::Error::from_raw_os_error(e as i32)),
-            Ok(()) => return Ok(()),
-        }
-    }
-}
-
-/// A per-operation lock; released (and the process-wide mutex with it) on drop.
-struct Held<'a> {
-    _guard: MutexGuard<'a, usize>,
-    locked: Option<(&'a File, &'a str)>,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if let Some((file, path)) = self.locked {
-            if let Err(e) = flock(file, nix::fcntl::FlockArg::Unlock) {
-                log::error!("{path}: unlock dictionary: {}", io_text(&e));
-            }
-        }
-    }
-}
-
-impl LockFile {
-    fn open(path: &str, mode: Mode) -> std::io::Result<LockFile> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(mode == Mode::ReadWrite)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
-        let meta = file.metadata()?;
-        Ok(LockFile { dev: meta.dev(), ino: meta.ino(), file, persistent: Mutex::new(0) })
-    }
-
-    /// Shared or exclusive lock for one operation. No flock() while this
-    /// process holds the OPEN_LOCK exclusive lock: converting it would weaken
-    /// it, and taking it on another descriptor would deadlock.
-    fn hold<'a>(&'a self, kind: LockKind, path: &'a str) -> std::io::Result<Held<'a>> {
-        let guard = lock(&self.persistent);
-        if *guard > 0 {
-            return Ok(Held { _guard: guard, locked: None });
-        }
-        let arg = match kind {
-            LockKind::Shared => nix::fcntl::FlockArg::LockShared,
-            LockKind::Exclusive => nix::fcntl::FlockArg::LockExclusive,
-        };
-        flock(&self.file, arg)?;
-        Ok(Held { _guard: guard, locked: Some((&self.file, path)) })
-    }
-
-    /// OPEN_LOCK: exclusive lock until the last such instance is gone.
-    fn acquire_persistent(&self) -> std::io::Result<()> {
-        let mut count = lock(&self.persistent);
-        if *count == 0 {
-            let mut tries = 0;
-            loop {
-                match flock(&self.file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                    Ok(()) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) && tries < 10 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        *count += 1;
-        Ok(())
-    }
-
-    fn release_persistent(&self, path: &str) {
-        let mut count = lock(&self.persistent);
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            if let Err(e) = flock(&self.file, nix::fcntl::FlockArg::Unlock) {
-                log::error!("{path}: unlock dictionary: {}", io_text(&e));
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Database handles: one per file and access method per process.
 
 struct Shared {
     db_path: String,
     ty: DbType,
     cache_size: u32,
-    lock: Arc<LockFile>,
+    lock: Arc<FileLock>,
     state: Mutex<DbState>,
 }
 
@@ -219,6 +117,9 @@ struct DbState {
     retired: Vec<Db>,
     /// Open cursors per handle id.
     cursors: HashMap<u64, usize>,
+    /// The file lock lease under which `stamp` was last compared with the
+    /// file (0: none).
+    checked_lease: u64,
 }
 
 impl DbState {
@@ -343,7 +244,6 @@ fn open_handle(db_path: &str, ty: DbType, mode: Mode, cache_size: u32, verify: b
 
 #[derive(Default)]
 struct Registry {
-    locks: HashMap<(u64, u64), Weak<LockFile>>,
     dbs: HashMap<(u64, u64, DbType), Weak<Shared>>,
 }
 
@@ -351,28 +251,14 @@ static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registr
 
 impl Registry {
     fn prune(&mut self) {
-        self.locks.retain(|_, w| w.strong_count() > 0);
         self.dbs.retain(|_, w| w.strong_count() > 0);
     }
 
-    /// This process's lock descriptor for the file; None if it does not exist.
-    fn lockfile(&mut self, db_path: &str, mode: Mode) -> Result<Option<Arc<LockFile>>, OpenError> {
+    /// This process's lock for the file; None if it does not exist.
+    fn lockfile(&mut self, db_path: &str) -> Result<Option<Arc<FileLock>>, OpenError> {
         let err = |e: &std::io::Error| OpenError::new(format!("open database {db_path}: {}", io_text(e)));
-        match std::fs::metadata(db_path) {
-            Ok(m) => {
-                if let Some(l) = self.locks.get(&(m.dev(), m.ino())).and_then(Weak::upgrade) {
-                    return Ok(Some(l));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(err(&e)),
-        }
-        match LockFile::open(db_path, mode) {
-            Ok(l) => {
-                let l = Arc::new(l);
-                self.locks.insert((l.dev, l.ino), Arc::downgrade(&l));
-                Ok(Some(l))
-            }
+        match File::open(db_path) {
+            Ok(f) => FileLock::for_fd(f.as_fd(), Style::Flock, db_path).map(Some).map_err(|e| err(&e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err(&e)),
         }
@@ -399,8 +285,8 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
 
     let mut reg = lock(&REGISTRY);
     reg.prune();
-    let mut lockfile = reg.lockfile(&db_path, req.mode)?;
-    let existing = lockfile.as_ref().and_then(|l| reg.dbs.get(&(l.dev, l.ino, ty)).and_then(Weak::upgrade));
+    let mut lockfile = reg.lockfile(&db_path)?;
+    let existing = lockfile.as_ref().and_then(|l| reg.dbs.get(&(l.dev(), l.ino(), ty)).and_then(Weak::upgrade));
     let shared = match existing {
         Some(shared) => {
             // Another instance of this file in this process: share its handle,
@@ -412,7 +298,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                     _ => Some(
                         shared
                             .lock
-                            .hold(LockKind::Shared, &db_path)
+                            .hold(Kind::Shared)
                             .map_err(|e| lock_err(&format!("shared-lock database {db_path} for open"), &e))?,
                     ),
                 };
@@ -431,7 +317,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
             let lock_open = req.flags & LOCK != 0 || req.mode == Mode::ReadOnly;
             let held = match (&lockfile, lock_open) {
                 (Some(l), true) => Some(
-                    l.hold(LockKind::Shared, &db_path)
+                    l.hold(Kind::Shared)
                         .map_err(|e| lock_err(&format!("shared-lock database {db_path} for open"), &e))?,
                 ),
                 _ => None,
@@ -440,7 +326,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
             drop(held);
             if lockfile.is_none() {
                 // Just created by DB_CREATE.
-                lockfile = reg.lockfile(&db_path, req.mode)?;
+                lockfile = reg.lockfile(&db_path)?;
             }
             let Some(lf) = lockfile.clone() else {
                 return Err(OpenError::new(format!("open database {db_path}: No such file or directory")));
@@ -458,9 +344,10 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                     broken: false,
                     retired: Vec::new(),
                     cursors: HashMap::new(),
+                    checked_lease: 0,
                 }),
             });
-            reg.dbs.insert((shared.lock.dev, shared.lock.ino, ty), Arc::downgrade(&shared));
+            reg.dbs.insert((shared.lock.dev(), shared.lock.ino(), ty), Arc::downgrade(&shared));
             shared
         }
     };
@@ -468,7 +355,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
         shared.lock.acquire_persistent().map_err(|e| lock_err(&format!("{full}: unable to get exclusive lock"), &e))?;
     }
     drop(reg);
-    let opened = shared.lock.file.metadata().map(|m| Stamp::of(&m)).ok();
+    let opened = shared.lock.file().metadata().map(|m| Stamp::of(&m)).ok();
     if req.flags & LOCK != 0 {
         warn_if_older_than_source(&db_path, req.name, opened);
     }
@@ -505,22 +392,23 @@ pub struct DbDict {
 impl Drop for DbDict {
     fn drop(&mut self) {
         if self.open_lock {
-            self.shared.lock.release_persistent(&self.shared.db_path);
+            self.shared.lock.release_persistent();
         }
     }
 }
 
 /// Run `f` on the file's handle, under the per-operation lock when the
-/// request has LOCK, after re-opening the handle if needed.
+/// request has LOCK, after re-opening the handle if needed. With `refresh`
+/// the file is checked for changes, once per lock lease.
 fn with_db<T>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     flags: u32,
-    kind: LockKind,
+    kind: Kind,
     refresh: bool,
     f: impl FnOnce(&mut DbState) -> DictResult<T>,
 ) -> DictResult<T> {
-    let _held = if flags & LOCK != 0 {
-        match shared.lock.hold(kind, &shared.db_path) {
+    let held = if flags & LOCK != 0 {
+        match shared.lock.hold(kind) {
             Ok(h) => Some(h),
             Err(e) => {
                 let msg = format!("{}: lock dictionary: {}", shared.db_path, io_text(&e));
@@ -531,9 +419,12 @@ fn with_db<T>(
     } else {
         None
     };
+    let lease = held.as_ref().and_then(|h| h.lease());
     let mut st = lock(&shared.state);
-    if refresh || st.broken {
+    let checked = lease.is_some_and(|l| l == st.checked_lease);
+    if (refresh && !checked) || st.broken {
         shared.refresh(&mut st)?;
+        st.checked_lease = lease.unwrap_or(0);
     }
     f(&mut st)
 }
@@ -581,7 +472,7 @@ impl Dict for DbDict {
         let nulls = &mut self.flags;
         let path = &self.shared.db_path;
         let refresh = self.mode == Mode::ReadOnly;
-        with_db(&self.shared, flags, LockKind::Shared, refresh, |st| {
+        with_db(&self.shared, flags, Kind::Shared, refresh, |st| {
             let mut found = false;
             if *nulls & TRY1NULL != 0 {
                 found = st
@@ -624,7 +515,7 @@ impl Dict for DbDict {
         let (k, v) =
             if self.flags & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
         let path = &self.shared.db_path;
-        with_db(&self.shared, flags, LockKind::Exclusive, false, |st| {
+        with_db(&self.shared, flags, Kind::Exclusive, false, |st| {
             let stored = st
                 .db
                 .put(&k, &v, flags & DUP_REPLACE == 0)
@@ -658,7 +549,7 @@ impl Dict for DbDict {
         let key = fold_key(until_nul(key), flags & FOLD_FIX != 0);
         let nulls = &mut self.flags;
         let path = &self.shared.db_path;
-        with_db(&self.shared, flags, LockKind::Exclusive, false, |st| {
+        with_db(&self.shared, flags, Kind::Exclusive, false, |st| {
             let mut found = false;
             if *nulls & TRY1NULL != 0 {
                 found = st
@@ -707,7 +598,7 @@ impl Dict for DbDict {
         };
         let path = &self.shared.db_path;
         let refresh = first && self.mode == Mode::ReadOnly;
-        let result = with_db(&self.shared, flags, LockKind::Shared, refresh, |st| {
+        let result = with_db(&self.shared, flags, Kind::Shared, refresh, |st| {
             if first {
                 // Restart on the current handle (it may have been re-opened).
                 if let Some(old) = cur.dbc.take_if(|c| c.owner() != st.db.id()) {
@@ -758,6 +649,12 @@ mod tests {
     use std::path::PathBuf;
     use std::process::{Command, Output, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[allow(deprecated)] // nix::fcntl::flock: the Flock guard type would own the File
+    fn flock(f: &File, arg: nix::fcntl::FlockArg) -> nix::Result<()> {
+        nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(f), arg)
+    }
 
     /// A scratch directory with an empty main.cf for `postmap -c`, removed on drop.
     struct Dir(PathBuf);
@@ -782,6 +679,10 @@ mod tests {
         }
 
         fn postmap(&self, args: &[&str], stdin: &str) -> Output {
+            self.spawn_postmap(args, stdin).wait_with_output().unwrap()
+        }
+
+        fn spawn_postmap(&self, args: &[&str], stdin: &str) -> std::process::Child {
             let mut child = Command::new("postmap")
                 .arg("-c")
                 .arg(&self.0)
@@ -793,7 +694,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("cannot run postmap ({e}): run scripts/install-test-deps.sh"));
             use std::io::Write;
             child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-            child.wait_with_output().unwrap()
+            child
         }
 
         /// Build `type:name` from `source` with the real postmap.
@@ -1209,6 +1110,27 @@ mod tests {
             std::fs::remove_file(format!("{name}.db")).unwrap();
             assert!(r.changed());
             assert_eq!(get(&mut r, "c", 0).as_deref(), Some("5"));
+        }
+    }
+
+    #[test]
+    fn a_pass_checks_the_file_once_and_writers_wait_for_its_end() {
+        use crate::dict::filelock::Pass;
+        let dir = Dir::new("pass");
+        for t in TYPES {
+            let name = dir.build(t, t, "a 1\n", &[]);
+            let mut r = open_with(t, &name, Mode::ReadOnly, LOCK).unwrap();
+            let pass = Pass::begin();
+            assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("1"));
+            let mut writer = dir.spawn_postmap(&["-r", "-i", &format!("{t}:{name}")], "a 2\n");
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(writer.try_wait().unwrap().is_none(), "{t}: postmap waits for the pass's shared lock");
+            assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("1"));
+            drop(pass);
+            let out = writer.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let _pass = Pass::begin();
+            assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("2"), "{t}: the next pass sees the update");
         }
     }
 }

@@ -4,8 +4,9 @@
 //! * Opened with MDB_NOSUBDIR|MDB_NOLOCK (plus MDB_RDONLY for proxymap): no
 //!   LMDB lock file; with LOCK in the request flags we take Postfix's
 //!   whole-file fcntl() lock around each access (shared for lookup/sequence,
-//!   exclusive for update/delete). proxywrite (ReadWrite) creates a missing
-//!   file, mode 0644 less the umask.
+//!   exclusive for update/delete; a worker keeps a shared one for its event
+//!   loop pass, see `dict::filelock`). proxywrite (ReadWrite) creates a
+//!   missing file, mode 0644 less the umask.
 //! * Every access runs in a transaction of its own, so readers see what the
 //!   writer process committed, and no transaction is held between requests.
 //! * The memory map starts at `lmdb_map_size` (at least the file size plus
@@ -30,14 +31,16 @@
 //! or longer than 511 bytes) are "not found" for lookup and delete instead of
 //! a fatal error. After MDB_PANIC the environment is reopened.
 
+use super::filelock::{FileLock, Kind, Style};
 use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
-use crate::dict::postmap_text::until_nul;
+use crate::dict::postmap_text::{self, until_nul};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
 use crate::sys::lmdb::{self as mdb, Env, Put};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 /// slmdb's room for the initial "drop" transaction and metadata.
 const FUDGE: usize = 10240;
@@ -54,6 +57,10 @@ pub struct Lmdb {
     read_only: bool,
     /// None only while being reopened after MDB_PANIC failed.
     env: Option<Env>,
+    /// This process's lock on the file (on a descriptor of its own).
+    lock: Arc<FileLock>,
+    /// The lock lease under which the file length was last checked (0: none).
+    checked_lease: u64,
     flags: u32,
     /// TRY0NULL/TRY1NULL discovery state of this instance.
     nul: u32,
@@ -65,12 +72,6 @@ pub struct Lmdb {
 
 /// A connection's sequence position: the stored key last returned.
 struct SeqPos(Vec<u8>);
-
-#[derive(Clone, Copy)]
-enum LockOp {
-    Shared,
-    Exclusive,
-}
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let name = req.name;
@@ -90,6 +91,11 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let (curr_limit, hard_limit) = initial_limits(usize::try_from(map_size).unwrap_or(usize::MAX), &mdb_path);
     let read_only = req.mode == Mode::ReadOnly;
     let env = Env::open(&c_path, read_only, curr_limit)
+        .map_err(|e| OpenError::new(format!("open database {mdb_path}: {e}")))?;
+    let lock = env
+        .fd()
+        .map_err(|e| e.to_string())
+        .and_then(|fd| FileLock::for_fd(fd, Style::Fcntl, name).map_err(|e| postmap_text::io_error_text(&e)))
         .map_err(|e| OpenError::new(format!("open database {mdb_path}: {e}")))?;
 
     // Warn about a stale index, except right after the source changed.
@@ -117,6 +123,8 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         mdb_path: c_path,
         read_only,
         env: Some(env),
+        lock,
+        checked_lease: 0,
         nul: flags & (TRY0NULL | TRY1NULL),
         flags,
         curr_limit,
@@ -215,47 +223,37 @@ impl Lmdb {
         }
     }
 
-    /// Postfix's myflock(fd, FCNTL, op): a whole-file lock, waiting for it.
-    fn lock(&mut self, op: Option<LockOp>, flags: u32) -> DictResult<()> {
-        if flags & LOCK == 0 {
-            return Ok(());
-        }
-        let ltype = match op {
-            Some(LockOp::Shared) => libc::F_RDLCK,
-            Some(LockOp::Exclusive) => libc::F_WRLCK,
-            None => libc::F_UNLCK,
-        };
-        let what = if op.is_some() { "lock" } else { "unlock" };
-        let lock = libc::flock {
-            l_type: ltype as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        let result = match self.env.as_ref().map(Env::fd) {
-            Some(Ok(fd)) => loop {
-                match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETLKW(&lock)) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other.map(drop).map_err(|e| e.desc().to_string()),
-                }
-            },
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err(mdb::strerror(libc::EBADF)),
-        };
-        result.map_err(|e| self.fail(format!("{}: {what} dictionary: {e}", self.name)))
-    }
-
-    /// Lock, run `op` with recovery, unlock; the unlock happens whatever `op` gave.
+    /// With LOCK: take Postfix's whole-file fcntl() lock, run `op` with
+    /// recovery, unlock. Under a lock lease that already saw the file's
+    /// length checked, transactions skip that check.
     fn locked<T>(
         &mut self,
-        op: LockOp,
+        kind: Kind,
         flags: u32,
         f: impl FnMut(&mut Env) -> Result<T, mdb::Error>,
     ) -> DictResult<Result<T, mdb::Error>> {
-        self.lock(Some(op), flags)?;
+        if flags & LOCK == 0 {
+            return Ok(self.run(f));
+        }
+        let lock = Arc::clone(&self.lock);
+        let held = match lock.hold(kind) {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(self.fail(format!("{}: lock dictionary: {}", self.name, postmap_text::io_error_text(&e))))
+            }
+        };
+        let lease = held.lease();
+        let known = lease.is_some_and(|l| l == self.checked_lease);
+        if let Some(env) = self.env.as_mut() {
+            env.set_size_known(known);
+        }
         let result = self.run(f);
-        self.lock(None, flags)?;
+        if let Some(env) = self.env.as_mut() {
+            env.set_size_known(false);
+        }
+        if result.is_ok() {
+            self.checked_lease = lease.unwrap_or(0);
+        }
         Ok(result)
     }
 }
@@ -278,7 +276,7 @@ impl Dict for Lmdb {
         let key = fold_key(key, flags & FOLD_FIX != 0);
         let nul = self.nul;
         let probe1 = with_nul(&key);
-        let found = self.locked(LockOp::Shared, flags, |env| {
+        let found = self.locked(Kind::Shared, flags, |env| {
             if nul & TRY1NULL != 0 {
                 if let Some(v) = absent_if_unstorable(env.get(&probe1))? {
                     return Ok(Some((TRY1NULL, v)));
@@ -315,7 +313,7 @@ impl Dict for Lmdb {
         let (k, v) =
             if self.nul & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
         let no_overwrite = flags & DUP_REPLACE == 0;
-        let result = self.locked(LockOp::Exclusive, flags, |env| env.put(&k, &v, no_overwrite))?;
+        let result = self.locked(Kind::Exclusive, flags, |env| env.put(&k, &v, no_overwrite))?;
         let shown = String::from_utf8_lossy(&key);
         match result {
             Ok(Put::Stored) => {
@@ -352,7 +350,7 @@ impl Dict for Lmdb {
         let key = fold_key(key, flags & FOLD_FIX != 0);
         let nul = self.nul;
         let probe1 = with_nul(&key);
-        let result = self.locked(LockOp::Exclusive, flags, |env| {
+        let result = self.locked(Kind::Exclusive, flags, |env| {
             if nul & TRY1NULL != 0 && absent_if_unstorable(env.del(&probe1).map(Some))?.unwrap_or(false) {
                 return Ok(Some(TRY1NULL));
             }
@@ -386,7 +384,7 @@ impl Dict for Lmdb {
             _ => None,
         };
         *cursor = None;
-        let result = self.locked(LockOp::Shared, flags, |env| env.next_after(after.as_deref()))?;
+        let result = self.locked(Kind::Shared, flags, |env| env.next_after(after.as_deref()))?;
         match result {
             Ok(Some((k, v))) => {
                 self.succeeded();
@@ -824,9 +822,19 @@ mod tests {
         // Our locks are released after each access: another process can lock at once.
         let mut w = rw(&t);
         assert!(w.update(b"x", b"y", UPD | LOCK).unwrap());
-        let script = "import fcntl,sys\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\n";
+        let script = "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry: fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError: sys.exit(1)\n";
         let st = std::process::Command::new("python3").args(["-c", script, &mdb_path]).status().unwrap();
         assert!(st.success());
+        // Inside a worker's pass the shared lock is kept until the pass ends,
+        // against Postfix's own (classic fcntl) locks.
+        let pass = crate::dict::filelock::Pass::begin();
+        assert!(get(&mut d, "alice", LOCK).is_some());
+        let st = std::process::Command::new("python3").args(["-c", script, &mdb_path]).status().unwrap();
+        assert!(!st.success(), "the pass still holds the shared lock");
+        assert!(get(&mut d, "alice", LOCK).is_some());
+        drop(pass);
+        let st = std::process::Command::new("python3").args(["-c", script, &mdb_path]).status().unwrap();
+        assert!(st.success(), "released when the pass ends");
     }
 
     #[test]

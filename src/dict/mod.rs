@@ -10,6 +10,7 @@ pub mod components;
 pub mod db;
 pub mod environ;
 pub mod fail;
+pub mod filelock;
 pub mod inline;
 pub mod internal;
 pub mod lmdb;

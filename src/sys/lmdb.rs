@@ -12,7 +12,9 @@
 //! LMDB trusts its file. A truncated file would make the memory map fault
 //! (SIGBUS) when a missing page is touched, so [`Env::check_size`] compares
 //! the file length with the last page the newest meta page claims, before the
-//! table is used and at the start of every transaction. Damage inside pages
+//! table is used and at the start of every transaction (unless the caller
+//! vouches, with [`Env::set_size_known`], that it checked under a lock it
+//! still holds). Damage inside pages
 //! that LMDB detects comes back as `MDB_CORRUPTED`/`MDB_PAGE_NOTFOUND`; damage it
 //! does not detect is outside what can be checked cheaply.
 
@@ -85,6 +87,8 @@ pub struct Env {
     env: NonNull<ffi::MDB_env>,
     dbi: ffi::MDB_dbi,
     read_only: bool,
+    /// See [`Env::set_size_known`].
+    size_known: bool,
 }
 
 // SAFETY: LMDB allows an environment to be used from any thread as long as
@@ -113,7 +117,7 @@ impl Env {
         check(unsafe { ffi::mdb_env_create(&mut raw) })?;
         let env = NonNull::new(raw).ok_or(Error::Code(libc::ENOMEM))?;
         // From here on dropping `me` closes the environment.
-        let mut me = Env { env, dbi: 0, read_only };
+        let mut me = Env { env, dbi: 0, read_only, size_known: false };
         let flags = POSTFIX_ENV_FLAGS | if read_only { ffi::MDB_RDONLY } else { 0 };
         // SAFETY: the env is open-able (created above, not yet opened); the
         // path is a valid C string that LMDB copies.
@@ -171,6 +175,13 @@ impl Env {
         // SAFETY: the env is open and, by construction, has no active transaction.
         check(unsafe { ffi::mdb_env_set_mapsize(self.env.as_ptr(), size) })?;
         self.check_size()
+    }
+
+    /// While `known`, transactions skip the length check: the caller holds a
+    /// lock under which this environment's file was checked, so no writer
+    /// that honours the lock can have shortened it since.
+    pub fn set_size_known(&mut self, known: bool) {
+        self.size_known = known;
     }
 
     /// Refuse a file shorter than the pages its newest meta page claims, so
@@ -294,7 +305,9 @@ impl Env {
 
     fn begin(&mut self, read: bool) -> Result<Txn, Error> {
         // A file truncated behind our back must fail here, not fault later.
-        self.check_size()?;
+        if !self.size_known {
+            self.check_size()?;
+        }
         let mut txn = ptr::null_mut();
         let flags = if read || self.read_only { ffi::MDB_RDONLY } else { 0 };
         // SAFETY: the env is open and this process has no other transaction

@@ -221,6 +221,9 @@ impl Worker {
             if self.master_gone {
                 return Exit::MasterGone;
             }
+            // Table locks taken for this batch of requests are kept until it
+            // is answered (dict::filelock); the pass ends before any wait.
+            let pass = crate::dict::filelock::Pass::begin();
             for ev in &events[..n] {
                 let token = ev.data();
                 if token == STATUS_TOKEN {
@@ -233,6 +236,7 @@ impl Worker {
                     return exit;
                 }
             }
+            drop(pass);
             let now = Instant::now();
             if now.duration_since(last_sweep) >= TICK {
                 last_sweep = now;
