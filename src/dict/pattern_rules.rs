@@ -403,12 +403,11 @@ pub fn open_table<E: Engine>(req: &OpenRequest, engine: E) -> Result<Box<dyn Dic
     for warning in warnings {
         log::warn!("{warning}");
     }
-    Ok(Box::new(PatternDict {
-        flags: req.flags | PATTERN,
-        path: req.name.to_string(),
-        identity: source.identity,
-        table,
-    }))
+    let identity = source.identity;
+    drop(source);
+    // Compiling frees much scratch memory that would otherwise stay resident.
+    crate::sys::release_free_memory();
+    Ok(Box::new(PatternDict { flags: req.flags | PATTERN, path: req.name.to_string(), identity, table }))
 }
 
 /// Whether a condition holds: the pattern matches (positive) or does not
