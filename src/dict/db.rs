@@ -401,7 +401,7 @@ impl Drop for DbDict {
 /// request has LOCK, after re-opening the handle if needed. With `refresh`
 /// the file is checked for changes, once per lock lease.
 fn with_db<T>(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     flags: u32,
     kind: Kind,
     refresh: bool,
