@@ -227,7 +227,7 @@ impl Dict for Cdb {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::lmdb::testutil::Lab;
+    use crate::dict::testutil::Lab;
 
     const SOURCE: &str = "Alice alice@example.com\nbob bob@example.com, bob2@example.com\nMiXed Case Value\n";
 

@@ -646,91 +646,12 @@ impl Dict for DbDict {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use std::path::PathBuf;
-    use std::process::{Command, Output, Stdio};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::dict::testutil::Lab;
     use std::time::Duration;
 
     #[allow(deprecated)] // nix::fcntl::flock: the Flock guard type would own the File
     fn flock(f: &File, arg: nix::fcntl::FlockArg) -> nix::Result<()> {
         nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(f), arg)
-    }
-
-    /// A scratch directory with an empty main.cf for `postmap -c`, removed on drop.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "proxymap-db-test-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            std::fs::write(path.join("main.cf"), "").unwrap();
-            Dir(path)
-        }
-
-        /// Absolute table name `dir/name` (the .db file is `dir/name.db`).
-        fn name(&self, name: &str) -> String {
-            self.0.join(name).to_str().unwrap().to_owned()
-        }
-
-        fn postmap(&self, args: &[&str], stdin: &str) -> Output {
-            self.spawn_postmap(args, stdin).wait_with_output().unwrap()
-        }
-
-        fn spawn_postmap(&self, args: &[&str], stdin: &str) -> std::process::Child {
-            let mut child = Command::new("postmap")
-                .arg("-c")
-                .arg(&self.0)
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run postmap ({e}): run scripts/install-test-deps.sh"));
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-            child
-        }
-
-        /// Build `type:name` from `source` with the real postmap.
-        fn build(&self, table: &str, name: &str, source: &str, extra: &[&str]) -> String {
-            let path = self.name(name);
-            std::fs::write(&path, source).unwrap();
-            let spec = format!("{table}:{path}");
-            let mut args = extra.to_vec();
-            args.push(&spec);
-            let out = self.postmap(&args, "");
-            assert!(out.status.success(), "postmap {spec}: {}", String::from_utf8_lossy(&out.stderr));
-            path
-        }
-
-        fn query(&self, table: &str, name: &str, key: &str) -> Option<String> {
-            let out = self.postmap(&["-q", key, &format!("{table}:{name}")], "");
-            match out.status.code() {
-                Some(0) => Some(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_owned()),
-                Some(1) => None,
-                _ => panic!("postmap -q: {}", String::from_utf8_lossy(&out.stderr)),
-            }
-        }
-
-        fn dump(&self, table: &str, name: &str) -> Vec<String> {
-            let out = self.postmap(&["-s", &format!("{table}:{name}")], "");
-            assert!(out.status.success(), "postmap -s: {}", String::from_utf8_lossy(&out.stderr));
-            let mut lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
-            lines.sort();
-            lines
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     fn open_with(table: &str, name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
@@ -772,7 +693,7 @@ mod tests {
 
     #[test]
     fn reads_files_built_by_postmap() {
-        let dir = Dir::new("read");
+        let dir = Lab::new("db-read");
         for t in TYPES {
             let name = dir.build(t, t, "Alice alice@example.com\nbob  bob value\n# comment\n", &[]);
             let mut d = open_with(t, &name, Mode::ReadOnly, 0).unwrap();
@@ -800,7 +721,7 @@ mod tests {
 
     #[test]
     fn discovers_files_without_nul_and_keeps_case_with_f() {
-        let dir = Dir::new("nonul");
+        let dir = Lab::new("db-nonul");
         for t in TYPES {
             // -n: no trailing NUL; -f: no case folding at build time.
             let name = dir.build(t, t, "MiXed v1\nlower v2\n", &["-n", "-f"]);
@@ -824,9 +745,9 @@ mod tests {
 
     #[test]
     fn open_errors_have_postfix_texts() {
-        let dir = Dir::new("openerr");
+        let dir = Lab::new("db-openerr");
         for t in TYPES {
-            let missing = dir.name("missing");
+            let missing = dir.path("missing");
             let err = open_with(t, &missing, Mode::ReadOnly, 0).err().unwrap();
             assert_eq!(err.reason, format!("open database {missing}.db: No such file or directory"));
             let err = open_with(t, &missing, Mode::ReadOnly, LOCK).err().unwrap();
@@ -855,11 +776,11 @@ mod tests {
 
     #[test]
     fn corrupt_and_truncated_files_fail_that_table_only() {
-        let dir = Dir::new("corrupt");
+        let dir = Lab::new("db-corrupt");
         for t in TYPES {
-            let garbage = dir.name(&format!("{t}-garbage"));
+            let garbage = dir.path(&format!("{t}-garbage"));
             std::fs::write(format!("{garbage}.db"), b"this is not a database\n").unwrap();
-            let empty = dir.name(&format!("{t}-empty"));
+            let empty = dir.path(&format!("{t}-empty"));
             std::fs::write(format!("{empty}.db"), b"").unwrap();
             for (name, mode) in [(&garbage, Mode::ReadOnly), (&garbage, Mode::ReadWrite), (&empty, Mode::ReadOnly)] {
                 let err = open_with(t, name, mode, LOCK).err().unwrap();
@@ -890,7 +811,7 @@ mod tests {
             zeroed[4096..12288].fill(0);
             damaged.push(("zeroed".into(), zeroed));
             for (tag, content) in damaged {
-                let name = dir.name(&format!("{t}-{tag}"));
+                let name = dir.path(&format!("{t}-{tag}"));
                 std::fs::write(format!("{name}.db"), &content).unwrap();
                 for mode in [Mode::ReadOnly, Mode::ReadWrite] {
                     let Ok(mut d) = open_with(t, &name, mode, 0) else { continue };
@@ -921,9 +842,9 @@ mod tests {
 
     #[test]
     fn writes_are_read_back_by_postmap() {
-        let dir = Dir::new("write");
+        let dir = Lab::new("db-write");
         for t in TYPES {
-            let name = dir.name(t);
+            let name = dir.path(t);
             let mut d = open_with(t, &name, Mode::ReadWrite, 0).unwrap();
             assert!(std::path::Path::new(&format!("{name}.db")).exists(), "O_CREAT creates the file");
             assert_eq!(d.flags(), FIXED | TRY0NULL | TRY1NULL);
@@ -947,19 +868,19 @@ mod tests {
             assert_eq!(dir.query(t, &name, "alpha").as_deref(), Some("uno"));
             assert_eq!(dir.query(t, &name, "beta").as_deref(), Some("two"));
             assert_eq!(dir.query(t, &name, "gamma"), None);
-            assert_eq!(dir.dump(t, &name), vec!["alpha\tuno".to_owned(), "beta\ttwo".to_owned()]);
+            assert_eq!(dir.list(t, &name), vec!["alpha\tuno".to_owned(), "beta\ttwo".to_owned()]);
             // With LOCK too (flock exclusive around the update, released after).
             assert!(put(&mut d, "delta", "four", UPDATE | LOCK).unwrap());
             assert!(d.delete(b"beta", SYNC_UPDATE | LOCK).unwrap());
-            assert_eq!(dir.dump(t, &name), vec!["alpha\tuno".to_owned(), "delta\tfour".to_owned()]);
+            assert_eq!(dir.list(t, &name), vec!["alpha\tuno".to_owned(), "delta\tfour".to_owned()]);
         }
     }
 
     #[test]
     fn sequence_survives_deletes_during_the_walk() {
-        let dir = Dir::new("seqdel");
+        let dir = Lab::new("db-seqdel");
         for t in TYPES {
-            let name = dir.name(t);
+            let name = dir.path(t);
             let mut d = open_with(t, &name, Mode::ReadWrite, OPEN_LOCK).unwrap();
             let mut cursor = None;
             assert_eq!(d.sequence(&mut cursor, false, 0).unwrap(), None, "NEXT without FIRST");
@@ -997,20 +918,20 @@ mod tests {
             assert_eq!(walk(&mut d, 0), vec![]);
             drop(cursor);
             drop(d);
-            assert_eq!(dir.dump(t, &name), Vec::<String>::new());
+            assert_eq!(dir.list(t, &name), Vec::<String>::new());
         }
     }
 
     #[test]
     fn cursors_outlive_their_table_and_a_reopen() {
-        let dir = Dir::new("cursor");
+        let dir = Lab::new("db-cursor");
         let name = dir.build("btree", "t", "a 1\nb 2\nc 3\n", &[]);
         let mut d = open_with("btree", &name, Mode::ReadOnly, 0).unwrap();
         let mut cursor = None;
         assert_eq!(d.sequence(&mut cursor, true, 0).unwrap().unwrap().0, b"a");
         // The file changes: the reader re-opens its handle at the next
         // FIRST/lookup, while the old cursor keeps walking its snapshot.
-        let out = dir.postmap(&["-i", &format!("btree:{name}")], "d 4\n");
+        let out = dir.postmap_input(&["-i", &format!("btree:{name}")], "d 4\n");
         assert!(out.status.success());
         assert!(d.changed());
         let mut other = None;
@@ -1032,9 +953,9 @@ mod tests {
 
     #[test]
     fn two_instances_with_different_lock_flags_both_serve() {
-        let dir = Dir::new("locks");
+        let dir = Lab::new("db-locks");
         for t in TYPES {
-            let name = dir.name(t);
+            let name = dir.path(t);
             let (tx, rx) = std::sync::mpsc::channel();
             let n = name.clone();
             std::thread::spawn(move || {
@@ -1064,7 +985,7 @@ mod tests {
 
     #[test]
     fn open_lock_is_exclusive_against_other_processes() {
-        let dir = Dir::new("openlock");
+        let dir = Lab::new("db-openlock");
         let name = dir.build("btree", "t", "a 1\n", &[]);
         let other = File::open(format!("{name}.db")).unwrap();
         flock(&other, nix::fcntl::FlockArg::LockShared).unwrap();
@@ -1078,7 +999,7 @@ mod tests {
 
     #[test]
     fn readers_see_updates() {
-        let dir = Dir::new("fresh");
+        let dir = Lab::new("db-fresh");
         for t in TYPES {
             let name = dir.build(t, t, "a 1\n", &[]);
             // Writer first, then a reader in the same process.
@@ -1101,7 +1022,7 @@ mod tests {
             let mut r = open_with(t, &name, Mode::ReadOnly, 0).unwrap();
             assert_eq!(get(&mut r, "a", 0).as_deref(), Some("4"));
             assert!(!r.changed());
-            let out = dir.postmap(&["-r", "-i", &format!("{t}:{name}")], "c 5\na 6\n");
+            let out = dir.postmap_input(&["-r", "-i", &format!("{t}:{name}")], "c 5\na 6\n");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert!(r.changed());
             assert_eq!(get(&mut r, "c", LOCK).as_deref(), Some("5"));
@@ -1116,7 +1037,7 @@ mod tests {
     #[test]
     fn a_pass_checks_the_file_once_and_writers_wait_for_its_end() {
         use crate::dict::filelock::Pass;
-        let dir = Dir::new("pass");
+        let dir = Lab::new("db-pass");
         for t in TYPES {
             let name = dir.build(t, t, "a 1\n", &[]);
             let mut r = open_with(t, &name, Mode::ReadOnly, LOCK).unwrap();

@@ -1,7 +1,9 @@
 //! Helpers for the table modules' unit tests.
 
 use super::Dict;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -49,5 +51,126 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A unique directory under the temp dir, removed on drop, with a
+/// minimal main.cf for `postmap -c`.
+pub struct Lab {
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "proxymap-{tag}-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/main.cf"), "compatibility_level = 3.6\n").unwrap();
+        Lab { dir }
+    }
+
+    /// `<dir>/<name>` as a string (a table name).
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// Run `postmap -c <etc> ARGS`; fails the test with install advice
+    /// when Postfix is missing.
+    pub fn postmap(&self, args: &[&str]) -> Output {
+        let out = Command::new("postmap")
+            .arg("-c")
+            .arg(self.dir.join("etc"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(out) => out,
+            Err(e) => panic!(
+                "cannot run postmap ({e}): Postfix 3.7 with postfix-lmdb and postfix-cdb is needed; \
+                 run scripts/install-test-deps.sh"
+            ),
+        }
+    }
+
+    /// `postmap -c <etc> ARGS` with `stdin` on its standard input, started
+    /// and left running (to watch it wait for a lock).
+    pub fn spawn_postmap(&self, args: &[&str], stdin: &str) -> Child {
+        let mut child = Command::new("postmap")
+            .arg("-c")
+            .arg(self.dir.join("etc"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run postmap ({e}): run scripts/install-test-deps.sh"));
+        let written = child.stdin.take().map(|mut pipe| pipe.write_all(stdin.as_bytes()));
+        assert!(matches!(written, Some(Ok(()))), "write to postmap");
+        child
+    }
+
+    /// `postmap -c <etc> ARGS` with `stdin` on its standard input (`-i`).
+    pub fn postmap_input(&self, args: &[&str], stdin: &str) -> Output {
+        self.spawn_postmap(args, stdin).wait_with_output().unwrap()
+    }
+
+    /// `postmap` that must succeed; returns stdout.
+    pub fn postmap_ok(&self, args: &[&str]) -> String {
+        let out = self.postmap(args);
+        assert!(
+            out.status.success(),
+            "postmap {args:?} failed: {} (is Postfix with postfix-lmdb/postfix-cdb installed? \
+             run scripts/install-test-deps.sh)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Write `source` as text file `name` and build `type:name` with
+    /// `postmap [extra] type:path`; returns the table name (path).
+    pub fn build(&self, kind: &str, name: &str, source: &str, extra: &[&str]) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, source).unwrap();
+        // An old source file keeps the "older than source" warning quiet.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        let table = format!("{kind}:{path}");
+        let mut args: Vec<&str> = extra.to_vec();
+        args.push(&table);
+        self.postmap_ok(&args);
+        path
+    }
+
+    /// `postmap -q KEY type:path`: Some(value) or None (exit 1).
+    pub fn query(&self, kind: &str, path: &str, key: &str) -> Option<String> {
+        let out = self.postmap(&["-q", key, &format!("{kind}:{path}")]);
+        match out.status.code() {
+            Some(0) => Some(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_owned()),
+            Some(1) => None,
+            _ => panic!("postmap -q {key} failed: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    /// `postmap -s type:path`, sorted lines.
+    pub fn list(&self, kind: &str, path: &str) -> Vec<String> {
+        let mut lines: Vec<String> =
+            self.postmap_ok(&["-s", &format!("{kind}:{path}")]).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+
+    pub fn exists(&self, p: &str) -> bool {
+        Path::new(p).exists()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
