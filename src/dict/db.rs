@@ -38,6 +38,8 @@
 //!   are per connection (Postfix: one per table).
 
 use super::filelock::{FileLock, Kind, Style};
+use super::verified::{self, Verdicts};
+use crate::config::Params;
 use super::postmap_text::until_nul;
 use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::{
@@ -101,7 +103,7 @@ impl Stamp {
 struct Shared {
     db_path: String,
     ty: DbType,
-    cache_size: u32,
+    settings: HandleSettings,
     lock: Arc<FileLock>,
     state: Mutex<DbState>,
 }
@@ -187,7 +189,7 @@ impl Shared {
         if !st.broken && !changed {
             return Ok(());
         }
-        match open_handle(&self.db_path, self.ty, st.mode, self.cache_size, now.is_some()) {
+        match open_handle(&self.db_path, self.ty, st.mode, &self.settings, now.is_some()) {
             Ok(db) => {
                 st.replace(db, st.mode, now);
                 Ok(())
@@ -200,11 +202,40 @@ impl Shared {
     }
 }
 
+/// What every handle of a file is opened with.
+struct HandleSettings {
+    /// Berkeley DB cache size (Postfix's berkeley_db_read_buffer_size).
+    cache_size: u32,
+    /// Where verify verdicts are shared with the service's other processes.
+    verdicts: Option<Verdicts>,
+}
+
+impl HandleSettings {
+    fn of(params: &Params) -> HandleSettings {
+        let cache_size = params.get_int("berkeley_db_read_buffer_size").unwrap_or(DEFAULT_READ_BUFFER).max(1) as u32;
+        // Unit tests leave the system's data directory alone.
+        let dir = match params.raw("data_directory") {
+            None if cfg!(test) => String::new(),
+            _ => params.get("data_directory"),
+        };
+        let verdicts = (!dir.is_empty()).then(|| Verdicts::in_dir(std::path::Path::new(&dir)));
+        HandleSettings { cache_size, verdicts }
+    }
+}
+
 /// Open one handle as dict_db_open() does (the caller takes the locks).
 ///
 /// With `verify` (an existing file) the whole file is checked first, as
-/// Berkeley DB can crash on damaged pages; this costs a read of the file.
-fn open_handle(db_path: &str, ty: DbType, mode: Mode, cache_size: u32, verify: bool) -> Result<Db, OpenError> {
+/// Berkeley DB can crash on damaged pages; this costs a read of the file,
+/// unless another process of the service verified the file as it is now.
+fn open_handle(
+    db_path: &str,
+    ty: DbType,
+    mode: Mode,
+    settings: &HandleSettings,
+    verify: bool,
+) -> Result<Db, OpenError> {
+    let cache_size = settings.cache_size;
     let m = |what: &str, code: Code| OpenError::new(format!("{what}: {}", bdb::error_text(code)));
     let path = std::path::Path::new(db_path);
     // sane_dirname()/sane_basename(): the environment lives in the file's directory.
@@ -229,7 +260,12 @@ fn open_handle(db_path: &str, ty: DbType, mode: Mode, cache_size: u32, verify: b
     }
     let flags = OpenFlags { read_only: mode == Mode::ReadOnly, create: mode == Mode::ReadWrite };
     db.open(&base, ty, flags, 0o644).map_err(|c| m(&format!("open database {db_path}"), c))?;
-    if verify {
+    let before = std::fs::metadata(db_path).ok();
+    let known = match (&settings.verdicts, &before) {
+        (Some(v), Some(meta)) => v.known(db_path, meta),
+        _ => false,
+    };
+    if verify && !known {
         let verified = db.verify(&base);
         crate::sys::release_free_memory();
         if let Err((_, complaint)) = verified {
@@ -237,6 +273,12 @@ fn open_handle(db_path: &str, ty: DbType, mode: Mode, cache_size: u32, verify: b
                 log::warn!("{db_path}: {text}");
             }
             return Err(m(&format!("open database {db_path}"), libc::EINVAL));
+        }
+        if let (Some(v), Some(before)) = (&settings.verdicts, &before) {
+            // Only a verdict about the file that was actually verified.
+            if std::fs::metadata(db_path).is_ok_and(|after| verified::unchanged(before, &after)) {
+                v.remember(db_path, before);
+            }
         }
     }
     Ok(db)
@@ -280,7 +322,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
         )));
     }
     let db_path = format!("{}.db", req.name);
-    let cache_size = req.params.get_int("berkeley_db_read_buffer_size").unwrap_or(DEFAULT_READ_BUFFER).max(1) as u32;
+    let settings = HandleSettings::of(req.params);
     let lock_err = |what: &str, e: &std::io::Error| OpenError::new(format!("{what}: {}", io_text(e)));
 
     let mut reg = lock(&REGISTRY);
@@ -303,7 +345,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                     ),
                 };
                 let stamp = Stamp::stat(&db_path).ok();
-                let db = open_handle(&db_path, ty, Mode::ReadWrite, cache_size, stamp.is_some())?;
+                let db = open_handle(&db_path, ty, Mode::ReadWrite, &shared.settings, stamp.is_some())?;
                 drop(held);
                 lock(&shared.state).replace(db, Mode::ReadWrite, stamp);
             }
@@ -322,7 +364,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 ),
                 _ => None,
             };
-            let db = open_handle(&db_path, ty, req.mode, cache_size, stamp.is_some())?;
+            let db = open_handle(&db_path, ty, req.mode, &settings, stamp.is_some())?;
             drop(held);
             if lockfile.is_none() {
                 // Just created by DB_CREATE.
@@ -335,7 +377,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
             let shared = Arc::new(Shared {
                 db_path: db_path.clone(),
                 ty,
-                cache_size,
+                settings,
                 lock: lf,
                 state: Mutex::new(DbState {
                     db,
@@ -655,8 +697,11 @@ mod tests {
     }
 
     fn open_with(table: &str, name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
-        let params = Params::default();
-        let req = OpenRequest { type_name: table, name, mode, flags, params: &params };
+        open_in(table, name, mode, flags, &Params::default())
+    }
+
+    fn open_in(table: &str, name: &str, mode: Mode, flags: u32, params: &Params) -> Result<Box<dyn Dict>, OpenError> {
+        let req = OpenRequest { type_name: table, name, mode, flags, params };
         match table {
             "hash" => open_hash(&req),
             _ => open_btree(&req),
@@ -1052,6 +1097,39 @@ mod tests {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let _pass = Pass::begin();
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("2"), "{t}: the next pass sees the update");
+        }
+    }
+
+    #[test]
+    fn verify_verdicts_are_shared_through_the_data_directory() {
+        let dir = Lab::new("db-verdicts");
+        let mut params = Params::default();
+        params.set("data_directory", dir.dir.to_str().unwrap());
+        let verdicts = Verdicts::in_dir(&dir.dir);
+        for t in TYPES {
+            let name = dir.build(t, t, "a 1\n", &[]);
+            let db_path = format!("{name}.db");
+            let meta = || std::fs::metadata(&db_path).unwrap();
+            let mut d = open_in(t, &name, Mode::ReadOnly, LOCK, &params).unwrap();
+            assert_eq!(get(&mut d, "a", LOCK).as_deref(), Some("1"));
+            drop(d);
+            assert!(verdicts.known(&db_path, &meta()), "{t}: verified once, remembered");
+            // The next process opens it without a verify pass.
+            let mut d = open_in(t, &name, Mode::ReadOnly, LOCK, &params).unwrap();
+            assert_eq!(get(&mut d, "a", LOCK).as_deref(), Some("1"));
+            drop(d);
+            // A rebuilt file is a new file: verified (and remembered) again.
+            dir.build(t, t, "a 2\nb 3\n", &[]);
+            assert!(!verdicts.known(&db_path, &meta()), "{t}: a rebuilt file is not known");
+            let mut d = open_in(t, &name, Mode::ReadOnly, LOCK, &params).unwrap();
+            assert_eq!(get(&mut d, "b", LOCK).as_deref(), Some("3"));
+            drop(d);
+            assert!(verdicts.known(&db_path, &meta()), "{t}: remembered after the rebuild");
+            // A damaged file never gets a verdict.
+            let bad = dir.path(&format!("{t}-bad"));
+            std::fs::write(format!("{bad}.db"), b"this is not a database\n").unwrap();
+            assert!(open_in(t, &bad, Mode::ReadOnly, LOCK, &params).is_err());
+            assert!(!verdicts.known(&format!("{bad}.db"), &std::fs::metadata(format!("{bad}.db")).unwrap()));
         }
     }
 }

@@ -29,6 +29,7 @@ mod testutil;
 pub mod texthash;
 pub mod unionmap;
 pub mod unix;
+pub mod verified;
 
 use crate::config::Params;
 use std::any::Any;
