@@ -38,10 +38,10 @@
 //!   are per connection (Postfix: one per table).
 
 use super::filelock::{FileLock, Kind, Style};
-use super::verified::{self, Verdicts};
-use crate::config::Params;
 use super::postmap_text::until_nul;
+use super::verified::{self, Verdicts};
 use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::config::Params;
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
 };
