@@ -77,22 +77,37 @@ impl MemTable {
         Some((at, len))
     }
 
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        self.find(key).is_some()
-    }
-
     /// Postfix dict_ht update: replace the value, or append a new entry.
     /// Keys and values over 4 GiB each are not stored.
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
-        let Some((value_at, value_len)) = self.store(value) else { return };
-        if let Some(i) = self.find(key) {
-            // the old value's bytes stay in the arena: duplicates are rare
-            let e = &mut self.entries[i];
-            e.value_at = value_at;
-            e.value_len = value_len;
-            return;
+        match self.find(key) {
+            Some(i) => {
+                let Some((value_at, value_len)) = self.store(value) else { return };
+                // the old value's bytes stay in the arena: duplicates are rare
+                let e = &mut self.entries[i];
+                e.value_at = value_at;
+                e.value_len = value_len;
+            }
+            None => self.append(key, value),
         }
-        let (Some((key_at, key_len)), Ok(n)) = (self.store(key), u32::try_from(self.entries.len())) else { return };
+    }
+
+    /// Append a new entry unless `key` is already there (then false, and
+    /// nothing changes).
+    pub(crate) fn insert_new(&mut self, key: &[u8], value: &[u8]) -> bool {
+        if self.find(key).is_some() {
+            return false;
+        }
+        self.append(key, value);
+        true
+    }
+
+    /// Append an entry for a key that is not in the table.
+    fn append(&mut self, key: &[u8], value: &[u8]) {
+        let Ok(n) = u32::try_from(self.entries.len()) else { return };
+        let (Some((value_at, value_len)), Some((key_at, key_len))) = (self.store(value), self.store(key)) else {
+            return;
+        };
         self.entries.push(Entry { key_at, key_len, value_at, value_len });
         let hash = self.hash(key);
         let MemTable { index, entries, arena, hasher } = self;
@@ -233,7 +248,7 @@ fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
             value.to_vec()
         };
         let stored_key = super::fold_key(key, fold);
-        if table.contains(&stored_key) {
+        if !table.insert_new(&stored_key, &value) {
             if flags & DUP_IGNORE != 0 {
                 // keep the first value
             } else if flags & DUP_REPLACE != 0 {
@@ -246,8 +261,6 @@ fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
                     String::from_utf8_lossy(key)
                 )));
             }
-        } else {
-            table.put(&stored_key, &value);
         }
     }
     table.shrink();
