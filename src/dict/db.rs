@@ -260,7 +260,8 @@ fn open_handle(
     }
     let flags = OpenFlags { read_only: mode == Mode::ReadOnly, create: mode == Mode::ReadWrite };
     db.open(&base, ty, flags, 0o644).map_err(|c| m(&format!("open database {db_path}"), c))?;
-    let before = std::fs::metadata(db_path).ok();
+    // The verdict file is read only when a verify pass is due.
+    let before = if verify { std::fs::metadata(db_path).ok() } else { None };
     let known = match (&settings.verdicts, &before) {
         (Some(v), Some(meta)) => v.known(db_path, meta),
         _ => false,
