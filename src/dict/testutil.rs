@@ -19,18 +19,30 @@ pub fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
     }
 }
 
+/// A path under the temp dir no other test uses; `tag` names the test
+/// module in it.
+fn unique_temp_path(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "proxymap-{tag}-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Set a file's modification time an hour back.
+fn backdate(path: &Path) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+}
+
 /// A temporary file removed on drop.
 pub struct TempFile(pub PathBuf);
 
 impl TempFile {
     /// A new file with `content`; `tag` names the test module in the path.
     pub fn new(tag: &str, content: impl AsRef<[u8]>) -> TempFile {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "proxymap-{tag}-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = unique_temp_path(tag);
         std::fs::write(&path, content).unwrap();
         TempFile(path)
     }
@@ -38,8 +50,7 @@ impl TempFile {
     /// Set the modification time an hour back (texthash waits for a file
     /// changed in the last second to settle before reading it).
     pub fn backdated(self) -> TempFile {
-        let file = std::fs::File::options().write(true).open(&self.0).unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+        backdate(&self.0);
         self
     }
 
@@ -54,6 +65,9 @@ impl Drop for TempFile {
     }
 }
 
+const POSTMAP_ADVICE: &str =
+    "Postfix 3.7 with postfix-lmdb and postfix-cdb is needed; run scripts/install-test-deps.sh";
+
 /// A unique directory under the temp dir, removed on drop, with a
 /// minimal main.cf for `postmap -c`.
 pub struct Lab {
@@ -62,12 +76,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "proxymap-{tag}-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = unique_temp_path(tag);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::write(dir.join("etc/main.cf"), "compatibility_level = 3.6\n").unwrap();
@@ -79,36 +88,32 @@ impl Lab {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
+    /// `postmap -c <etc> ARGS`, not started yet.
+    fn postmap_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("postmap");
+        cmd.arg("-c").arg(self.dir.join("etc")).args(args);
+        cmd
+    }
+
     /// Run `postmap -c <etc> ARGS`; fails the test with install advice
     /// when Postfix is missing.
     pub fn postmap(&self, args: &[&str]) -> Output {
-        let out = Command::new("postmap")
-            .arg("-c")
-            .arg(self.dir.join("etc"))
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output();
-        match out {
+        match self.postmap_command(args).stdin(Stdio::null()).output() {
             Ok(out) => out,
-            Err(e) => panic!(
-                "cannot run postmap ({e}): Postfix 3.7 with postfix-lmdb and postfix-cdb is needed; \
-                 run scripts/install-test-deps.sh"
-            ),
+            Err(e) => panic!("cannot run postmap ({e}): {POSTMAP_ADVICE}"),
         }
     }
 
     /// `postmap -c <etc> ARGS` with `stdin` on its standard input, started
     /// and left running (to watch it wait for a lock).
     pub fn spawn_postmap(&self, args: &[&str], stdin: &str) -> Child {
-        let mut child = Command::new("postmap")
-            .arg("-c")
-            .arg(self.dir.join("etc"))
-            .args(args)
+        let mut child = self
+            .postmap_command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run postmap ({e}): run scripts/install-test-deps.sh"));
+            .unwrap_or_else(|e| panic!("cannot run postmap ({e}): {POSTMAP_ADVICE}"));
         let written = child.stdin.take().map(|mut pipe| pipe.write_all(stdin.as_bytes()));
         assert!(matches!(written, Some(Ok(()))), "write to postmap");
         child
@@ -137,8 +142,7 @@ impl Lab {
         let path = self.path(name);
         std::fs::write(&path, source).unwrap();
         // An old source file keeps the "older than source" warning quiet.
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        backdate(Path::new(&path));
         let table = format!("{kind}:{path}");
         let mut args: Vec<&str> = extra.to_vec();
         args.push(&table);
