@@ -1040,11 +1040,11 @@ fn memory_of_one_process(inst: &Instance, sets: &[(String, &Vec<String>)], keys:
     for pid in pids {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        let private = proc_kib(&rollup, "Private_Clean:") + proc_kib(&rollup, "Private_Dirty:");
-        if proc_kib(&status, "VmRSS:") > m.rss {
-            m.rss = proc_kib(&status, "VmRSS:");
+        let rss = proc_kib(&status, "VmRSS:");
+        if rss > m.rss {
+            m.rss = rss;
             m.pss = proc_kib(&rollup, "Pss:");
-            m.private = private;
+            m.private = proc_kib(&rollup, "Private_Clean:") + proc_kib(&rollup, "Private_Dirty:");
         }
     }
     drop(s);

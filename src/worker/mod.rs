@@ -551,7 +551,7 @@ mod tests {
     use super::*;
 
     /// Passes that each answered one request of the same client, as
-    /// `EventLoop::wait` sees them: how many poll when every poll misses.
+    /// `Worker::wait` sees them: how many poll when every poll misses.
     fn polls_when_idle(spin: &mut Spin, passes: usize) -> usize {
         let mut polls = 0;
         for _ in 0..passes {
