@@ -75,6 +75,11 @@ pub trait Engine: Send + 'static {
     /// of the positive pattern compiled with `options` (see [`translate`]),
     /// or None to keep the pattern out of the set.
     fn set_pattern(pattern: &[u8], options: u32) -> Option<String>;
+
+    /// Most rule-set patterns kept compiled at once; a table with more has
+    /// them compiled when the set names them and drops the oldest (see
+    /// [`RuleTable::resident`]). usize::MAX: all compiled at load and kept.
+    const RESIDENT_SET_RULES: usize;
 }
 
 /// One piece of a result template.
@@ -86,7 +91,8 @@ enum Piece {
 
 /// A pattern with its compiled form and the literal prefilter.
 struct Cond<R> {
-    re: R,
+    /// None only for a rule-set pattern that is not resident just now.
+    re: Option<R>,
     positive: bool,
     /// Lowercased ASCII text that every subject matching `re` contains
     /// (ASCII case-insensitively); only for positive conditions.
@@ -94,6 +100,15 @@ struct Cond<R> {
     /// The rule-set translation (positive conditions only), until load
     /// builds the set.
     set: Option<String>,
+    /// What compiles `re` again: kept for rules in the set.
+    source: Option<Box<PatternSource>>,
+}
+
+/// A pattern as compiled at load.
+struct PatternSource {
+    text: Box<[u8]>,
+    options: u32,
+    captures: bool,
 }
 
 enum Op<R> {
@@ -128,6 +143,14 @@ pub struct RuleTable<E: Engine> {
     next_outside: Vec<usize>,
     /// The rules the set reported for the current key, sorted.
     cand: Vec<usize>,
+    /// Rule-set rules whose first pattern is compiled, oldest first, when
+    /// the table has more than [`Engine::RESIDENT_SET_RULES`] of them.
+    /// glibc's regexec builds a DFA inside each compiled pattern as it
+    /// matches (about 60 KiB for a typical rule after its first hit), so
+    /// keeping thousands compiled costs hundreds of MiB; a rule compiles in
+    /// tens of microseconds when the set names it as a candidate.
+    resident: std::collections::VecDeque<usize>,
+    resident_cap: usize,
 }
 
 /// Fewest translatable rules for which the rule set is built.
@@ -241,6 +264,18 @@ impl<E: Engine> RuleTable<E> {
         for (i, b) in in_set.iter_mut().enumerate() {
             *b = set.as_ref().is_some_and(|s| s.chunk_of[i] != usize::MAX);
         }
+        for (i, rule) in rules.iter_mut().enumerate() {
+            if let Op::Match { first, .. } = &mut rule.op {
+                if !in_set[i] {
+                    first.source = None;
+                }
+            }
+        }
+        let mut table_cap = usize::MAX;
+        if in_set.iter().filter(|&&b| b).count() > E::RESIDENT_SET_RULES {
+            table_cap = E::RESIDENT_SET_RULES;
+            evict_set_patterns(&mut rules, &in_set);
+        }
         let mut next_outside = vec![rules.len(); rules.len()];
         let mut next = rules.len();
         for i in (0..rules.len()).rev() {
@@ -260,7 +295,25 @@ impl<E: Engine> RuleTable<E> {
             in_set,
             next_outside,
             cand: Vec::new(),
+            resident: std::collections::VecDeque::new(),
+            resident_cap: table_cap,
         }
+    }
+
+    /// Keep at most `cap` rule-set patterns compiled (tests: a small cap
+    /// exercises compiling and dropping on every lookup).
+    #[cfg(test)]
+    fn with_resident_cap(mut self, cap: usize) -> Self {
+        evict_set_patterns(&mut self.rules, &self.in_set);
+        self.resident.clear();
+        self.resident_cap = cap;
+        self
+    }
+
+    /// Number of rules whose first pattern is compiled just now.
+    #[cfg(test)]
+    fn compiled_len(&self) -> usize {
+        self.rules.iter().filter(|r| matches!(&r.op, Op::Match { first, .. } if first.re.is_some())).count()
     }
 
     /// Drop the rule set: every rule is tried by its engine (tests compare
@@ -302,7 +355,20 @@ impl<E: Engine> RuleTable<E> {
             self.lower.extend_from_slice(key);
             self.lower.make_ascii_lowercase();
         }
-        let RuleTable { map, engine, rules, subject, lower, set, in_set, next_outside, cand, .. } = self;
+        let RuleTable {
+            map,
+            engine,
+            rules,
+            subject,
+            lower,
+            set,
+            in_set,
+            next_outside,
+            cand,
+            resident,
+            resident_cap,
+            ..
+        } = self;
         let text = &subject[..subject.len() - 1];
         cand.clear();
         let mut ci = 0;
@@ -327,6 +393,10 @@ impl<E: Engine> RuleTable<E> {
                     i = cand.get(ci).copied().unwrap_or(rules.len()).min(next_outside[i]).min(set.chunks[c].end);
                     continue;
                 }
+            }
+            if !make_resident(engine, rules, resident, *resident_cap, i, lower, map) {
+                i += 1;
+                continue;
             }
             let rule = &rules[i];
             match &rule.op {
@@ -410,9 +480,61 @@ pub fn open_table<E: Engine>(req: &OpenRequest, engine: E) -> Result<Box<dyn Dic
     Ok(Box::new(PatternDict { flags: req.flags | PATTERN, path: req.name.to_string(), identity, table }))
 }
 
+/// Drop the compiled first pattern of every rule in the set.
+fn evict_set_patterns<R>(rules: &mut [Rule<R>], in_set: &[bool]) {
+    for (rule, _) in rules.iter_mut().zip(in_set).filter(|(_, &b)| b) {
+        if let Op::Match { first, .. } = &mut rule.op {
+            first.re = None;
+        }
+    }
+}
+
+/// Make rule `i`'s first pattern compiled if it was dropped, dropping the
+/// oldest resident one beyond `cap`. False when the rule cannot match: its
+/// literal is absent from the key (checked first, as it costs far less than
+/// compiling), or compiling failed (only out of memory: the same text
+/// compiled at load), which is logged.
+fn make_resident<E: Engine>(
+    engine: &mut E,
+    rules: &mut [Rule<E::Regex>],
+    resident: &mut std::collections::VecDeque<usize>,
+    cap: usize,
+    i: usize,
+    lower: &[u8],
+    map: &str,
+) -> bool {
+    let line = rules[i].line;
+    let Op::Match { first, .. } = &mut rules[i].op else { return true };
+    if first.re.is_some() {
+        return true;
+    }
+    if first.literal.as_ref().is_some_and(|lit| memmem(lower, lit).is_none()) {
+        return false;
+    }
+    let Some(src) = &first.source else { return false };
+    let mut w = Vec::new();
+    match engine.compile(&src.text, src.options, src.captures, map, line, &mut w) {
+        Some((re, _)) => first.re = Some(re),
+        None => {
+            for text in w {
+                log::warn!("{text}");
+            }
+            return false;
+        }
+    }
+    resident.push_back(i);
+    while resident.len() > cap {
+        if let Some(Op::Match { first, .. }) = resident.pop_front().map(|j| &mut rules[j].op) {
+            first.re = None;
+        }
+    }
+    true
+}
+
 /// Whether a condition holds: the pattern matches (positive) or does not
 /// (negative). A matching error is logged and counts as "does not hold",
-/// as in Postfix.
+/// as in Postfix. A condition without its compiled pattern (a rule-set
+/// pattern not made resident) does not hold.
 fn holds<E: Engine>(
     engine: &mut E,
     cond: &Cond<E::Regex>,
@@ -428,7 +550,8 @@ fn holds<E: Engine>(
             return false;
         }
     }
-    match engine.exec(&cond.re, subject, groups) {
+    let Some(re) = &cond.re else { return false };
+    match engine.exec(re, subject, groups) {
         Ok(matched) => matched == cond.positive,
         Err(text) => {
             log::warn!("{} map {map}, line {line}: {text}", E::TYPE);
@@ -538,7 +661,11 @@ fn parse_line<E: Engine>(
             return None;
         }
         let max_sub = max_sub as usize;
-        let first = make_cond::<E>(re, &first);
+        let source = PatternSource { text: first.text.into(), options: first.options, captures: max_sub > 0 };
+        let mut first = make_cond::<E>(re, &first);
+        if first.set.is_some() {
+            first.source = Some(Box::new(source));
+        }
         let second = match second {
             Some(pat) => {
                 let (re, _) = engine.compile(pat.text, pat.options, false, map, line, w)?;
@@ -575,7 +702,7 @@ fn parse_line<E: Engine>(
 fn make_cond<E: Engine>(re: E::Regex, pat: &RawPattern) -> Cond<E::Regex> {
     let literal = if pat.positive { E::prefilter(pat.text, pat.options) } else { None };
     let set = if pat.positive { E::set_pattern(pat.text, pat.options) } else { None };
-    Cond { re, positive: pat.positive, literal, set }
+    Cond { re: Some(re), positive: pat.positive, literal, set, source: None }
 }
 
 /// Extract `[!...]<delim>pattern<delim>flags` from the start of `p`; the
@@ -2254,20 +2381,29 @@ mod set_equivalence {
         let mut w = Vec::new();
         let mut fast = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut w);
         let mut slow = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
+        // The set with only 8 of its patterns compiled at a time.
+        let mut capped = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).with_resident_cap(8);
         let in_set = fast.set_len();
         assert!(fast.set.is_some() && in_set > 200, "{} rules in the set", in_set);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let outside =
+            fast.rules.iter().zip(&fast.in_set).filter(|(r, &b)| !b && matches!(r.op, Op::Match { .. })).count();
+        assert_eq!(capped.compiled_len(), outside);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         let mut hits = 0;
         let mut answers = std::collections::HashSet::new();
         for key in keys() {
             for fold in [false, true] {
                 let x = fast.lookup(&key, fold, &mut a);
                 let y = slow.lookup(&key, fold, &mut b);
+                let z = capped.lookup(&key, fold, &mut c);
                 assert_eq!(x, y, "{} key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
+                assert_eq!(x, z, "{} capped, key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
+                assert!(capped.compiled_len() <= outside + 8);
                 if x {
                     hits += 1;
                     answers.insert(a.clone());
                     assert_eq!(a, b, "{} key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
+                    assert_eq!(a, c, "{} capped, key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
                 }
             }
         }

@@ -37,6 +37,8 @@ impl Engine for Pcre {
     const TRAILING_BACKSLASH_CLOSES: bool = false;
     const UNCLOSED_VERB: &'static str = "ignoring";
     const OUT_OF_RANGE_BELOW_ONE: &'static str = "out of range";
+    /// Compiled PCRE2 code does not grow with use: keep every pattern.
+    const RESIDENT_SET_RULES: usize = usize::MAX;
 
     fn flag(options: &mut u32, letter: u8, map: &str, line: usize, w: &mut Vec<String>) -> bool {
         match letter {

@@ -27,6 +27,9 @@ impl Engine for Posix {
     const TRAILING_BACKSLASH_CLOSES: bool = true;
     const UNCLOSED_VERB: &'static str = "skipping";
     const OUT_OF_RANGE_BELOW_ONE: &'static str = "out-of-range";
+    /// glibc grows a DFA inside every compiled pattern as it matches: with
+    /// thousands of rules, compile the ones the rule set names on demand.
+    const RESIDENT_SET_RULES: usize = 256;
 
     fn flag(options: &mut u32, letter: u8, _map: &str, _line: usize, _w: &mut Vec<String>) -> bool {
         match letter {
