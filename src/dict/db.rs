@@ -38,6 +38,7 @@
 //!   are per connection (Postfix: one per table).
 
 use super::filelock::{FileLock, Kind, Style};
+use super::hash_pages::HashPages;
 use super::postmap_text::until_nul;
 use super::verified::{self, Verdicts};
 use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
@@ -111,6 +112,8 @@ struct Shared {
 struct DbState {
     db: Db,
     mode: Mode,
+    /// Read-only hash files: lookups read the file's pages directly.
+    pages: Option<HashPages>,
     /// The file as it was just before `db` was opened.
     stamp: Option<Stamp>,
     /// An operation failed: open a fresh handle before the next one.
@@ -125,14 +128,40 @@ struct DbState {
 }
 
 impl DbState {
-    fn replace(&mut self, db: Db, mode: Mode, stamp: Option<Stamp>) {
+    fn replace(&mut self, db: Db, mode: Mode, stamp: Option<Stamp>, pages: Option<HashPages>) {
         let old = std::mem::replace(&mut self.db, db);
         if self.cursors.get(&old.id()).copied().unwrap_or(0) > 0 {
             self.retired.push(old);
         }
         self.mode = mode;
+        self.pages = pages;
         self.stamp = stamp;
         self.broken = false;
+    }
+
+    /// Look `key` up: in the pages when they are read directly (a page
+    /// that does not look right turns that off until the next re-open, with
+    /// one warning), else through Berkeley DB.
+    fn get(&mut self, path: &str, key: &[u8], out: &mut Vec<u8>) -> Result<bool, Code> {
+        if let Some(pages) = self.pages.as_mut() {
+            match pages.get(key, out) {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    log::warn!("{path}: {e}: reading it through Berkeley DB");
+                    self.pages = None;
+                }
+            }
+        }
+        self.db.get(key, out)
+    }
+
+    /// Once per lock lease: the meta page may have changed (buckets split
+    /// as a writer adds keys).
+    fn reload_pages(&mut self, path: &str) {
+        if let Some(Err(e)) = self.pages.as_mut().map(HashPages::reload_meta) {
+            log::warn!("{path}: {e}: reading it through Berkeley DB");
+            self.pages = None;
+        }
     }
 
     fn new_cursor(&mut self) -> Result<Dbc, Code> {
@@ -191,7 +220,8 @@ impl Shared {
         }
         match open_handle(&self.db_path, self.ty, st.mode, &self.settings, now.is_some()) {
             Ok(db) => {
-                st.replace(db, st.mode, now);
+                let pages = direct_pages(&self.db_path, self.ty, st.mode);
+                st.replace(db, st.mode, now, pages);
                 Ok(())
             }
             Err(e) => {
@@ -200,6 +230,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// The direct page reader for a read-only hash handle, when the file has
+/// the layout it knows (else Berkeley DB serves every lookup).
+fn direct_pages(db_path: &str, ty: DbType, mode: Mode) -> Option<HashPages> {
+    if ty != DbType::Hash || mode != Mode::ReadOnly {
+        return None;
+    }
+    HashPages::open(db_path).map_err(|e| log::debug!("{db_path}: {e}: reading it through Berkeley DB")).ok()
 }
 
 /// What every handle of a file is opened with.
@@ -348,7 +387,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 let stamp = Stamp::stat(&db_path).ok();
                 let db = open_handle(&db_path, ty, Mode::ReadWrite, &shared.settings, stamp.is_some())?;
                 drop(held);
-                lock(&shared.state).replace(db, Mode::ReadWrite, stamp);
+                lock(&shared.state).replace(db, Mode::ReadWrite, stamp, None);
             }
             shared
         }
@@ -366,6 +405,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 _ => None,
             };
             let db = open_handle(&db_path, ty, req.mode, &settings, stamp.is_some())?;
+            let pages = direct_pages(&db_path, ty, req.mode);
             drop(held);
             if lockfile.is_none() {
                 // Just created by DB_CREATE.
@@ -383,6 +423,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 state: Mutex::new(DbState {
                     db,
                     mode: req.mode,
+                    pages,
                     stamp,
                     broken: false,
                     retired: Vec::new(),
@@ -467,6 +508,7 @@ fn with_db<T>(
     let checked = lease.is_some_and(|l| l == st.checked_lease);
     if (refresh && !checked) || st.broken {
         shared.refresh(&mut st)?;
+        st.reload_pages(&shared.db_path);
         st.checked_lease = lease.unwrap_or(0);
     }
     f(&mut st)
@@ -519,8 +561,7 @@ impl Dict for DbDict {
             let mut found = false;
             if *nulls & TRY1NULL != 0 {
                 found = st
-                    .db
-                    .get(&with_nul(&key), out)
+                    .get(path, &with_nul(&key), out)
                     .map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
                 if found {
                     *nulls &= !TRY0NULL;
@@ -528,7 +569,7 @@ impl Dict for DbDict {
             }
             if !found && *nulls & TRY0NULL != 0 {
                 found =
-                    st.db.get(&key, out).map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
+                    st.get(path, &key, out).map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
                 if found {
                     *nulls &= !TRY1NULL;
                 }
@@ -1041,6 +1082,24 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
         flock(&other, nix::fcntl::FlockArg::Unlock).unwrap();
         assert!(open_with("btree", &name, Mode::ReadWrite, OPEN_LOCK).is_ok());
+    }
+
+    /// A read-only hash handle reads pages itself: keys added by another
+    /// process split buckets and change the meta page, and every key is
+    /// still found.
+    #[test]
+    fn hash_readers_follow_bucket_splits() {
+        let dir = Lab::new("db-split");
+        let name = dir.build("hash", "h", "k0 v0\n", &[]);
+        let mut r = open_with("hash", &name, Mode::ReadOnly, LOCK).unwrap();
+        assert_eq!(get(&mut r, "k0", LOCK).as_deref(), Some("v0"));
+        let more: String = (1..3000).map(|i| format!("k{i} v{i}\n")).collect();
+        let out = dir.postmap_input(&["-i", &format!("hash:{name}")], &more);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for i in 0..3000 {
+            assert_eq!(get(&mut r, &format!("k{i}"), LOCK), Some(format!("v{i}")), "k{i}");
+        }
+        assert_eq!(get(&mut r, "k3000", LOCK), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod db;
 pub mod environ;
 pub mod fail;
 pub mod filelock;
+pub mod hash_pages;
 pub mod inline;
 pub mod internal;
 pub mod lmdb;

@@ -1,0 +1,357 @@
+//! Lookups in a Berkeley DB 5.3 hash file (`hash:` tables) read straight from
+//! its pages, for read-only handles: one `pread` of the bucket's page per
+//! lookup and a scan of its pairs, instead of Berkeley DB's cache manager
+//! (which, with Postfix's 128 KiB read cache and a file many times that size,
+//! evicts and refills a buffer on nearly every lookup).
+//!
+//! Only the layout Postfix's own files have is read: native byte order, hash
+//! version 9, no checksums or encryption, no duplicates or sub-databases,
+//! the default hash function. [`HashPages::open`] refuses anything else and
+//! the caller keeps using Berkeley DB; every page is bounds-checked, and a
+//! page that does not look as expected is an error for this lookup (the
+//! caller then asks Berkeley DB), never a panic.
+//!
+//! Layout facts (Berkeley DB 5.3 `db_page.h`, `hash.h`): page 0 is the meta
+//! page; a key hashes (FNV-1 style, `__ham_func5`) to a bucket, masked with
+//! `high_mask` and, past `max_bucket`, with `low_mask`; the bucket's first page
+//! is `bucket + spares[ceil(log2(bucket + 1))]`, further pages of the bucket
+//! follow `next_pgno`. A page holds a 26-byte header, then an array of 2-byte
+//! item offsets (items packed downwards from the end of the page), key and
+//! data alternating; an item is a type byte and its bytes (`H_KEYDATA`), or a
+//! reference to a chain of overflow pages (`H_OFFPAGE`: page number at +4,
+//! total length at +8).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+const HASH_MAGIC: u32 = 0x061561;
+const HASH_VERSION: u32 = 9;
+const P_HASH_UNSORTED: u8 = 2;
+const P_OVERFLOW: u8 = 7;
+const P_HASHMETA: u8 = 8;
+const P_HASH: u8 = 13;
+const H_KEYDATA: u8 = 1;
+const H_OFFPAGE: u8 = 3;
+/// Meta `flags`: duplicates, sub-databases.
+const DB_HASH_DUP: u32 = 0x01;
+const DB_HASH_SUBDB: u32 = 0x02;
+/// Page header size (without checksum or crypto areas).
+const PAGE_HEADER: usize = 26;
+/// Bytes of the meta page that are read.
+const META_LEN: usize = 224;
+/// The hash function's self-test key (with its NUL), whose hash the meta
+/// page records.
+const CHARKEY: &[u8] = b"%$sniglet^&\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not a hash file of the layout read directly: {0}")]
+    Unsupported(&'static str),
+    #[error("page {pgno}: {what}")]
+    Damaged { pgno: u32, what: &'static str },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn damaged(pgno: u32, what: &'static str) -> PageError {
+    PageError::Damaged { pgno, what }
+}
+
+/// Native-endian u32/u16 at `at` (None when out of bounds).
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize)
+}
+
+/// Berkeley DB's default hash function.
+fn hash(key: &[u8]) -> u32 {
+    key.iter().fold(0u32, |h, &b| h.wrapping_mul(16777619) ^ b as u32)
+}
+
+/// Smallest i with 2^i >= n.
+fn log2_ceil(n: u32) -> usize {
+    let mut i = 0;
+    while i < 32 && (1u64 << i) < n as u64 {
+        i += 1;
+    }
+    i
+}
+
+struct Meta {
+    max_bucket: u32,
+    high_mask: u32,
+    low_mask: u32,
+    spares: [u32; 32],
+}
+
+enum Scan {
+    Found,
+    /// Not on this page: the bucket's next page (0: none).
+    Next(u32),
+}
+
+pub struct HashPages {
+    file: File,
+    pagesize: usize,
+    /// Pages in the file when the meta page was read (bounds page numbers).
+    pages: u64,
+    meta: Meta,
+    /// The page being scanned.
+    page: Vec<u8>,
+    /// An overflow page being read.
+    overflow: Vec<u8>,
+}
+
+impl HashPages {
+    /// Open `path` for direct reads; Unsupported when the file is not of the
+    /// layout this reader knows.
+    pub fn open(path: &str) -> Result<HashPages, PageError> {
+        let file = File::open(path)?;
+        let mut head = [0u8; META_LEN];
+        file.read_exact_at(&mut head, 0)?;
+        let pagesize = u32_at(&head, 20).unwrap_or(0) as usize;
+        if !(512..=65536).contains(&pagesize) || !pagesize.is_power_of_two() {
+            return Err(PageError::Unsupported("page size"));
+        }
+        let mut pages =
+            HashPages { file, pagesize, pages: 0, meta: parse_meta(&head)?, page: Vec::new(), overflow: Vec::new() };
+        pages.reload_meta()?;
+        Ok(pages)
+    }
+
+    /// Read the meta page again (bucket count and masks change as a writer
+    /// adds keys): once per lock lease, when no writer can be mid-update.
+    pub fn reload_meta(&mut self) -> Result<(), PageError> {
+        let mut head = [0u8; META_LEN];
+        self.file.read_exact_at(&mut head, 0)?;
+        if u32_at(&head, 20) != Some(self.pagesize as u32) {
+            return Err(PageError::Unsupported("page size changed"));
+        }
+        self.meta = parse_meta(&head)?;
+        self.pages = self.file.metadata()?.len() / self.pagesize as u64;
+        Ok(())
+    }
+
+    /// Look `key` up (exact bytes); on a hit its value is in `out`.
+    pub fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, PageError> {
+        let m = &self.meta;
+        let mut bucket = hash(key) & m.high_mask;
+        if bucket > m.max_bucket {
+            bucket &= m.low_mask;
+        }
+        let spare = m.spares[log2_ceil(bucket.wrapping_add(1)).min(31)];
+        let mut pgno = bucket.wrapping_add(spare);
+        // A bucket chain longer than the file is a loop.
+        for _ in 0..=self.pages {
+            self.read_page(pgno)?;
+            // Scanned out of `self`, whose overflow buffer big items use.
+            let page = std::mem::take(&mut self.page);
+            let scanned = self.scan(pgno, &page, key, out);
+            self.page = page;
+            match scanned? {
+                Scan::Found => return Ok(true),
+                Scan::Next(0) => return Ok(false),
+                Scan::Next(next) => pgno = next,
+            }
+        }
+        Err(damaged(pgno, "bucket chain loops"))
+    }
+
+    /// Look for `key` on one page of its bucket.
+    fn scan(&mut self, pgno: u32, page: &[u8], key: &[u8], out: &mut Vec<u8>) -> Result<Scan, PageError> {
+        if page[25] != P_HASH && page[25] != P_HASH_UNSORTED {
+            return Err(damaged(pgno, "not a hash page"));
+        }
+        let entries = u16_at(page, 20).unwrap_or(0);
+        let first_free = PAGE_HEADER + 2 * entries;
+        if !entries.is_multiple_of(2) || first_free > self.pagesize {
+            return Err(damaged(pgno, "bad entry count"));
+        }
+        // Item i ends where item i-1 starts (items are packed downwards).
+        let mut end = self.pagesize;
+        let mut matched = false;
+        for i in 0..entries {
+            let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0);
+            if at < first_free || at >= end {
+                return Err(damaged(pgno, "bad item offset"));
+            }
+            let item = &page[at..end];
+            if matched {
+                self.item_value(pgno, item, out)?;
+                return Ok(Scan::Found);
+            }
+            if i % 2 == 0 {
+                matched = self.item_is(pgno, item, key)?;
+            }
+            end = at;
+        }
+        Ok(Scan::Next(u32_at(page, 16).unwrap_or(0)))
+    }
+
+    fn read_page(&mut self, pgno: u32) -> Result<(), PageError> {
+        if pgno == 0 || pgno as u64 >= self.pages {
+            return Err(damaged(pgno, "page number out of range"));
+        }
+        self.page.resize(self.pagesize, 0);
+        self.file.read_exact_at(&mut self.page, pgno as u64 * self.pagesize as u64)?;
+        if u32_at(&self.page, 8) != Some(pgno) {
+            return Err(damaged(pgno, "page number mismatch"));
+        }
+        Ok(())
+    }
+
+    /// Whether the key item `item` (its type byte and the rest) is `key`.
+    fn item_is(&mut self, pgno: u32, item: &[u8], key: &[u8]) -> Result<bool, PageError> {
+        match item.first() {
+            Some(&H_KEYDATA) => Ok(&item[1..] == key),
+            Some(&H_OFFPAGE) => {
+                let (first, len) = offpage(pgno, item)?;
+                if len != key.len() {
+                    return Ok(false);
+                }
+                let mut big = Vec::with_capacity(len);
+                self.read_overflow(first, len, &mut big)?;
+                Ok(big == key)
+            }
+            _ => Err(damaged(pgno, "unexpected key item type")),
+        }
+    }
+
+    fn item_value(&mut self, pgno: u32, item: &[u8], out: &mut Vec<u8>) -> Result<(), PageError> {
+        out.clear();
+        match item.first() {
+            Some(&H_KEYDATA) => {
+                out.extend_from_slice(&item[1..]);
+                Ok(())
+            }
+            Some(&H_OFFPAGE) => {
+                let (first, len) = offpage(pgno, item)?;
+                self.read_overflow(first, len, out)
+            }
+            _ => Err(damaged(pgno, "unexpected data item type (duplicates?)")),
+        }
+    }
+
+    /// Append the `len` bytes of the overflow chain starting at `pgno`.
+    fn read_overflow(&mut self, mut pgno: u32, len: usize, out: &mut Vec<u8>) -> Result<(), PageError> {
+        let start = out.len();
+        for _ in 0..=self.pages {
+            if pgno == 0 || pgno as u64 >= self.pages {
+                return Err(damaged(pgno, "overflow page number out of range"));
+            }
+            self.overflow.resize(self.pagesize, 0);
+            self.file.read_exact_at(&mut self.overflow, pgno as u64 * self.pagesize as u64)?;
+            let p = &self.overflow;
+            if u32_at(p, 8) != Some(pgno) || p[25] != P_OVERFLOW {
+                return Err(damaged(pgno, "not an overflow page"));
+            }
+            let here = u16_at(p, 22).unwrap_or(0);
+            let Some(bytes) = p.get(PAGE_HEADER..PAGE_HEADER + here) else {
+                return Err(damaged(pgno, "overflow length"));
+            };
+            out.extend_from_slice(bytes);
+            let next = u32_at(p, 16).unwrap_or(0);
+            if out.len() - start >= len || next == 0 {
+                break;
+            }
+            pgno = next;
+        }
+        if out.len() - start != len {
+            return Err(damaged(pgno, "overflow chain length"));
+        }
+        Ok(())
+    }
+}
+
+/// The overflow reference of an `H_OFFPAGE` item: first page, total length.
+fn offpage(pgno: u32, item: &[u8]) -> Result<(u32, usize), PageError> {
+    match (u32_at(item, 4), u32_at(item, 8)) {
+        (Some(first), Some(len)) => Ok((first, len as usize)),
+        _ => Err(damaged(pgno, "short overflow reference")),
+    }
+}
+
+fn parse_meta(head: &[u8]) -> Result<Meta, PageError> {
+    let field = |at| u32_at(head, at).unwrap_or(0);
+    if field(12) != HASH_MAGIC {
+        return Err(PageError::Unsupported("magic (another byte order or access method)"));
+    }
+    if field(16) != HASH_VERSION {
+        return Err(PageError::Unsupported("version"));
+    }
+    if head[24] != 0 || head[26] != 0 || head[25] != P_HASHMETA {
+        return Err(PageError::Unsupported("encryption, checksums or meta page type"));
+    }
+    if field(48) & (DB_HASH_DUP | DB_HASH_SUBDB) != 0 {
+        return Err(PageError::Unsupported("duplicates or sub-databases"));
+    }
+    if field(92) != hash(CHARKEY) {
+        return Err(PageError::Unsupported("hash function"));
+    }
+    let mut spares = [0u32; 32];
+    for (i, s) in spares.iter_mut().enumerate() {
+        *s = field(96 + 4 * i);
+    }
+    Ok(Meta { max_bucket: field(72), high_mask: field(76), low_mask: field(80), spares })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dict::testutil::Lab;
+
+    /// Every key of a postmap-built file, through the page reader and with
+    /// misses; big keys and values live on overflow pages.
+    #[test]
+    fn reads_what_postmap_wrote() {
+        let lab = Lab::new("hashpages");
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("user{i}@example.com\tvalue {i}\n"));
+        }
+        let big_key = "k".repeat(3000);
+        let big_value = "v".repeat(20000);
+        text.push_str(&format!("{big_key}\tshort\nbigvalue\t{big_value}\n"));
+        let path = lab.build("hash", "t", &text, &[]);
+        let mut pages = HashPages::open(&format!("{path}.db")).expect("open");
+        let mut out = Vec::new();
+        for i in 0..5000 {
+            let key = format!("user{i}@example.com\0");
+            assert!(pages.get(key.as_bytes(), &mut out).expect("get"), "{key}");
+            assert_eq!(out, format!("value {i}\0").as_bytes());
+            assert!(!pages.get(&key.as_bytes()[..key.len() - 1], &mut out).expect("get without NUL"));
+        }
+        assert!(pages.get(format!("{big_key}\0").as_bytes(), &mut out).expect("big key"));
+        assert_eq!(out, b"short\0");
+        assert!(pages.get(b"bigvalue\0", &mut out).expect("big value"));
+        assert_eq!(out, format!("{big_value}\0").as_bytes());
+        assert!(!pages.get(b"nobody@example.com\0", &mut out).expect("miss"));
+        assert!(!pages.get(format!("{}\0", "k".repeat(2999)).as_bytes(), &mut out).expect("miss"));
+    }
+
+    #[test]
+    fn refuses_other_files_and_fails_damaged_pages() {
+        let lab = Lab::new("hashpages-bad");
+        let path = lab.build("btree", "b", "a\tb\n", &[]);
+        assert!(matches!(HashPages::open(&format!("{path}.db")), Err(PageError::Unsupported(_))));
+        let path = lab.build("hash", "h", "a\tb\n", &[]);
+        let db = format!("{path}.db");
+        let mut pages = HashPages::open(&db).expect("open");
+        let mut out = Vec::new();
+        assert!(pages.get(b"a\0", &mut out).expect("get"));
+        // Overwrite every page after the meta page with garbage.
+        let mut bytes = std::fs::read(&db).expect("read");
+        for b in bytes[pages.pagesize..].iter_mut() {
+            *b = 0xa5;
+        }
+        std::fs::write(&db, &bytes).expect("write");
+        assert!(matches!(pages.get(b"a\0", &mut out), Err(PageError::Damaged { .. })));
+        // Truncated: page numbers past the end are refused.
+        std::fs::write(&db, &bytes[..pages.pagesize]).expect("truncate");
+        pages.reload_meta().expect("meta");
+        assert!(matches!(pages.get(b"a\0", &mut out), Err(PageError::Damaged { .. })));
+    }
+}
