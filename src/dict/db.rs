@@ -155,15 +155,6 @@ impl DbState {
         self.db.get(key, out)
     }
 
-    /// Once per lock lease: the meta page may have changed (buckets split
-    /// as a writer adds keys).
-    fn reload_pages(&mut self, path: &str) {
-        if let Some(Err(e)) = self.pages.as_mut().map(HashPages::reload_meta) {
-            log::warn!("{path}: {e}: reading it through Berkeley DB");
-            self.pages = None;
-        }
-    }
-
     fn new_cursor(&mut self) -> Result<Dbc, Code> {
         let c = self.db.cursor()?;
         *self.cursors.entry(c.owner()).or_insert(0) += 1;
@@ -508,7 +499,9 @@ fn with_db<T>(
     let checked = lease.is_some_and(|l| l == st.checked_lease);
     if (refresh && !checked) || st.broken {
         shared.refresh(&mut st)?;
-        st.reload_pages(&shared.db_path);
+        if let Some(pages) = st.pages.as_mut() {
+            pages.new_lease();
+        }
         st.checked_lease = lease.unwrap_or(0);
     }
     f(&mut st)
