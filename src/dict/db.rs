@@ -53,11 +53,15 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 /// Postfix's DICT_DB_NELM: expected element count for new hash files.
 const HASH_NELEM: u32 = 4096;
 /// Postfix's default `berkeley_db_read_buffer_size`.
 const DEFAULT_READ_BUFFER: i32 = 128 * 1024;
+/// Longest time a read-only handle trusts its open file's status without
+/// looking up the path.
+const PATH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn open_hash(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     open(req, DbType::Hash)
@@ -125,6 +129,8 @@ struct DbState {
     /// The file lock lease under which `stamp` was last compared with the
     /// file (0: none).
     checked_lease: u64,
+    /// When the path (not just the open file) was last compared.
+    path_checked: Instant,
 }
 
 impl DbState {
@@ -204,7 +210,11 @@ impl Shared {
     /// since it was opened (so readers do not serve pages cached before a
     /// writer's update).
     fn refresh(&self, st: &mut DbState) -> DictResult<()> {
+        if !st.broken && (st.mode == Mode::ReadWrite || self.open_file_unchanged(st)) {
+            return Ok(());
+        }
         let now = Stamp::stat(&self.db_path).ok();
+        st.path_checked = Instant::now();
         let changed = st.mode == Mode::ReadOnly && now.is_some() && now != st.stamp;
         if !st.broken && !changed {
             return Ok(());
@@ -219,6 +229,20 @@ impl Shared {
                 log::error!("{}", e.reason);
                 Err(DictError::Retry(e.reason))
             }
+        }
+    }
+
+    /// The cheap check, without a path lookup: the open file is still
+    /// linked, as big and as recent as when the handle was opened. The path
+    /// is looked at anyway once per [`PATH_CHECK_INTERVAL`], for a file
+    /// replaced while the old one keeps another link.
+    fn open_file_unchanged(&self, st: &DbState) -> bool {
+        if st.path_checked.elapsed() >= PATH_CHECK_INTERVAL {
+            return false;
+        }
+        match self.lock.file().metadata() {
+            Ok(m) => m.nlink() > 0 && st.stamp == Some(Stamp::of(&m)),
+            Err(_) => false,
         }
     }
 }
@@ -420,6 +444,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                     retired: Vec::new(),
                     cursors: HashMap::new(),
                     checked_lease: 0,
+                    path_checked: Instant::now(),
                 }),
             });
             reg.dbs.insert((shared.lock.dev(), shared.lock.ino(), ty), Arc::downgrade(&shared));
@@ -1075,6 +1100,28 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
         flock(&other, nix::fcntl::FlockArg::Unlock).unwrap();
         assert!(open_with("btree", &name, Mode::ReadWrite, OPEN_LOCK).is_ok());
+    }
+
+    /// A file replaced by rename is noticed at once when the old one goes
+    /// away, and within PATH_CHECK_INTERVAL when it keeps another link.
+    #[test]
+    fn replaced_files_are_noticed() {
+        let dir = Lab::new("db-replace");
+        for t in TYPES {
+            let name = dir.build(t, t, "a 1\n", &[]);
+            let db = format!("{name}.db");
+            let mut r = open_with(t, &name, Mode::ReadOnly, LOCK).unwrap();
+            assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("1"));
+            let other = dir.build(t, &format!("{t}-new"), "a 2\n", &[]);
+            std::fs::rename(format!("{other}.db"), &db).unwrap();
+            assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("2"));
+            // Replaced again, the old file kept under another name.
+            std::fs::hard_link(&db, format!("{db}.bak")).unwrap();
+            let other = dir.build(t, &format!("{t}-new"), "a 3\n", &[]);
+            std::fs::rename(format!("{other}.db"), &db).unwrap();
+            std::thread::sleep(PATH_CHECK_INTERVAL + Duration::from_millis(100));
+            assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("3"));
+        }
     }
 
     /// A read-only hash handle reads pages itself: keys added by another
