@@ -26,8 +26,12 @@
 //! * Read-only handles re-open themselves when the file changed on disk
 //!   (inode, size or mtime), checked before each lookup and sequence FIRST
 //!   (after taking the shared lock with LOCK; once per lease of that lock,
-//!   as no writer can change the file while it is held). Postfix keeps serving its
-//!   private cache until the reader process restarts at the next accept.
+//!   as no writer can change the file while it is held): the open file's
+//!   status (size, mtime, still linked), and the path at most a second
+//!   later. Postfix keeps serving its private cache until the reader process
+//!   restarts at the next accept.
+//! * Read-only hash handles read the file's pages directly
+//!   (`dict::hash_pages`) instead of through Berkeley DB's cache.
 //! * Fatal conditions (lock/read/write errors, a duplicate without a
 //!   duplicate policy, both OPEN_LOCK and LOCK) become an error status and
 //!   one log line; a handle that failed is re-opened at its next use.
