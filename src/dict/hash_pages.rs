@@ -384,6 +384,49 @@ mod tests {
         assert!(!pages.get(b"k3000\0", &mut out).expect("miss"));
     }
 
+    /// Updates that grow and shrink values (on and off overflow pages),
+    /// deletes and additions by postmap: every key reads as expected.
+    #[test]
+    fn follows_updates_and_deletes() {
+        let lab = Lab::new("hashpages-edit");
+        let mut expected = std::collections::BTreeMap::new();
+        let mut text = String::new();
+        for i in 0..1500 {
+            let value = format!("v{i}-{}", "s".repeat(i * 7 % 900));
+            text.push_str(&format!("k{i}\t{value}\n"));
+            expected.insert(format!("k{i}"), value);
+        }
+        let name = lab.build("hash", "e", &text, &[]);
+        let table = format!("hash:{name}");
+        let mut updates = String::new();
+        for i in (0..1500).step_by(3) {
+            let value = format!("u{i}-{}", "b".repeat(i * 13 % 3000));
+            updates.push_str(&format!("k{i} {value}\n"));
+            expected.insert(format!("k{i}"), value);
+        }
+        for i in 1500..2500 {
+            updates.push_str(&format!("k{i} n{i}\n"));
+            expected.insert(format!("k{i}"), format!("n{i}"));
+        }
+        let done = lab.postmap_input(&["-r", "-i", &table], &updates);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        let deletes: String = (0..2500).filter(|i| i % 5 == 1).map(|i| format!("k{i}\n")).collect();
+        let done = lab.postmap_input(&["-d", "-", &table], &deletes);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        let mut pages = HashPages::open(&format!("{name}.db")).expect("open");
+        let mut out = Vec::new();
+        for i in 0..2500 {
+            let key = format!("k{i}");
+            let found = pages.get(format!("{key}\0").as_bytes(), &mut out).expect("get");
+            if i % 5 == 1 {
+                assert!(!found, "{key} was deleted");
+            } else {
+                assert!(found, "{key}");
+                assert_eq!(out, format!("{}\0", expected[&key]).as_bytes(), "{key}");
+            }
+        }
+    }
+
     /// Random damage never panics or loops: every lookup answers or fails.
     #[test]
     fn random_damage_is_an_error_not_a_crash() {
