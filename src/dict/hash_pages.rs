@@ -203,25 +203,52 @@ impl HashPages {
         if !entries.is_multiple_of(2) || first_free > self.pagesize {
             return Err(damaged(pgno, "bad entry count"));
         }
-        // Item i ends where item i-1 starts (items are packed downwards).
-        let mut end = self.pagesize;
-        let mut matched = false;
-        for i in 0..entries {
+        let pagesize = self.pagesize;
+        let item = |i: usize| -> Result<&[u8], PageError> {
+            // Item i ends where item i-1 starts (items are packed downwards).
             let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0);
-            if at < first_free || at >= end {
+            let end = if i == 0 { pagesize } else { u16_at(page, PAGE_HEADER + 2 * (i - 1)).unwrap_or(0) };
+            if at < first_free || at >= end || end > pagesize {
                 return Err(damaged(pgno, "bad item offset"));
             }
-            let item = &page[at..end];
-            if matched {
-                self.item_value(pgno, item, out)?;
-                return Ok(Scan::Found);
+            Ok(&page[at..end])
+        };
+        let pairs = entries / 2;
+        let found = if page[25] == P_HASH {
+            // Sorted pages (what Berkeley DB 5.3 writes): keys ascending,
+            // compared as memcmp over the shorter length and then by length,
+            // which is how byte slices compare.
+            let (mut lo, mut hi) = (0, pairs);
+            let mut found = None;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match self.key_order(pgno, item(2 * mid)?, key)? {
+                    std::cmp::Ordering::Equal => {
+                        found = Some(mid);
+                        break;
+                    }
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                }
             }
-            if i % 2 == 0 {
-                matched = self.item_is(pgno, item, key)?;
+            found
+        } else {
+            let mut found = None;
+            for pair in 0..pairs {
+                if self.item_is(pgno, item(2 * pair)?, key)? {
+                    found = Some(pair);
+                    break;
+                }
             }
-            end = at;
+            found
+        };
+        match found {
+            Some(pair) => {
+                self.item_value(pgno, item(2 * pair + 1)?, out)?;
+                Ok(Scan::Found)
+            }
+            None => Ok(Scan::Next(u32_at(page, 16).unwrap_or(0))),
         }
-        Ok(Scan::Next(u32_at(page, 16).unwrap_or(0)))
     }
 
     fn read_page(&mut self, pgno: u32) -> Result<(), PageError> {
@@ -238,16 +265,21 @@ impl HashPages {
 
     /// Whether the key item `item` (its type byte and the rest) is `key`.
     fn item_is(&mut self, pgno: u32, item: &[u8], key: &[u8]) -> Result<bool, PageError> {
+        if item.first() == Some(&H_OFFPAGE) && offpage(pgno, item)?.1 != key.len() {
+            return Ok(false);
+        }
+        Ok(self.key_order(pgno, item, key)? == std::cmp::Ordering::Equal)
+    }
+
+    /// How the key item `item` sorts against `key`.
+    fn key_order(&mut self, pgno: u32, item: &[u8], key: &[u8]) -> Result<std::cmp::Ordering, PageError> {
         match item.first() {
-            Some(&H_KEYDATA) => Ok(&item[1..] == key),
+            Some(&H_KEYDATA) => Ok(item[1..].cmp(key)),
             Some(&H_OFFPAGE) => {
                 let (first, len) = offpage(pgno, item)?;
-                if len != key.len() {
-                    return Ok(false);
-                }
-                let mut big = Vec::with_capacity(len);
+                let mut big = Vec::with_capacity(len.min(key.len() + 1));
                 self.read_overflow(first, len, &mut big)?;
-                Ok(big == key)
+                Ok(big.as_slice().cmp(key))
             }
             _ => Err(damaged(pgno, "unexpected key item type")),
         }
