@@ -1,6 +1,6 @@
 //! Lookups in a Berkeley DB 5.3 hash file (`hash:` tables) read straight from
 //! its pages, for read-only handles: one `pread` of the bucket's page per
-//! lookup and a scan of its pairs, instead of Berkeley DB's cache manager
+//! lookup and a search of its sorted pairs, instead of Berkeley DB's cache manager
 //! (which, with Postfix's 128 KiB read cache and a file many times that size,
 //! evicts and refills a buffer on nearly every lookup).
 //!
