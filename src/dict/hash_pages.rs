@@ -80,6 +80,7 @@ fn log2_ceil(n: u32) -> usize {
     i
 }
 
+#[derive(Default)]
 struct Meta {
     max_bucket: u32,
     high_mask: u32,
@@ -122,12 +123,12 @@ impl HashPages {
             file,
             pagesize,
             pages: 0,
-            meta: parse_meta(&head)?,
+            meta: Meta::default(),
             meta_fresh: false,
             page: Vec::new(),
             overflow: Vec::new(),
         };
-        pages.reload_meta()?;
+        pages.take_meta(&head)?;
         Ok(pages)
     }
 
@@ -142,10 +143,15 @@ impl HashPages {
     pub fn reload_meta(&mut self) -> Result<(), PageError> {
         let mut head = [0u8; META_LEN];
         self.file.read_exact_at(&mut head, 0)?;
-        if u32_at(&head, 20) != Some(self.pagesize as u32) {
+        self.take_meta(&head)
+    }
+
+    /// Use the meta page `head` and the file's current length.
+    fn take_meta(&mut self, head: &[u8]) -> Result<(), PageError> {
+        if u32_at(head, 20) != Some(self.pagesize as u32) {
             return Err(PageError::Unsupported("page size changed"));
         }
-        self.meta = parse_meta(&head)?;
+        self.meta = parse_meta(head)?;
         self.pages = self.file.metadata()?.len() / self.pagesize as u64;
         self.meta_fresh = true;
         Ok(())
