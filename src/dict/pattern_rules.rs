@@ -212,7 +212,14 @@ impl<E: Engine> RuleTable<E> {
     /// Parse and compile every rule; bad rules are logged and skipped.
     /// `map` is the table name as Postfix prints it (the part after `type:`);
     /// `flags` are the open flags.
-    pub fn load(mut engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>) -> RuleTable<E> {
+    pub fn load(engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>) -> RuleTable<E> {
+        Self::load_capped(engine, map, text, flags, w, E::RESIDENT_SET_RULES)
+    }
+
+    /// [`RuleTable::load`] keeping at most `cap` rule-set patterns compiled
+    /// when the set holds more (tests use a small cap to compile and drop
+    /// patterns on nearly every lookup).
+    fn load_capped(mut engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>, cap: usize) -> RuleTable<E> {
         let mut rules: Vec<Rule<E::Regex>> = Vec::new();
         let mut stack: Vec<usize> = Vec::new();
         for line in LogicalLines::new(text, map) {
@@ -264,17 +271,18 @@ impl<E: Engine> RuleTable<E> {
         for (i, b) in in_set.iter_mut().enumerate() {
             *b = set.as_ref().is_some_and(|s| s.chunk_of[i] != usize::MAX);
         }
-        for (i, rule) in rules.iter_mut().enumerate() {
+        // Only a capped table compiles patterns again: it drops the compiled
+        // set patterns (each is compiled when the set names it) and keeps
+        // their sources; every other table keeps patterns and drops sources.
+        let capped = in_set.iter().filter(|&&b| b).count() > cap;
+        for (rule, &b) in rules.iter_mut().zip(&in_set) {
             if let Op::Match { first, .. } = &mut rule.op {
-                if !in_set[i] {
+                if b && capped {
+                    first.re = None;
+                } else {
                     first.source = None;
                 }
             }
-        }
-        let mut table_cap = usize::MAX;
-        if in_set.iter().filter(|&&b| b).count() > E::RESIDENT_SET_RULES {
-            table_cap = E::RESIDENT_SET_RULES;
-            evict_set_patterns(&mut rules, &in_set);
         }
         let mut next_outside = vec![rules.len(); rules.len()];
         let mut next = rules.len();
@@ -296,18 +304,8 @@ impl<E: Engine> RuleTable<E> {
             next_outside,
             cand: Vec::new(),
             resident: std::collections::VecDeque::new(),
-            resident_cap: table_cap,
+            resident_cap: if capped { cap } else { usize::MAX },
         }
-    }
-
-    /// Keep at most `cap` rule-set patterns compiled (tests: a small cap
-    /// exercises compiling and dropping on every lookup).
-    #[cfg(test)]
-    fn with_resident_cap(mut self, cap: usize) -> Self {
-        evict_set_patterns(&mut self.rules, &self.in_set);
-        self.resident.clear();
-        self.resident_cap = cap;
-        self
     }
 
     /// Number of rules whose first pattern is compiled just now.
@@ -478,15 +476,6 @@ pub fn open_table<E: Engine>(req: &OpenRequest, engine: E) -> Result<Box<dyn Dic
     // Compiling frees much scratch memory that would otherwise stay resident.
     crate::sys::release_free_memory();
     Ok(Box::new(PatternDict { flags: req.flags | PATTERN, path: req.name.to_string(), identity, table }))
-}
-
-/// Drop the compiled first pattern of every rule in the set.
-fn evict_set_patterns<R>(rules: &mut [Rule<R>], in_set: &[bool]) {
-    for (rule, _) in rules.iter_mut().zip(in_set).filter(|(_, &b)| b) {
-        if let Op::Match { first, .. } = &mut rule.op {
-            first.re = None;
-        }
-    }
 }
 
 /// Make rule `i`'s first pattern compiled if it was dropped, dropping the
@@ -2382,7 +2371,7 @@ mod set_equivalence {
         let mut fast = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut w);
         let mut slow = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
         // The set with only 8 of its patterns compiled at a time.
-        let mut capped = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).with_resident_cap(8);
+        let mut capped = RuleTable::load_capped(make(), "set", text.as_bytes(), 0, &mut Vec::new(), 8);
         let in_set = fast.set_len();
         assert!(fast.set.is_some() && in_set > 200, "{} rules in the set", in_set);
         let outside =
