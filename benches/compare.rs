@@ -550,6 +550,19 @@ const AT_NAME: u8 = 0;
 const IN_NAME: u8 = 1;
 const IN_VALUE: u8 = 2;
 
+/// `PM_BENCH_ECHO_WORK_NS`: CPU time (busy-waiting) the echo servers spend
+/// per reply, to see how each echo design copes with work of a table's size.
+fn echo_work() {
+    static NS: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let ns = *NS.get_or_init(|| env_or("PM_BENCH_ECHO_WORK_NS", 0u128));
+    if ns > 0 {
+        let t = Instant::now();
+        while t.elapsed().as_nanos() < ns {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// Per-connection request parser: finds where each request list ends and
 /// whether it is an `open` (decided from the bytes of the read in which the
 /// list starts; our client always sends a request in one write).
@@ -573,6 +586,7 @@ impl Parser {
             list_start = false;
             self.state = match (self.state, c) {
                 (AT_NAME, 0) => {
+                    echo_work();
                     out.extend_from_slice(if self.is_open { &replies.open } else { &replies.lookup });
                     list_start = true;
                     AT_NAME
@@ -815,7 +829,12 @@ fn main() {
     let load_before = loadavg();
     let tables: Vec<&'static TableDef> = TABLES.iter().filter(|t| cfg.tables.iter().any(|l| l == t.label)).collect();
     let read_maps: Vec<String> = tables.iter().map(|t| format!("proxy:{}", t.spec)).collect();
-    let main_cf = format!("proxy_read_maps = {}\n", read_maps.join(" "));
+    let mut main_cf = format!("proxy_read_maps = {}\n", read_maps.join(" "));
+    // e.g. PM_BENCH_MAIN_CF='proxymap_connection_threads = yes'
+    if let Ok(extra) = std::env::var("PM_BENCH_MAIN_CF") {
+        main_cf.push_str(&extra);
+        main_cf.push('\n');
+    }
     let mut inst = Instance::new("bench", &main_cf, Server::Postfix);
     let (hits, misses) = write_data(&inst.tables);
     let table_dir = inst.tables.display().to_string();

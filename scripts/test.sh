@@ -8,3 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/install-test-deps.sh
 cargo test --release --locked
+# The suites that drive the worker (in-process, standalone, under master(8)),
+# again with connection threads (proxymap_connection_threads = yes).
+PROXYMAP_TEST_THREADS=1 cargo test --release --locked --test server --test standalone \
+    --test postfix_master --test postfix_diff --test postfix_tables --test postfix_verify \
+    --test file_tables_stress

@@ -23,6 +23,10 @@ struct Server {
 
 /// Start a worker thread for `role` with `main_cf` (`@DIR@` = a temp directory).
 fn serve(role: Role, main_cf: &str, files: &[(&str, &str)]) -> Server {
+    serve_with(role, main_cf, files, threads_enabled())
+}
+
+fn serve_with(role: Role, main_cf: &str, files: &[(&str, &str)], threads: bool) -> Server {
     let dir = TempDir::new("server");
     let d = dir.path().display().to_string();
     for (name, text) in files {
@@ -36,6 +40,9 @@ fn serve(role: Role, main_cf: &str, files: &[(&str, &str)]) -> Server {
     let limits = Limits { max_use: 0, max_idle: Duration::ZERO, ..Limits::default() };
     let service = Service::new(role, params, allowlist);
     let mut worker = Worker::new(service, Intake::Listen(vec![listener]), limits).expect("worker");
+    if threads {
+        worker = worker.with_threads().expect("threads");
+    }
     std::thread::spawn(move || worker.run());
     let dir_path = dir.path().to_path_buf();
     Server { _dir: dir, socket, dir: dir_path }
@@ -243,4 +250,36 @@ fn writer_traces_and_unsupported_operations() {
         status("5")
     );
     assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+}
+
+/// With connection threads, a lookup that waits for its table's lock (as
+/// while postmap rebuilds the file) holds up only its own client; the others
+/// are answered meanwhile, and the waiting one once the lock is free.
+#[test]
+#[allow(deprecated)] // nix::fcntl::flock: the Flock guard would own the File
+fn a_lookup_waiting_for_a_lock_stalls_only_its_own_client_with_threads() {
+    use proxymap::dict::{registry, Mode, OpenRequest};
+    let main_cf = "proxy_read_maps = proxy:hash:@DIR@/t proxy:static:hello\n";
+    let s = serve_with(Role::Reader, main_cf, &[], true);
+    let path = s.dir.join("t");
+    let params = Params::from_text("", "main.cf", &[]).expect("params");
+    let name = path.display().to_string();
+    let req = OpenRequest { type_name: "hash", name: &name, mode: Mode::ReadWrite, flags: 0, params: &params };
+    let mut dict = registry::open(&req).expect("create hash table");
+    dict.update(b"k", b"v", 0).expect("update");
+    drop(dict);
+    // another open file description's exclusive lock, like postmap's
+    let db = std::fs::File::open(path.with_extension("db")).expect("open .db");
+    nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&db), nix::fcntl::FlockArg::LockExclusive).expect("flock");
+
+    let table = format!("hash:{name}");
+    let mut blocked = Raw::connect(&s.socket);
+    // flags 64: LOCK, so the lookup takes the shared lock and waits
+    blocked.send(&list(&[("request", "lookup"), ("table", &table), ("flags", "64"), ("key", "k")]));
+    assert!(blocked.silent_for(Duration::from_millis(300)), "the lookup waits for the lock");
+    let mut other = Raw::connect(&s.socket);
+    assert_eq!(other.call(&lookup("static:hello", "x")), found("hello"), "another client is answered meanwhile");
+
+    nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&db), nix::fcntl::FlockArg::Unlock).expect("unlock");
+    assert_eq!(blocked.read_lists(1), found("v"), "answered once the lock is free");
 }

@@ -96,6 +96,19 @@ impl Params {
         self.explicit.insert(name.to_string(), value.to_string());
     }
 
+    /// Our own parameter (Postfix has no such name): `yes` serves each client
+    /// connection on a thread of its own (`worker::threads`), `no` in the
+    /// worker's event loop.
+    pub const CONNECTION_THREADS: &'static str = "proxymap_connection_threads";
+
+    /// [`Params::CONNECTION_THREADS`]; `no` when not set.
+    pub fn connection_threads(&self) -> Result<bool, ConfigError> {
+        match self.raw(Self::CONNECTION_THREADS) {
+            None => Ok(false),
+            Some(_) => self.get_bool(Self::CONNECTION_THREADS),
+        }
+    }
+
     /// The value set in main.cf, by `-o` or set(), unexpanded.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.explicit.get(name).map(String::as_str)

@@ -50,6 +50,8 @@ pub enum Source {
 pub struct Loaded {
     pub settings: Settings,
     pub params: Arc<Params>,
+    /// `proxymap_connection_threads`, checked when the configuration loads.
+    pub threads: bool,
 }
 
 impl Source {
@@ -64,7 +66,8 @@ impl Source {
             (None, Source::File(_)) => PathBuf::from("/etc/postfix"),
         };
         let params = Params::load(&config_dir, &settings.override_pairs())?;
-        Ok(Loaded { settings, params: Arc::new(params) })
+        let threads = params.connection_threads()?;
+        Ok(Loaded { settings, params: Arc::new(params), threads })
     }
 }
 

@@ -393,7 +393,15 @@ impl Pool {
         let allowlist = proxy_allowlist(&params, role == Role::Writer);
         let service = Service::new(role, params, allowlist);
         let limits = limits(&self.current);
-        let code = match Worker::new(service, Intake::Master(channel), limits) {
+        let threaded = self.current.threads;
+        let worker = Worker::new(service, Intake::Master(channel), limits).and_then(|w| {
+            if threaded {
+                w.with_threads()
+            } else {
+                Ok(w)
+            }
+        });
+        let code = match worker {
             Ok(mut worker) => {
                 worker.run();
                 0

@@ -79,6 +79,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
         fatal(format_args!("unexpected command-line argument: {extra}"));
     }
     let limits = limits(&params);
+    let threaded = params.connection_threads().unwrap_or_else(|e| fatal(format_args!("{e}")));
     let params = Arc::new(params);
     let allowlist = proxy_allowlist(&params, role == Role::Writer);
     if role == Role::Writer {
@@ -108,6 +109,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     };
     let worker = Worker::new(service, Intake::Listen(listeners), limits)
         .and_then(|w| w.with_master_status(status))
+        .and_then(|w| if threaded { w.with_threads() } else { Ok(w) })
         .unwrap_or_else(|e| fatal(format_args!("event loop: {e}")));
     let mut worker = worker;
     worker.run();

@@ -2,9 +2,10 @@
 //! of its clients and never closed when a client goes away.
 
 use crate::config::Params;
-use crate::dict::{registry, Dict, Mode};
+use crate::dict::{Dict, Mode};
 use crate::protocol::flags;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// An open table and the identity it was opened under.
 pub struct Entry {
@@ -13,7 +14,8 @@ pub struct Entry {
     /// `type:name` without `proxy:`.
     pub name: String,
     pub instance_flags: u32,
-    pub dict: Box<dyn Dict>,
+    /// One request at a time uses the table.
+    pub dict: Mutex<Box<dyn Dict>>,
     /// Flags of the freshly opened instance: what every open reply reports.
     pub open_flags: u32,
 }
@@ -30,7 +32,7 @@ pub struct TableCache {
     /// `type:name` → slot in `slots`.
     index: HashMap<String, usize>,
     /// The instances of one name (they differ in instance flags; usually one).
-    slots: Vec<Vec<Entry>>,
+    slots: Vec<Vec<Arc<Entry>>>,
     next_id: u64,
 }
 
@@ -39,11 +41,21 @@ impl TableCache {
         TableCache { mode, index: HashMap::new(), slots: Vec::new(), next_id: 1 }
     }
 
-    /// The table `name` (already approved and stripped of `proxy:`), opened on
-    /// first use. A table that cannot be opened is replaced by a surrogate that
-    /// answers RETRY, after one `error:` line, as Postfix does. No allocation
-    /// once the table is open: this runs for every request.
-    pub fn get(&mut self, name: &str, instance_flags: u32, params: &Params) -> &mut Entry {
+    /// The open instance of `name` (already approved and stripped of
+    /// `proxy:`) with these instance flags. No allocation: this runs for
+    /// every request.
+    pub fn find(&self, name: &str, instance_flags: u32) -> Option<Arc<Entry>> {
+        let &slot = self.index.get(name)?;
+        self.slots[slot].iter().find(|e| e.instance_flags == instance_flags).map(Arc::clone)
+    }
+
+    /// Add a table opened by [`open`] (outside the cache's lock: an open may
+    /// wait for a file lock or a server). When another thread added the same
+    /// instance meanwhile, that one is kept and `dict` is dropped.
+    pub fn insert(&mut self, name: &str, instance_flags: u32, dict: Box<dyn Dict>) -> Arc<Entry> {
+        if let Some(e) = self.find(name, instance_flags) {
+            return e;
+        }
         let slot = match self.index.get(name) {
             Some(&slot) => slot,
             None => {
@@ -52,19 +64,16 @@ impl TableCache {
                 self.slots.len() - 1
             }
         };
-        let (mode, next_id) = (self.mode, &mut self.next_id);
-        let instances = &mut self.slots[slot];
-        let pos = match instances.iter().position(|e| e.instance_flags == instance_flags) {
-            Some(pos) => pos,
-            None => {
-                let dict = registry::open_or_surrogate(name, mode, instance_flags, params);
-                let id = *next_id;
-                *next_id += 1;
-                instances.push(Entry { id, name: name.to_owned(), instance_flags, open_flags: dict.flags(), dict });
-                instances.len() - 1
-            }
-        };
-        &mut instances[pos]
+        let id = self.next_id;
+        self.next_id += 1;
+        let open_flags = dict.flags();
+        let entry = Arc::new(Entry { id, name: name.to_owned(), instance_flags, open_flags, dict: Mutex::new(dict) });
+        self.slots[slot].push(Arc::clone(&entry));
+        entry
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Forget tables whose files changed on disk, so that the next request
@@ -72,7 +81,13 @@ impl TableCache {
     pub fn drop_changed(&mut self) {
         for instances in &mut self.slots {
             instances.retain(|e| {
-                let changed = e.dict.changed();
+                // A table in use (a connection thread may wait in it for a
+                // lock) is checked at a later accept, not waited for here.
+                let changed = match e.dict.try_lock() {
+                    Ok(d) => d.changed(),
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().changed(),
+                    Err(std::sync::TryLockError::WouldBlock) => false,
+                };
                 if changed {
                     log::info!("table {} has changed -- reopening", e.instance_key());
                 }
@@ -88,4 +103,10 @@ impl TableCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Open `name` for the cache: a table that cannot be opened becomes a
+/// surrogate that answers RETRY, after one `error:` line, as in Postfix.
+pub fn open(name: &str, mode: Mode, instance_flags: u32, params: &Params) -> Box<dyn Dict> {
+    crate::dict::registry::open_or_surrogate(name, mode, instance_flags, params)
 }

@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod master_status;
+pub mod threads;
 
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::Service;
@@ -16,7 +17,9 @@ use master_status::MasterStatus;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use threads::Threads;
 
 /// Control messages between the standalone master and its workers.
 pub mod control {
@@ -77,11 +80,12 @@ pub enum Exit {
 
 const INTAKE_TOKEN_BASE: u64 = 0;
 const STATUS_TOKEN: u64 = (1 << 32) - 1;
+const ENDED_TOKEN: u64 = (1 << 32) - 2;
 const FIRST_CONN_TOKEN: u64 = 1 << 32;
 const TICK: Duration = Duration::from_millis(250);
 
 pub struct Worker {
-    service: Service,
+    service: Arc<Service>,
     intake: Intake,
     limits: Limits,
     epoll: Epoll,
@@ -99,6 +103,8 @@ pub struct Worker {
     master_gone: bool,
     /// Short busy-polling after a reply (see [`Spin`]).
     spin: Spin,
+    /// Connections served by threads of their own instead of this loop.
+    threads: Option<Threads>,
 }
 
 /// Waiting for the next request by polling for a few microseconds before
@@ -177,7 +183,7 @@ impl Worker {
             }
         }
         Ok(Worker {
-            service,
+            service: Arc::new(service),
             intake,
             limits,
             epoll,
@@ -192,7 +198,17 @@ impl Worker {
             status: None,
             master_gone: false,
             spin: Spin::default(),
+            threads: None,
         })
+    }
+
+    /// Serve each connection on a thread of its own ([`threads`]); this loop
+    /// then only accepts and keeps the process's books.
+    pub fn with_threads(mut self) -> std::io::Result<Worker> {
+        let threads = Threads::new(Arc::clone(&self.service), self.limits)?;
+        self.epoll.add(threads.ended_fd(), EpollEvent::new(EpollFlags::EPOLLIN, ENDED_TOKEN))?;
+        self.threads = Some(threads);
+        Ok(self)
     }
 
     /// Report to Postfix's master(8) on this status channel, and exit when it
@@ -205,6 +221,15 @@ impl Worker {
 
     /// Serve until the process should exit.
     pub fn run(&mut self) -> Exit {
+        let exit = self.serve();
+        if let Some(guard) = self.threads.as_ref().and_then(Threads::quiesce) {
+            // Held until the process exits: no update starts any more.
+            std::mem::forget(guard);
+        }
+        exit
+    }
+
+    fn serve(&mut self) -> Exit {
         let mut events = vec![EpollEvent::empty(); 256];
         let mut last_sweep = Instant::now();
         let mut last_watchdog: Option<Instant> = None;
@@ -230,6 +255,14 @@ impl Worker {
                     log::debug!("master disconnect -- exiting");
                     return Exit::MasterGone;
                 }
+                if token == ENDED_TOKEN {
+                    let ended = self.threads.as_ref().map_or(0, Threads::take_ended);
+                    for _ in 0..ended {
+                        self.active = self.active.saturating_sub(1);
+                        self.connection_ended();
+                    }
+                    continue;
+                }
                 if token >= FIRST_CONN_TOKEN {
                     self.conn_event((token - FIRST_CONN_TOKEN) as usize, ev.events());
                 } else if let Some(exit) = self.intake_event(token as usize) {
@@ -242,17 +275,20 @@ impl Worker {
                 last_sweep = now;
                 self.sweep(now);
             }
-            if let Some(status) = &mut self.status {
+            if let (Some(status), None) = (&mut self.status, &self.threads) {
                 if status.account(now.saturating_duration_since(woke), now).is_err() {
                     return Exit::MasterGone;
                 }
             }
-            // Postfix's watchdog: a loop pass stuck for daemon_timeout ends
-            // the process (SIGALRM). Re-armed at most once a second.
+            // Postfix's watchdog: a loop pass (or a connection thread's
+            // request) stuck for daemon_timeout ends the process (SIGALRM).
+            // Re-armed at most once a second.
             if let Some(limit) = self.limits.watchdog {
                 if last_watchdog.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                     last_watchdog = Some(now);
-                    nix::unistd::alarm::set(u32::try_from(limit.as_secs()).unwrap_or(u32::MAX).max(1));
+                    let running = self.threads.as_ref().and_then(Threads::oldest_request).unwrap_or_default();
+                    let left = limit.saturating_sub(running);
+                    nix::unistd::alarm::set(u32::try_from(left.as_secs()).unwrap_or(u32::MAX).max(1));
                 }
             }
             if let Some(exit) = self.lifetime_check(now) {
@@ -325,6 +361,20 @@ impl Worker {
     fn add_conn(&mut self, stream: UnixStream) {
         if let Intake::Master(_) = self.intake {
             self.service.before_accept();
+        }
+        if let Some(threads) = self.threads.as_ref().filter(|t| t.has_room()) {
+            self.active += 1;
+            self.idle_since = None;
+            if let Err(e) = threads.dispatch(stream) {
+                log::error!("start connection thread: {e}");
+                self.active -= 1;
+                return self.connection_ended();
+            }
+            // master(8) counts a use when told of the first connection.
+            if let Some(status) = &mut self.status {
+                self.master_gone |= status.served().is_err();
+            }
+            return;
         }
         if stream.set_nonblocking(true).is_err() {
             return self.connection_ended();

@@ -144,6 +144,21 @@ pub fn found(value: &str) -> Vec<u8> {
     list(&[("status", "0"), ("value", value)])
 }
 
+/// `PROXYMAP_TEST_THREADS=1`: our daemon serves each connection on a thread
+/// of its own (scripts/test.sh runs the worker's suites both ways).
+pub fn threads_enabled() -> bool {
+    std::env::var_os("PROXYMAP_TEST_THREADS").is_some()
+}
+
+/// The main.cf line that selects the worker design [`threads_enabled`] asks for.
+pub fn worker_main_cf() -> &'static str {
+    if threads_enabled() {
+        "proxymap_connection_threads = yes\n"
+    } else {
+        ""
+    }
+}
+
 /// The standalone daemon, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
     pub child: Child,
@@ -157,7 +172,7 @@ impl Daemon {
     pub fn start(tag: &str, toml: &str, main_cf: &str) -> Daemon {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
-        dir.write("main.cf", &main_cf.replace("@DIR@", &d));
+        dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + worker_main_cf()));
         let config = dir.write("proxymap.toml", &toml.replace("@DIR@", &d));
         let child = Command::new(env!("CARGO_BIN_EXE_proxymap"))
             .args(["standalone", "--config"])

@@ -88,7 +88,9 @@ impl Instance {
              smtputf8_enable = no\n\
              maillog_file = {d}/postfix.log\n\
              maillog_file_prefixes = {d}\n\
-             {extra}\n",
+             {extra}\n\
+             {worker}",
+            worker = super::worker_main_cf(),
             q = queue.display(),
             data = data.display(),
             lib = libexec.display(),

@@ -1,0 +1,300 @@
+//! Connection threads: each client connection is served by a thread of its
+//! own that blocks in read(), answers, and reads again.
+//!
+//! Why: on a small machine most of a lookup's cost is the kernel's, and a
+//! client blocked on its reply hands the CPU straight to the thread that
+//! reads its request and back (one core, no cross-core wake-up), where a
+//! single event loop wakes each client from another core. A slow table (a
+//! database query, a lock held by postmap) stalls only its own client.
+//!
+//! The worker's event loop keeps everything else: accepting, the status
+//! channel to master(8), process lifetime and the watchdog. It hands each new
+//! connection to an idle thread (or starts one) and hears through an eventfd
+//! when a connection ended.
+
+use super::Limits;
+use crate::dict::filelock::Pass;
+use crate::protocol::{self, Parse, ANNOUNCEMENT};
+use crate::service::{Role, Service, Session};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+/// At most this many connection threads; the event loop serves connections
+/// beyond them (thousands of idle clients must not mean thousands of threads).
+pub const MAX_THREADS: usize = 1024;
+/// An idle thread waits this long for a new connection before it exits.
+const IDLE_THREAD: Duration = Duration::from_secs(60);
+/// Stack of a connection thread: table code (glibc regexec, PCRE2, Berkeley
+/// DB) runs on it. Only touched pages count toward the resident set.
+const STACK: usize = 2 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The connection threads of one worker process.
+pub struct Threads {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    service: Arc<Service>,
+    limits: Limits,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    /// Counts connections that ended; the event loop reads it.
+    ended: EventFd,
+    /// One slot per live thread: when its request in progress started
+    /// (nanoseconds since `epoch`, 0 = none), the watchdog's view.
+    busy: Mutex<Vec<Arc<AtomicU64>>>,
+    epoch: Instant,
+    /// proxywrite: requests run under the read side; the process takes the
+    /// write side before it exits, so that no update is cut short.
+    gate: Option<RwLock<()>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    conns: VecDeque<UnixStream>,
+    /// Threads waiting for a connection.
+    idle: usize,
+}
+
+impl Threads {
+    pub fn new(service: Arc<Service>, limits: Limits) -> io::Result<Threads> {
+        let ended = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let gate = (service.role() == Role::Writer).then(|| RwLock::new(()));
+        Ok(Threads {
+            shared: Arc::new(Shared {
+                service,
+                limits,
+                queue: Mutex::new(Queue::default()),
+                ready: Condvar::new(),
+                ended,
+                busy: Mutex::new(Vec::new()),
+                epoch: Instant::now(),
+                gate,
+            }),
+        })
+    }
+
+    /// Readable when connections ended (see [`Threads::take_ended`]).
+    pub fn ended_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.shared.ended.as_fd()
+    }
+
+    /// How many connections ended since the last call.
+    pub fn take_ended(&self) -> u64 {
+        self.shared.ended.read().unwrap_or(0)
+    }
+
+    /// Can [`Threads::dispatch`] take another connection?
+    pub fn has_room(&self) -> bool {
+        let q = lock(&self.shared.queue);
+        q.idle > q.conns.len() || lock(&self.shared.busy).len() < MAX_THREADS
+    }
+
+    /// Serve `stream` on an idle thread, or on a new one. Err: no thread
+    /// could be started (the connection is closed).
+    pub fn dispatch(&self, stream: UnixStream) -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        let mut q = lock(&self.shared.queue);
+        if q.idle > q.conns.len() {
+            q.conns.push_back(stream);
+            drop(q);
+            self.shared.ready.notify_one();
+            return Ok(());
+        }
+        drop(q);
+        // Registered before the thread runs, so that has_room() counts it.
+        let busy = Arc::new(AtomicU64::new(0));
+        lock(&self.shared.busy).push(Arc::clone(&busy));
+        let shared = Arc::clone(&self.shared);
+        let mine = Arc::clone(&busy);
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .stack_size(STACK)
+            .spawn(move || thread_main(&shared, stream, mine));
+        if spawned.is_err() {
+            lock(&self.shared.busy).retain(|b| !Arc::ptr_eq(b, &busy));
+        }
+        spawned.map(drop)
+    }
+
+    /// How long the oldest request in progress has been running.
+    pub fn oldest_request(&self) -> Option<Duration> {
+        let now = self.shared.epoch.elapsed().as_nanos() as u64;
+        let oldest = lock(&self.shared.busy).iter().map(|b| b.load(Ordering::Relaxed)).filter(|&t| t != 0).min()?;
+        Some(Duration::from_nanos(now.saturating_sub(oldest)))
+    }
+
+    /// Before the process exits: wait for updates in progress to finish and
+    /// start no more. The returned guard is held until exit.
+    pub fn quiesce(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
+        self.shared.gate.as_ref().map(|g| g.write().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn thread_main(shared: &Shared, first: UnixStream, busy: Arc<AtomicU64>) {
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut next = Some(first);
+    while let Some(stream) = next.take() {
+        let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None };
+        conn.serve(&mut scratch);
+        drop(conn);
+        if let Err(e) = shared.ended.write(1) {
+            log::error!("connection thread: eventfd write: {e}");
+        }
+        next = wait_for_connection(shared);
+    }
+    lock(&shared.busy).retain(|b| !Arc::ptr_eq(b, &busy));
+}
+
+fn wait_for_connection(shared: &Shared) -> Option<UnixStream> {
+    let mut q = lock(&shared.queue);
+    q.idle += 1;
+    let deadline = Instant::now() + IDLE_THREAD;
+    loop {
+        if let Some(s) = q.conns.pop_front() {
+            q.idle -= 1;
+            return Some(s);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            q.idle -= 1;
+            return None;
+        }
+        q = shared.ready.wait_timeout(q, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+    }
+}
+
+/// One connection on its thread.
+struct ThreadConn<'a> {
+    stream: UnixStream,
+    shared: &'a Shared,
+    busy: &'a AtomicU64,
+    /// The receive timeout last set on the socket.
+    read_timeout: Option<Duration>,
+}
+
+impl ThreadConn<'_> {
+    fn serve(&mut self, scratch: &mut [u8]) {
+        let limits = self.shared.limits;
+        let svc = self.shared.service.stream();
+        if self.stream.set_write_timeout(Some(limits.request_timeout.max(Duration::from_millis(1)))).is_err()
+            || self.stream.write_all(ANNOUNCEMENT).is_err()
+        {
+            return;
+        }
+        let mut inbuf = Vec::new();
+        let mut out = Vec::new();
+        let mut session = Session::default();
+        // When the first byte of a request still incomplete arrived.
+        let mut started: Option<Instant> = None;
+        let mut incomplete = None;
+        loop {
+            // An idle connection may wait ipc_timeout for its next request;
+            // a request once begun must arrive within request_timeout.
+            let wait = match started {
+                None => limits.ipc_timeout,
+                Some(t) => limits.request_timeout.saturating_sub(t.elapsed()),
+            };
+            if !self.set_read_timeout(wait.max(Duration::from_millis(1))) {
+                return;
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    if let Some(inc) = incomplete.filter(|_: &protocol::attr::Incomplete| !inbuf.is_empty()) {
+                        if inc.partial {
+                            log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
+                        } else {
+                            log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
+                        }
+                    }
+                    return;
+                }
+                Ok(n) => inbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => {
+                    match incomplete {
+                        Some(inc) if started.is_some() => {
+                            log::warn!("timeout on {svc} while reading {}", inc.context.as_str())
+                        }
+                        _ => log::debug!("closing connection idle for {:?}", limits.ipc_timeout),
+                    }
+                    return;
+                }
+                Err(_) => return,
+            }
+            match protocol::parse(&inbuf) {
+                Parse::NeedMore(inc) => {
+                    incomplete = Some(inc);
+                    started.get_or_insert_with(Instant::now);
+                    if inbuf.len() > limits.max_request {
+                        log::warn!("request from {svc} exceeds {} bytes -- closing connection", limits.max_request);
+                        return;
+                    }
+                }
+                Parse::Done { outcome, .. } => {
+                    if !self.answer(&outcome, &mut session, &mut out) {
+                        return;
+                    }
+                    // As in the event loop: bytes past this request are dropped.
+                    inbuf.clear();
+                    incomplete = None;
+                    started = None;
+                    if let Err(e) = self.stream.write_all(&out) {
+                        if is_timeout(&e) {
+                            log::warn!("timeout on {svc} while writing reply");
+                        }
+                        return;
+                    }
+                    out.clear();
+                }
+            }
+        }
+    }
+
+    /// Run one request. False: the process is exiting, no more requests.
+    fn answer(&self, outcome: &protocol::Outcome<'_>, session: &mut Session, out: &mut Vec<u8>) -> bool {
+        let _gate = match &self.shared.gate {
+            Some(g) => match g.try_read() {
+                Ok(guard) => Some(guard),
+                Err(std::sync::TryLockError::WouldBlock) => return false,
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            },
+            None => None,
+        };
+        let now = self.shared.epoch.elapsed().as_nanos() as u64;
+        self.busy.store(now.max(1), Ordering::Relaxed);
+        {
+            // Table locks taken for this request end with it (dict::filelock).
+            let _pass = Pass::begin();
+            self.shared.service.handle(outcome, session, out);
+        }
+        self.busy.store(0, Ordering::Relaxed);
+        true
+    }
+
+    /// Set SO_RCVTIMEO when it differs from what is set. False on error.
+    fn set_read_timeout(&mut self, t: Duration) -> bool {
+        // Rounded to 10 ms, so that a partial request's shrinking budget does
+        // not cost a system call per read.
+        let t = Duration::from_millis(t.as_millis().div_ceil(10).saturating_mul(10).min(u64::MAX as u128) as u64);
+        if self.read_timeout == Some(t) {
+            return true;
+        }
+        self.read_timeout = Some(t);
+        self.stream.set_read_timeout(Some(t)).is_ok()
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
