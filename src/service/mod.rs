@@ -57,7 +57,7 @@ pub struct Session {
 /// One service instance: what a worker needs to answer requests. Shared by
 /// all of a worker's connection threads (`&self` throughout): each open
 /// table has a lock of its own, and the table cache's lock is held only to
-/// find or open an entry.
+/// find or add an entry (tables are opened without it).
 pub struct Service {
     role: Role,
     /// Postfix's name of the client stream in log lines: `<service> socket`.
@@ -86,8 +86,8 @@ fn lock_hot<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while a table was in use cannot leave it half-changed for us:
-    // the table's own state is what the failed call left, as after an error.
+    // A panic in a table call is a bug; the table stays in use, as after a
+    // failed call, rather than failing every later request.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
