@@ -13,5 +13,6 @@ pub mod master;
 pub mod postfix_child;
 pub mod protocol;
 pub mod service;
+pub mod sync;
 pub mod sys;
 pub mod worker;

@@ -50,13 +50,14 @@ use crate::config::Params;
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
 };
+use crate::sync::lock;
 use crate::sys::db::{self as bdb, Code, Db, DbType, Dbc, Env, OpenFlags};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Postfix's DICT_DB_NELM: expected element count for new hash files.
@@ -73,10 +74,6 @@ pub fn open_hash(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 
 pub fn open_btree(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     open(req, DbType::Btree)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn io_text(e: &std::io::Error) -> String {

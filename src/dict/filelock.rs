@@ -18,6 +18,7 @@
 //! use fcntl()'s open-file-description locks, which conflict with the
 //! classic fcntl() locks of postmap and Postfix exactly as those do.
 
+use crate::sync::lock;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,10 +65,6 @@ struct State {
 /// Lease numbers; 0 is never used, so a handle that has checked nothing yet
 /// can remember 0.
 static NEXT_LEASE: AtomicU64 = AtomicU64::new(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn would_block(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK) | Some(libc::EACCES))

@@ -83,11 +83,7 @@ impl TableCache {
             instances.retain(|e| {
                 // A table in use (a connection thread may wait in it for a
                 // lock) is checked at a later accept, not waited for here.
-                let changed = match e.dict.try_lock() {
-                    Ok(d) => d.changed(),
-                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().changed(),
-                    Err(std::sync::TryLockError::WouldBlock) => false,
-                };
+                let changed = crate::sync::try_lock(&e.dict).is_some_and(|d| d.changed());
                 if changed {
                     log::info!("table {} has changed -- reopening", e.instance_key());
                 }

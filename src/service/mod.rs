@@ -9,9 +9,10 @@ use crate::config::Params;
 use crate::dict::{Cursor, DictError, KeyValue, Mode};
 use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
 use crate::protocol::{Op, Outcome, Reply, Request, Status};
+use crate::sync::{lock, lock_hot};
 use cache::{Entry, TableCache};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Which of the two services this process serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,30 +66,6 @@ pub struct Service {
     allowlist: Allowlist,
     params: Arc<Params>,
     tables: Mutex<TableCache>,
-}
-
-/// Lock for the per-request path. Connection threads meet on a table's lock
-/// for about a microsecond; sleeping in the kernel on each meeting (std's
-/// mutex parks after a short spin) halved the threads' throughput in
-/// measurements, so this polls longer and yields before it blocks.
-fn lock_hot<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    const SPINS: u32 = 1000;
-    const YIELDS: u32 = 1000;
-    for i in 0..SPINS + YIELDS {
-        match m.try_lock() {
-            Ok(g) => return g,
-            Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) if i < SPINS => std::hint::spin_loop(),
-            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
-    lock(m)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in a table call is a bug; the table stays in use, as after a
-    // failed call, rather than failing every later request.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Service {

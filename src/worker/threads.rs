@@ -16,13 +16,14 @@ use super::Limits;
 use crate::dict::filelock::Pass;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Role, Service, Session};
+use crate::sync::lock;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// At most this many connection threads; the event loop serves connections
@@ -33,10 +34,6 @@ const IDLE_THREAD: Duration = Duration::from_secs(60);
 /// Stack of a connection thread: table code (glibc regexec, PCRE2, Berkeley
 /// DB) runs on it. Only touched pages count toward the resident set.
 const STACK: usize = 2 << 20;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The connection threads of one worker process.
 pub struct Threads {
