@@ -650,11 +650,13 @@ fn parse_line<E: Engine>(
             return None;
         }
         let max_sub = max_sub as usize;
-        let source = PatternSource { text: first.text.into(), options: first.options, captures: max_sub > 0 };
-        let mut first = make_cond::<E>(re, &first);
-        if first.set.is_some() {
-            first.source = Some(Box::new(source));
+        let mut cond = make_cond::<E>(re, &first);
+        if cond.set.is_some() {
+            // Only rule-set patterns may be compiled again (see `load`).
+            let captures = max_sub > 0;
+            cond.source = Some(Box::new(PatternSource { text: first.text.into(), options: first.options, captures }));
         }
+        let first = cond;
         let second = match second {
             Some(pat) => {
                 let (re, _) = engine.compile(pat.text, pat.options, false, map, line, w)?;
