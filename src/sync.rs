@@ -4,7 +4,7 @@
 //! stays in use, as after a call that failed, so poisoning is ignored rather
 //! than failing every later request.
 
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -19,22 +19,24 @@ pub fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
     }
 }
 
-/// Lock for the per-request path. Connection threads meet on a table's lock
-/// for about a microsecond; sleeping in the kernel on each meeting (std's
-/// mutex parks after a short spin) halved the threads' throughput in
-/// measurements, so this polls longer and yields before it blocks.
-pub fn lock_hot<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    const SPINS: u32 = 1000;
-    const YIELDS: u32 = 1000;
-    for i in 0..SPINS + YIELDS {
-        if let Some(g) = try_lock(m) {
-            return g;
-        }
-        if i < SPINS {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
+/// The data of a lock nobody else can hold (`&mut`).
+pub fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    m.get_mut().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The read guard if no writer holds or waits for the lock just now.
+pub fn try_read<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
+    match m.try_read() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
     }
-    lock(m)
 }

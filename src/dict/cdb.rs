@@ -25,6 +25,7 @@ use super::{fold_key, Dict, DictError, DictResult, Mode, OpenError, OpenRequest}
 use crate::protocol::flags::{FIXED, FOLD_FIX, TRY0NULL, TRY1NULL};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// 256 (position, slot count) pairs of little-endian u32 at the start.
 const TOC_SIZE: usize = 2048;
@@ -35,12 +36,12 @@ pub struct Cdb {
     data: Vec<u8>,
     flags: u32,
     /// TRY0NULL/TRY1NULL discovery state.
-    nul: u32,
+    nul: AtomicU32,
     /// Identity of what we read, for `changed()`.
     file: std::fs::File,
     ident: (u64, u64, i64, i64),
     /// A damage report was logged already.
-    logged: bool,
+    logged: AtomicBool,
 }
 
 /// The file is not a valid cdb (tinycdb's EPROTO).
@@ -78,11 +79,11 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     Ok(Box::new(Cdb {
         cdb_path,
         data,
-        nul: flags & (TRY0NULL | TRY1NULL),
+        nul: AtomicU32::new(flags & (TRY0NULL | TRY1NULL)),
         flags,
         file,
         ident: identity(&meta),
-        logged: false,
+        logged: AtomicBool::new(false),
     }))
 }
 
@@ -170,22 +171,24 @@ impl Dict for Cdb {
         self.flags
     }
 
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         let key = fold_key(key, flags & FOLD_FIX != 0);
         let mut result = Ok(None);
-        if self.nul & TRY1NULL != 0 {
+        // Threads racing here learn the same answer from the same file.
+        let nul = self.nul.load(Ordering::Relaxed);
+        if nul & TRY1NULL != 0 {
             let mut probe = key.to_vec();
             probe.push(0);
             result = find(&self.data, &probe);
             if let Ok(Some(_)) = result {
-                self.nul &= !TRY0NULL;
+                self.nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
             }
         }
-        if matches!(result, Ok(None)) && self.nul & TRY0NULL != 0 {
+        if matches!(result, Ok(None)) && nul & TRY0NULL != 0 {
             result = find(&self.data, &key);
             if let Ok(Some(_)) = result {
-                self.nul &= !TRY1NULL;
+                self.nul.fetch_and(!TRY1NULL, Ordering::Relaxed);
             }
         }
         match result {
@@ -197,9 +200,8 @@ impl Dict for Cdb {
             Ok(None) => Ok(false),
             Err(Corrupt) => {
                 let text = format!("error reading {}: {}", self.cdb_path, protocol_error());
-                if !self.logged {
+                if !self.logged.swap(true, Ordering::Relaxed) {
                     log::error!("{text}");
-                    self.logged = true;
                 }
                 Err(DictError::Retry(text))
             }
@@ -347,7 +349,7 @@ mod tests {
                 bad[at] = (x >> 32) as u8;
             }
             std::fs::write(&path, &bad).unwrap();
-            if let Ok(mut d) = open_with(&t, Mode::ReadOnly, 0) {
+            if let Ok(d) = open_with(&t, Mode::ReadOnly, 0) {
                 for k in &keys {
                     let _ = d.lookup(k.as_bytes(), FOLD_FIX, &mut Vec::new());
                 }
@@ -364,7 +366,7 @@ mod tests {
             bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         }
         std::fs::write(&path, &bad).unwrap();
-        let mut d = open_with(&t, Mode::ReadOnly, 0).unwrap();
+        let d = open_with(&t, Mode::ReadOnly, 0).unwrap();
         let err = d.lookup(b"key7", 0, &mut Vec::new()).unwrap_err();
         assert_eq!(err, DictError::Retry(format!("error reading {path}: Protocol error")));
         // A table of contents pointing outside the file fails the open.

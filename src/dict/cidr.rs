@@ -190,7 +190,7 @@ impl Dict for Cidr {
         self.flags
     }
 
-    fn lookup(&mut self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         let Some((v6, addr)) = parse_key(postmap_text::until_nul(key)) else {
             return Ok(false);

@@ -57,6 +57,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -464,7 +465,8 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
     if flags & (TRY0NULL | TRY1NULL) == 0 {
         flags |= TRY0NULL | TRY1NULL;
     }
-    Ok(Box::new(DbDict { shared, mode: req.mode, flags, open_lock: req.flags & OPEN_LOCK != 0, opened }))
+    let nul = AtomicU32::new(flags & (TRY0NULL | TRY1NULL));
+    Ok(Box::new(DbDict { shared, mode: req.mode, flags, nul, open_lock: req.flags & OPEN_LOCK != 0, opened }))
 }
 
 /// Postfix warns when the source file is newer than the index, unless the
@@ -483,8 +485,11 @@ fn warn_if_older_than_source(db_path: &str, source: &str, db: Option<Stamp>) {
 pub struct DbDict {
     shared: Arc<Shared>,
     mode: Mode,
-    /// Open flags | FIXED | the TRY0NULL/TRY1NULL bits still undecided.
+    /// Open flags | FIXED (the NUL bits are in `nul`).
     flags: u32,
+    /// The TRY0NULL/TRY1NULL bits still undecided. Threads racing on it
+    /// learn the same answer from the same file.
+    nul: AtomicU32,
     open_lock: bool,
     /// The file when this instance was opened (change detection).
     opened: Option<Stamp>,
@@ -567,30 +572,31 @@ impl DbDict {
 }
 
 impl Dict for DbDict {
+    /// As Postfix's dict->flags: the NUL bits as learned so far.
     fn flags(&self) -> u32 {
-        self.flags
+        (self.flags & !(TRY0NULL | TRY1NULL)) | self.nul.load(Ordering::Relaxed)
     }
 
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         let key = fold_key(until_nul(key), flags & FOLD_FIX != 0);
-        let nulls = &mut self.flags;
+        let nul = &self.nul;
         let path = &self.shared.db_path;
         let refresh = self.mode == Mode::ReadOnly;
         with_db(&self.shared, flags, Kind::Shared, refresh, |st| {
             let mut found = false;
-            if *nulls & TRY1NULL != 0 {
+            if nul.load(Ordering::Relaxed) & TRY1NULL != 0 {
                 found = st
                     .get(path, &with_nul(&key), out)
                     .map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
                 if found {
-                    *nulls &= !TRY0NULL;
+                    nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
                 }
             }
-            if !found && *nulls & TRY0NULL != 0 {
+            if !found && nul.load(Ordering::Relaxed) & TRY0NULL != 0 {
                 found =
                     st.get(path, &key, out).map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
                 if found {
-                    *nulls &= !TRY1NULL;
+                    nul.fetch_and(!TRY1NULL, Ordering::Relaxed);
                 }
             }
             if found {
@@ -612,11 +618,12 @@ impl Dict for DbDict {
         let key = fold_key(until_nul(key), flags & FOLD_FIX != 0);
         let value = until_nul(value);
         // Undecided: Berkeley DB on Linux stores keys and values with a NUL.
-        if self.flags & (TRY0NULL | TRY1NULL) == TRY0NULL | TRY1NULL {
-            self.flags &= !TRY0NULL;
+        let nul = self.nul.get_mut();
+        if *nul & (TRY0NULL | TRY1NULL) == TRY0NULL | TRY1NULL {
+            *nul &= !TRY0NULL;
         }
         let (k, v) =
-            if self.flags & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
+            if *nul & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
         let path = &self.shared.db_path;
         with_db(&self.shared, flags, Kind::Exclusive, false, |st| {
             let stored = st
@@ -650,7 +657,7 @@ impl Dict for DbDict {
             return Err(DictError::Retry(msg));
         }
         let key = fold_key(until_nul(key), flags & FOLD_FIX != 0);
-        let nulls = &mut self.flags;
+        let nulls = self.nul.get_mut();
         let path = &self.shared.db_path;
         with_db(&self.shared, flags, Kind::Exclusive, false, |st| {
             let mut found = false;

@@ -26,7 +26,7 @@ impl Dict for Environ {
         self.flags
     }
 
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         if !environment_trusted() {
             return Ok(false);

@@ -23,7 +23,7 @@ impl Dict for Fail {
         self.flags
     }
 
-    fn lookup(&mut self, _key: &[u8], _flags: u32, _out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, _key: &[u8], _flags: u32, _out: &mut Vec<u8>) -> DictResult<bool> {
         self.fail()
     }
 

@@ -37,7 +37,7 @@ impl Dict for Internal {
         self.flags
     }
 
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         match self.table.get(folded(key, flags).as_ref()) {
             Some(value) => {

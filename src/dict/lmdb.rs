@@ -37,10 +37,11 @@ use crate::dict::postmap_text::{self, until_nul};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
+use crate::sync::{get_mut, lock, try_lock};
 use crate::sys::lmdb::{self as mdb, Env, Put};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// slmdb's room for the initial "drop" transaction and metadata.
 const FUDGE: usize = 10240;
@@ -49,7 +50,14 @@ const SIZE_INCR: usize = 2;
 /// Recoveries per request (slmdb's default; Postfix's dict_lmdb uses 1).
 pub const RETRY_LIMIT: u32 = 30;
 
+/// An lmdb table. Its lookups take turns: a transaction may have to grow
+/// the map or reopen the environment, which no other may see half done.
 pub struct Lmdb {
+    flags: u32,
+    state: Mutex<State>,
+}
+
+struct State {
     /// The table name (`/path/name`), Postfix's dict->name.
     name: String,
     /// `/path/name.lmdb`.
@@ -61,7 +69,6 @@ pub struct Lmdb {
     lock: Arc<FileLock>,
     /// The lock lease under which the file length was last checked (0: none).
     checked_lease: u64,
-    flags: u32,
     /// TRY0NULL/TRY1NULL discovery state of this instance.
     nul: u32,
     curr_limit: usize,
@@ -119,17 +126,19 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         flags = (flags & !OPEN_LOCK) | LOCK;
     }
     Ok(Box::new(Lmdb {
-        name: name.to_owned(),
-        mdb_path: c_path,
-        read_only,
-        env: Some(env),
-        lock,
-        checked_lease: 0,
-        nul: flags & (TRY0NULL | TRY1NULL),
         flags,
-        curr_limit,
-        hard_limit,
-        last_error: None,
+        state: Mutex::new(State {
+            name: name.to_owned(),
+            mdb_path: c_path,
+            read_only,
+            env: Some(env),
+            lock,
+            checked_lease: 0,
+            nul: flags & (TRY0NULL | TRY1NULL),
+            curr_limit,
+            hard_limit,
+            last_error: None,
+        }),
     }))
 }
 
@@ -148,7 +157,7 @@ fn initial_limits(configured: usize, mdb_path: &str) -> (usize, usize) {
     (curr, hard)
 }
 
-impl Lmdb {
+impl State {
     fn full_name(&self) -> String {
         format!("lmdb:{}", self.name)
     }
@@ -271,6 +280,34 @@ impl Dict for Lmdb {
         self.flags
     }
 
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        lock(&self.state).lookup(key, flags, out)
+    }
+
+    fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
+        get_mut(&mut self.state).update(key, value, flags)
+    }
+
+    fn delete(&mut self, key: &[u8], flags: u32) -> DictResult<bool> {
+        get_mut(&mut self.state).delete(key, flags)
+    }
+
+    fn sequence(
+        &mut self,
+        cursor: &mut Option<Cursor>,
+        first: bool,
+        flags: u32,
+    ) -> DictResult<Option<(Vec<u8>, Vec<u8>)>> {
+        get_mut(&mut self.state).sequence(cursor, first, flags)
+    }
+
+    /// A table in use is checked at a later accept.
+    fn changed(&self) -> bool {
+        try_lock(&self.state).is_some_and(|s| s.changed())
+    }
+}
+
+impl State {
     fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         let key = fold_key(key, flags & FOLD_FIX != 0);

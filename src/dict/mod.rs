@@ -111,14 +111,16 @@ pub type Cursor = Box<dyn Any + Send>;
 /// One open table. Methods take the effective request flags (instance bits plus
 /// this request's bits), so per-request behaviour such as case folding needs no
 /// shared mutable flag state.
-pub trait Dict: Send {
+pub trait Dict: Send + Sync {
     /// Flags of the freshly opened table: its IMPL bits (FIXED, PATTERN,
     /// MULTI_WRITER) plus the instance bits it keeps. Reported in open replies.
     fn flags(&self) -> u32;
 
     /// Look `key` up; on a hit write the value into `out` (cleared first) and
-    /// return true.
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool>;
+    /// return true. Takes `&self`: connection threads look up in one table
+    /// side by side; a table with state to change on a lookup keeps it behind
+    /// a lock of its own, or in atomics.
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool>;
 
     /// Store `key` → `value`. Returns false when the key existed and the
     /// duplicate policy in `flags` kept the old value.

@@ -15,7 +15,9 @@
 use super::postmap_text::{self, is_space, BraceTokens, LogicalLines};
 use super::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN, SRC_RHS_IS_FILE};
+use crate::sync::lock;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
 
 /// Collect a load-time warning (logged by [`open_table`]; tests read them).
 macro_rules! warn {
@@ -437,12 +439,13 @@ impl<E: Engine> RuleTable<E> {
 }
 
 /// A regexp or pcre table: the rules, loaded and compiled once at open and
-/// shared by every client of the worker.
+/// shared by every client of the worker. Lookups take turns: the engine's
+/// match buffers and the compiled-pattern cache change as rules are tried.
 pub struct PatternDict<E: Engine> {
     flags: u32,
     path: String,
     identity: Option<(u64, u64, i64, i64)>,
-    table: RuleTable<E>,
+    table: Mutex<RuleTable<E>>,
 }
 
 impl<E: Engine> Dict for PatternDict<E> {
@@ -451,8 +454,8 @@ impl<E: Engine> Dict for PatternDict<E> {
     }
 
     /// FOLD_MUL in the request flags lowercases the key before matching.
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        Ok(self.table.lookup(key, flags & FOLD_MUL != 0, out))
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        Ok(lock(&self.table).lookup(key, flags & FOLD_MUL != 0, out))
     }
 
     /// The file was removed, replaced or modified since it was read (always
@@ -475,7 +478,12 @@ pub fn open_table<E: Engine>(req: &OpenRequest, engine: E) -> Result<Box<dyn Dic
     drop(source);
     // Compiling frees much scratch memory that would otherwise stay resident.
     crate::sys::release_free_memory();
-    Ok(Box::new(PatternDict { flags: req.flags | PATTERN, path: req.name.to_string(), identity, table }))
+    Ok(Box::new(PatternDict {
+        flags: req.flags | PATTERN,
+        path: req.name.to_string(),
+        identity,
+        table: Mutex::new(table),
+    }))
 }
 
 /// Make rule `i`'s first pattern compiled if it was dropped, dropping the

@@ -8,12 +8,11 @@ struct Pipemap {
     flags: u32,
     open_flags: u32,
     parts: Components,
-    query: Vec<u8>,
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let parts = components::open(req)?;
-    Ok(Box::new(Pipemap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts, query: Vec::new() }))
+    Ok(Box::new(Pipemap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts }))
 }
 
 impl Dict for Pipemap {
@@ -23,17 +22,16 @@ impl Dict for Pipemap {
 
     // Components are consulted with their own open flags, not the request's:
     // in Postfix the request flags reach only the composite itself.
-    fn lookup(&mut self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        self.query.clear();
-        self.query.extend_from_slice(key);
-        for table in &mut self.parts.tables {
-            if !table.lookup(&self.query, self.open_flags, out)? {
+    fn lookup(&self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        let mut query = key.to_vec();
+        for table in &self.parts.tables {
+            if !table.lookup(&query, self.open_flags, out)? {
                 return Ok(false);
             }
-            std::mem::swap(&mut self.query, out);
+            std::mem::swap(&mut query, out);
         }
         out.clear();
-        out.extend_from_slice(&self.query);
+        out.extend_from_slice(&query);
         Ok(true)
     }
 }

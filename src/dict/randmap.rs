@@ -4,11 +4,12 @@
 use super::postmap_text::{balpar, file_to_base64, BraceTokens};
 use super::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Randmap {
     flags: u32,
     replies: Vec<Vec<u8>>,
-    state: u64,
+    state: AtomicU64,
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
@@ -30,7 +31,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     if replies.is_empty() {
         return Err(syntax());
     }
-    Ok(Box::new(Randmap { flags: req.flags | PATTERN, replies, state: seed() }))
+    Ok(Box::new(Randmap { flags: req.flags | PATTERN, replies, state: AtomicU64::new(seed()) }))
 }
 
 /// A per-process seed; the choice needs spread, not cryptographic strength.
@@ -44,12 +45,15 @@ impl Dict for Randmap {
         self.flags
     }
 
-    fn lookup(&mut self, _key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        // xorshift64
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let pick = (self.state % self.replies.len() as u64) as usize;
+    fn lookup(&self, _key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+        // xorshift64; two threads at once may pick the same reply, which is
+        // as random as a pick needs to be.
+        let mut x = self.state.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state.store(x, Ordering::Relaxed);
+        let pick = (x % self.replies.len() as u64) as usize;
         out.clear();
         out.extend_from_slice(&self.replies[pick]);
         Ok(true)

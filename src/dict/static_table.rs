@@ -17,7 +17,7 @@ impl Dict for Static {
         self.flags
     }
 
-    fn lookup(&mut self, _key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, _key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         out.extend_from_slice(&self.value);
         Ok(true)

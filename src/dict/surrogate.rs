@@ -5,12 +5,19 @@
 
 use super::{Cursor, Dict, DictError, DictResult};
 use crate::protocol::flags::PATTERN;
+use crate::sync::lock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct Surrogate {
     flags: u32,
     message: String,
-    last_logged: Option<Instant>,
+    log: Mutex<Logged>,
+}
+
+#[derive(Default)]
+struct Logged {
+    last: Option<Instant>,
     /// Accesses since the line was last logged.
     quiet: u64,
 }
@@ -24,23 +31,23 @@ impl Surrogate {
         Surrogate {
             flags: open_flags | PATTERN,
             message: format!("{full_name} is unavailable. {reason}"),
-            last_logged: None,
-            quiet: 0,
+            log: Mutex::new(Logged::default()),
         }
     }
 
-    fn fail<T>(&mut self) -> DictResult<T> {
+    fn fail<T>(&self) -> DictResult<T> {
         let now = Instant::now();
-        if self.last_logged.is_none_or(|t| now.duration_since(t) >= REPEAT) {
-            if self.quiet > 0 {
-                log::warn!("{} ({} more times)", self.message, self.quiet);
+        let mut logged = lock(&self.log);
+        if logged.last.is_none_or(|t| now.duration_since(t) >= REPEAT) {
+            if logged.quiet > 0 {
+                log::warn!("{} ({} more times)", self.message, logged.quiet);
             } else {
                 log::warn!("{}", self.message);
             }
-            self.last_logged = Some(now);
-            self.quiet = 0;
+            logged.last = Some(now);
+            logged.quiet = 0;
         } else {
-            self.quiet += 1;
+            logged.quiet += 1;
         }
         Err(DictError::Retry(self.message.clone()))
     }
@@ -50,7 +57,7 @@ impl Dict for Surrogate {
     fn flags(&self) -> u32 {
         self.flags
     }
-    fn lookup(&mut self, _: &[u8], _: u32, _: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, _: &[u8], _: u32, _: &mut Vec<u8>) -> DictResult<bool> {
         self.fail()
     }
     fn update(&mut self, _: &[u8], _: &[u8], _: u32) -> DictResult<bool> {
@@ -83,9 +90,9 @@ mod tests {
         assert!(matches!(s.delete(b"k", 0), Err(DictError::Retry(_))));
         assert!(matches!(s.sequence(&mut None, true, 0), Err(DictError::Retry(_))));
         // logged once, then counted
-        assert_eq!(s.quiet, 7);
-        s.last_logged = Some(Instant::now() - REPEAT);
+        assert_eq!(s.log.lock().unwrap().quiet, 7);
+        s.log.lock().unwrap().last = Some(Instant::now() - REPEAT);
         let _ = s.lookup(b"k", 0, &mut Vec::new());
-        assert_eq!(s.quiet, 0);
+        assert_eq!(s.log.lock().unwrap().quiet, 0);
     }
 }

@@ -167,7 +167,7 @@ impl Dict for MemDict {
         self.flags
     }
 
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         Ok(self.table.lookup(key, flags & FOLD_FIX != 0, out))
     }
 
@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(get(&mut d, "good", 0).as_deref(), Some("value"));
         let mut out = Vec::new();
         assert!(!d.lookup(b"bad\xff", 0, &mut out).unwrap());
-        let mut d = open_with(g.name(), Mode::ReadOnly, 0).unwrap();
+        let d = open_with(g.name(), Mode::ReadOnly, 0).unwrap();
         assert!(d.lookup(b"bad\xff", 0, &mut out).unwrap());
     }
 

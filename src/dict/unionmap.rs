@@ -8,12 +8,11 @@ struct Unionmap {
     flags: u32,
     open_flags: u32,
     parts: Components,
-    part: Vec<u8>,
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let parts = components::open(req)?;
-    Ok(Box::new(Unionmap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts, part: Vec::new() }))
+    Ok(Box::new(Unionmap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts }))
 }
 
 impl Dict for Unionmap {
@@ -22,14 +21,15 @@ impl Dict for Unionmap {
     }
 
     // Components are consulted with their own open flags, as in Postfix.
-    fn lookup(&mut self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
-        for table in &mut self.parts.tables {
-            if table.lookup(key, self.open_flags, &mut self.part)? {
+        let mut part = Vec::new();
+        for table in &self.parts.tables {
+            if table.lookup(key, self.open_flags, &mut part)? {
                 if !out.is_empty() {
                     out.push(b',');
                 }
-                out.extend_from_slice(&self.part);
+                out.extend_from_slice(&part);
             }
         }
         Ok(!out.is_empty())

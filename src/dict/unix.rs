@@ -113,7 +113,7 @@ impl Dict for Unix {
         self.flags
     }
 
-    fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
+    fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         let key = super::fold_key(super::postmap_text::until_nul(key), flags & FOLD_FIX != 0);
         match self.find(&key) {
@@ -226,7 +226,7 @@ mod tests {
             return;
         }
         for (name, what) in [("passwd.byname", "password"), ("group.byname", "group")] {
-            let mut d = open_with(name, Mode::ReadOnly, 0).unwrap();
+            let d = open_with(name, Mode::ReadOnly, 0).unwrap();
             let mut out = Vec::new();
             let want = format!("cannot access UNIX {what} database: Application error");
             assert_eq!(d.lookup(b"nosuch", 0, &mut out), Err(DictError::Retry(want)));

@@ -5,7 +5,7 @@ use crate::config::Params;
 use crate::dict::{Dict, Mode};
 use crate::protocol::flags;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 /// An open table and the identity it was opened under.
 pub struct Entry {
@@ -14,8 +14,9 @@ pub struct Entry {
     /// `type:name` without `proxy:`.
     pub name: String,
     pub instance_flags: u32,
-    /// One request at a time uses the table.
-    pub dict: Mutex<Box<dyn Dict>>,
+    /// Lookups share the table (each table type guards what its lookups
+    /// change); updates, deletes and sequence steps have it to themselves.
+    pub dict: RwLock<Box<dyn Dict>>,
     /// Flags of the freshly opened instance: what every open reply reports.
     pub open_flags: u32,
 }
@@ -67,7 +68,7 @@ impl TableCache {
         let id = self.next_id;
         self.next_id += 1;
         let open_flags = dict.flags();
-        let entry = Arc::new(Entry { id, name: name.to_owned(), instance_flags, open_flags, dict: Mutex::new(dict) });
+        let entry = Arc::new(Entry { id, name: name.to_owned(), instance_flags, open_flags, dict: RwLock::new(dict) });
         self.slots[slot].push(Arc::clone(&entry));
         entry
     }
@@ -83,7 +84,7 @@ impl TableCache {
             instances.retain(|e| {
                 // A table in use (a connection thread may wait in it for a
                 // lock) is checked at a later accept, not waited for here.
-                let changed = crate::sync::try_lock(&e.dict).is_some_and(|d| d.changed());
+                let changed = crate::sync::try_read(&e.dict).is_some_and(|d| d.changed());
                 if changed {
                     log::info!("table {} has changed -- reopening", e.instance_key());
                 }

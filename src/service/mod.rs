@@ -9,10 +9,10 @@ use crate::config::Params;
 use crate::dict::{Cursor, DictError, KeyValue, Mode};
 use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
 use crate::protocol::{Op, Outcome, Reply, Request, Status};
-use crate::sync::{lock, lock_hot};
+use crate::sync::{read, write};
 use cache::{Entry, TableCache};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 /// Which of the two services this process serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct Service {
     stream: String,
     allowlist: Allowlist,
     params: Arc<Params>,
-    tables: Mutex<TableCache>,
+    tables: RwLock<TableCache>,
 }
 
 impl Service {
@@ -79,7 +79,7 @@ impl Service {
             stream: format!("{} socket", role.service_name()),
             allowlist,
             params,
-            tables: Mutex::new(TableCache::new(mode)),
+            tables: RwLock::new(TableCache::new(mode)),
         }
     }
 
@@ -100,7 +100,7 @@ impl Service {
     /// Before taking a new client: the reader drops tables whose files changed.
     pub fn before_accept(&self) {
         if self.role == Role::Reader {
-            lock(&self.tables).drop_changed();
+            write(&self.tables).drop_changed();
         }
     }
 
@@ -150,14 +150,14 @@ impl Service {
                 reply.flags = entry.open_flags;
                 Ok(Status::Ok)
             }
-            Op::Lookup => lock_hot(&entry.dict).lookup(req.key, flags, &mut session.value).map(status::of_bool),
+            Op::Lookup => read(&entry.dict).lookup(req.key, flags, &mut session.value).map(status::of_bool),
             Op::Update => {
                 flags |= SYNC_UPDATE | DUP_REPLACE;
-                lock(&entry.dict).update(req.key, req.value, flags).map(status::of_bool)
+                write(&entry.dict).update(req.key, req.value, flags).map(status::of_bool)
             }
             Op::Delete => {
                 flags |= SYNC_UPDATE;
-                lock(&entry.dict).delete(req.key, flags).map(status::of_bool)
+                write(&entry.dict).delete(req.key, flags).map(status::of_bool)
             }
             Op::Sequence => {
                 let first = req.function == crate::protocol::request::SEQ_FIRST;
@@ -195,14 +195,14 @@ impl Service {
     /// The open table, opened on first use without holding the cache's lock.
     fn table(&self, name: &str, instance_flags: u32) -> Arc<Entry> {
         let mode = {
-            let tables = lock_hot(&self.tables);
+            let tables = read(&self.tables);
             if let Some(e) = tables.find(name, instance_flags) {
                 return e;
             }
             tables.mode()
         };
         let dict = cache::open(name, mode, instance_flags, &self.params);
-        lock(&self.tables).insert(name, instance_flags, dict)
+        write(&self.tables).insert(name, instance_flags, dict)
     }
 
     /// Strip `proxy:` prefixes and check the allowlist, as Postfix's
@@ -233,7 +233,7 @@ impl Service {
 
 fn sequence(entry: &Entry, session: &mut Session, first: bool, flags: u32) -> Result<Option<KeyValue>, DictError> {
     let mut cursor = session.cursors.remove(&entry.id);
-    let r = lock(&entry.dict).sequence(&mut cursor, first, flags);
+    let r = write(&entry.dict).sequence(&mut cursor, first, flags);
     if let Some(c) = cursor {
         session.cursors.insert(entry.id, c);
     }
