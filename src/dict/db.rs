@@ -41,7 +41,7 @@
 //! * Sequence NEXT without FIRST reports the end (Postfix panics); cursors
 //!   are per connection (Postfix: one per table).
 
-use super::filelock::{FileLock, Kind, Style};
+use super::filelock::{FileLock, Held, Kind, Style};
 use super::hash_pages::HashPages;
 use super::postmap_text::until_nul;
 use super::verified::{self, Verdicts};
@@ -50,15 +50,15 @@ use crate::config::Params;
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
 };
-use crate::sync::lock;
+use crate::sync::{lock, read, write};
 use crate::sys::db::{self as bdb, Code, Db, DbType, Dbc, Env, OpenFlags};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Postfix's DICT_DB_NELM: expected element count for new hash files.
@@ -112,7 +112,9 @@ struct Shared {
     ty: DbType,
     settings: HandleSettings,
     lock: Arc<FileLock>,
-    state: Mutex<DbState>,
+    /// Lookups read pages under the read side; Berkeley DB's handle (not
+    /// free-threaded) is used under the write side.
+    state: RwLock<DbState>,
 }
 
 struct DbState {
@@ -123,14 +125,14 @@ struct DbState {
     /// The file as it was just before `db` was opened.
     stamp: Option<Stamp>,
     /// An operation failed: open a fresh handle before the next one.
-    broken: bool,
+    broken: AtomicBool,
     /// Replaced handles kept for the cursors still open on them.
     retired: Vec<Db>,
     /// Open cursors per handle id.
     cursors: HashMap<u64, usize>,
     /// The file lock lease under which `stamp` was last compared with the
     /// file (0: none).
-    checked_lease: u64,
+    checked_lease: AtomicU64,
     /// When the path (not just the open file) was last compared.
     path_checked: Instant,
 }
@@ -144,15 +146,22 @@ impl DbState {
         self.mode = mode;
         self.pages = pages;
         self.stamp = stamp;
-        self.broken = false;
+        *self.broken.get_mut() = false;
+    }
+
+    /// Nothing to re-open or check before an access under `lease`: the
+    /// handle works and (with `refresh`) the file was checked in this lease.
+    fn current(&self, refresh: bool, lease: Option<u64>) -> bool {
+        let checked = lease.is_some_and(|l| l == self.checked_lease.load(Ordering::Relaxed));
+        (checked || !refresh) && !self.broken.load(Ordering::Relaxed)
     }
 
     /// Look `key` up: in the pages when they are read directly (a page
     /// that does not look right turns that off until the next re-open, with
     /// one warning), else through Berkeley DB.
-    fn get(&mut self, path: &str, key: &[u8], out: &mut Vec<u8>) -> Result<bool, Code> {
-        if let Some(pages) = self.pages.as_mut() {
-            match pages.get(key, out) {
+    fn get(&mut self, path: &str, key: &[u8], out: &mut Vec<u8>, lease: Option<u64>) -> Result<bool, Code> {
+        if let Some(pages) = self.pages.as_ref() {
+            match pages.get(key, out, lease) {
                 Ok(found) => return Ok(found),
                 Err(e) => {
                     log::warn!("{path}: {e}: reading it through Berkeley DB");
@@ -196,9 +205,9 @@ impl DbState {
 }
 
 /// Log a failed operation once and mark the handle for re-opening.
-fn fail(st: &mut DbState, msg: String) -> DictError {
+fn fail(st: &DbState, msg: String) -> DictError {
     log::error!("{msg}");
-    st.broken = true;
+    st.broken.store(true, Ordering::Relaxed);
     DictError::Retry(msg)
 }
 
@@ -212,13 +221,14 @@ impl Shared {
     /// since it was opened (so readers do not serve pages cached before a
     /// writer's update).
     fn refresh(&self, st: &mut DbState) -> DictResult<()> {
-        if !st.broken && (st.mode == Mode::ReadWrite || self.open_file_unchanged(st)) {
+        let broken = st.broken.load(Ordering::Relaxed);
+        if !broken && (st.mode == Mode::ReadWrite || self.open_file_unchanged(st)) {
             return Ok(());
         }
         let now = Stamp::stat(&self.db_path).ok();
         st.path_checked = Instant::now();
         let changed = st.mode == Mode::ReadOnly && now.is_some() && now != st.stamp;
-        if !st.broken && !changed {
+        if !broken && !changed {
             return Ok(());
         }
         match open_handle(&self.db_path, self.ty, st.mode, &self.settings, now.is_some()) {
@@ -390,7 +400,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
         Some(shared) => {
             // Another instance of this file in this process: share its handle,
             // upgrading it if this instance needs to write.
-            let needs_upgrade = req.mode == Mode::ReadWrite && lock(&shared.state).mode == Mode::ReadOnly;
+            let needs_upgrade = req.mode == Mode::ReadWrite && read(&shared.state).mode == Mode::ReadOnly;
             if needs_upgrade {
                 let held = match req.flags & LOCK {
                     0 => None,
@@ -404,7 +414,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 let stamp = Stamp::stat(&db_path).ok();
                 let db = open_handle(&db_path, ty, Mode::ReadWrite, &shared.settings, stamp.is_some())?;
                 drop(held);
-                lock(&shared.state).replace(db, Mode::ReadWrite, stamp, None);
+                write(&shared.state).replace(db, Mode::ReadWrite, stamp, None);
             }
             shared
         }
@@ -437,15 +447,15 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 ty,
                 settings,
                 lock: lf,
-                state: Mutex::new(DbState {
+                state: RwLock::new(DbState {
                     db,
                     mode: req.mode,
                     pages,
                     stamp,
-                    broken: false,
+                    broken: AtomicBool::new(false),
                     retired: Vec::new(),
                     cursors: HashMap::new(),
-                    checked_lease: 0,
+                    checked_lease: AtomicU64::new(0),
                     path_checked: Instant::now(),
                 }),
             });
@@ -503,9 +513,30 @@ impl Drop for DbDict {
     }
 }
 
+/// The per-access file lock, when the request has LOCK.
+fn lock_file(shared: &Shared, flags: u32, kind: Kind) -> DictResult<Option<Held<'_>>> {
+    if flags & LOCK == 0 {
+        return Ok(None);
+    }
+    shared.lock.hold(kind).map(Some).map_err(|e| {
+        let msg = format!("{}: lock dictionary: {}", shared.db_path, io_text(&e));
+        log::error!("{msg}");
+        DictError::Retry(msg)
+    })
+}
+
+/// Re-open the handle if it failed or, with `refresh`, if the file changed
+/// (checked once per lock lease).
+fn prepare(shared: &Shared, st: &mut DbState, refresh: bool, lease: Option<u64>) -> DictResult<()> {
+    if !st.current(refresh, lease) {
+        shared.refresh(st)?;
+        *st.checked_lease.get_mut() = lease.unwrap_or(0);
+    }
+    Ok(())
+}
+
 /// Run `f` on the file's handle, under the per-operation lock when the
-/// request has LOCK, after re-opening the handle if needed. With `refresh`
-/// the file is checked for changes, once per lock lease.
+/// request has LOCK, after re-opening the handle if needed.
 fn with_db<T>(
     shared: &Shared,
     flags: u32,
@@ -513,28 +544,10 @@ fn with_db<T>(
     refresh: bool,
     f: impl FnOnce(&mut DbState) -> DictResult<T>,
 ) -> DictResult<T> {
-    let held = if flags & LOCK != 0 {
-        match shared.lock.hold(kind) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                let msg = format!("{}: lock dictionary: {}", shared.db_path, io_text(&e));
-                log::error!("{msg}");
-                return Err(DictError::Retry(msg));
-            }
-        }
-    } else {
-        None
-    };
-    let lease = held.as_ref().and_then(|h| h.lease());
-    let mut st = lock(&shared.state);
-    let checked = lease.is_some_and(|l| l == st.checked_lease);
-    if (refresh && !checked) || st.broken {
-        shared.refresh(&mut st)?;
-        if let Some(pages) = st.pages.as_mut() {
-            pages.new_lease();
-        }
-        st.checked_lease = lease.unwrap_or(0);
-    }
+    let held = lock_file(shared, flags, kind)?;
+    let lease = held.as_ref().and_then(Held::lease);
+    let mut st = write(&shared.state);
+    prepare(shared, &mut st, refresh, lease)?;
     f(&mut st)
 }
 
@@ -560,7 +573,7 @@ struct DbCursor {
 impl Drop for DbCursor {
     fn drop(&mut self) {
         if let Some(c) = self.dbc.take() {
-            lock(&self.shared.state).close_cursor(c);
+            write(&self.shared.state).close_cursor(c);
         }
     }
 }
@@ -568,6 +581,36 @@ impl Drop for DbCursor {
 impl DbDict {
     fn path(&self) -> &str {
         &self.shared.db_path
+    }
+
+    /// Postfix's NUL discovery: look `key` up with a trailing NUL and/or
+    /// without, as the NUL bits still allow, and keep the form that hit.
+    /// The value is handed on without its NUL.
+    fn probe<E>(
+        &self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        mut get: impl FnMut(&[u8], &mut Vec<u8>) -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let mut found = false;
+        if self.nul.load(Ordering::Relaxed) & TRY1NULL != 0 {
+            found = get(&with_nul(key), out)?;
+            if found {
+                self.nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
+            }
+        }
+        if !found && self.nul.load(Ordering::Relaxed) & TRY0NULL != 0 {
+            found = get(key, out)?;
+            if found {
+                self.nul.fetch_and(!TRY1NULL, Ordering::Relaxed);
+            }
+        }
+        if found {
+            cut_at_nul(out);
+        } else {
+            out.clear();
+        }
+        Ok(found)
     }
 }
 
@@ -579,33 +622,24 @@ impl Dict for DbDict {
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         let key = fold_key(until_nul(key), flags & FOLD_FIX != 0);
-        let nul = &self.nul;
         let path = &self.shared.db_path;
         let refresh = self.mode == Mode::ReadOnly;
-        with_db(&self.shared, flags, Kind::Shared, refresh, |st| {
-            let mut found = false;
-            if nul.load(Ordering::Relaxed) & TRY1NULL != 0 {
-                found = st
-                    .get(path, &with_nul(&key), out)
-                    .map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
-                if found {
-                    nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
+        let held = lock_file(&self.shared, flags, Kind::Shared)?;
+        let lease = held.as_ref().and_then(Held::lease);
+        {
+            // The page reader needs only the read side: lookups on several
+            // threads run side by side. A page error is retried below.
+            let st = read(&self.shared.state);
+            if let (true, Some(pages)) = (st.current(refresh, lease), st.pages.as_ref()) {
+                if let Ok(found) = self.probe(&key, out, |k, o| pages.get(k, o, lease)) {
+                    return Ok(found);
                 }
             }
-            if !found && nul.load(Ordering::Relaxed) & TRY0NULL != 0 {
-                found =
-                    st.get(path, &key, out).map_err(|c| fail(st, format!("error reading {path}: {}", code_text(c))))?;
-                if found {
-                    nul.fetch_and(!TRY1NULL, Ordering::Relaxed);
-                }
-            }
-            if found {
-                cut_at_nul(out);
-            } else {
-                out.clear();
-            }
-            Ok(found)
-        })
+        }
+        let mut st = write(&self.shared.state);
+        prepare(&self.shared, &mut st, refresh, lease)?;
+        let found = self.probe(&key, out, |k, o| st.get(path, k, o, lease));
+        found.map_err(|c| fail(&st, format!("error reading {path}: {}", code_text(c))))
     }
 
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {

@@ -21,8 +21,11 @@
 //! reference to a chain of overflow pages (`H_OFFPAGE`: page number at +4,
 //! total length at +8).
 
+use crate::sync::{read, write};
+use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::RwLock;
 
 const HASH_MAGIC: u32 = 0x061561;
 const HASH_VERSION: u32 = 9;
@@ -80,12 +83,17 @@ fn log2_ceil(n: u32) -> usize {
     i
 }
 
-#[derive(Default)]
-struct Meta {
+/// What the meta page says, and when it was read.
+#[derive(Clone, Copy, Default)]
+pub struct Meta {
     max_bucket: u32,
     high_mask: u32,
     low_mask: u32,
     spares: [u32; 32],
+    /// Pages in the file when the meta page was read (bounds page numbers).
+    pages: u64,
+    /// The lock lease it was read under (0: none, never current).
+    lease: u64,
 }
 
 enum Scan {
@@ -94,18 +102,18 @@ enum Scan {
     Next(u32),
 }
 
+thread_local! {
+    /// The page being scanned and an overflow page being read: per thread,
+    /// so that lookups share a reader without sharing buffers, and allocate
+    /// nothing once a thread has read a page.
+    static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A reader of one file, shared by lookups on any thread (`&self`).
 pub struct HashPages {
     file: File,
     pagesize: usize,
-    /// Pages in the file when the meta page was read (bounds page numbers).
-    pages: u64,
-    meta: Meta,
-    /// The meta page was read during the current lock lease.
-    meta_fresh: bool,
-    /// The page being scanned.
-    page: Vec<u8>,
-    /// An overflow page being read.
-    overflow: Vec<u8>,
+    meta: RwLock<Meta>,
 }
 
 impl HashPages {
@@ -119,78 +127,80 @@ impl HashPages {
         if !(512..=65536).contains(&pagesize) || !pagesize.is_power_of_two() {
             return Err(PageError::Unsupported("page size"));
         }
-        let mut pages = HashPages {
-            file,
-            pagesize,
-            pages: 0,
-            meta: Meta::default(),
-            meta_fresh: false,
-            page: Vec::new(),
-            overflow: Vec::new(),
-        };
-        pages.take_meta(&head)?;
+        let pages = HashPages { file, pagesize, meta: RwLock::new(Meta::default()) };
+        *write(&pages.meta) = pages.meta_of(&head, None)?;
         Ok(pages)
     }
 
-    /// A new lock lease began: a writer may have changed the file since the
-    /// meta page was read.
-    pub fn new_lease(&mut self) {
-        self.meta_fresh = false;
-    }
-
     /// Read the meta page and the file's length again (bucket count and
-    /// masks change as a writer adds keys).
-    pub fn reload_meta(&mut self) -> Result<(), PageError> {
+    /// masks change as a writer adds keys), under `lease`.
+    pub fn reload_meta(&self, lease: Option<u64>) -> Result<Meta, PageError> {
         let mut head = [0u8; META_LEN];
         self.file.read_exact_at(&mut head, 0)?;
-        self.take_meta(&head)
+        let meta = self.meta_of(&head, lease)?;
+        *write(&self.meta) = meta;
+        Ok(meta)
     }
 
-    /// Use the meta page `head` and the file's current length.
-    fn take_meta(&mut self, head: &[u8]) -> Result<(), PageError> {
+    /// The meta page `head`, with the file's current length.
+    fn meta_of(&self, head: &[u8], lease: Option<u64>) -> Result<Meta, PageError> {
         if u32_at(head, 20) != Some(self.pagesize as u32) {
             return Err(PageError::Unsupported("page size changed"));
         }
-        self.meta = parse_meta(head)?;
-        self.pages = self.file.metadata()?.len() / self.pagesize as u64;
-        self.meta_fresh = true;
-        Ok(())
+        let mut meta = parse_meta(head)?;
+        meta.pages = self.file.metadata()?.len() / self.pagesize as u64;
+        meta.lease = lease.unwrap_or(0);
+        Ok(meta)
     }
 
-    /// Look `key` up (exact bytes); on a hit its value is in `out`.
+    /// Look `key` up (exact bytes) under the lock lease `lease`; on a hit
+    /// its value is in `out`.
     ///
     /// A hit is right even when a writer has split buckets since the meta
     /// page was read: pages are read afresh and a key lives in one bucket at
     /// a time. A miss, or a page past the known end of the file, may come
     /// from an old meta page: then it is read again (at most once per lease)
     /// and the key looked up once more.
-    pub fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, PageError> {
-        match self.lookup(key, out) {
-            Ok(true) => Ok(true),
-            _ if !self.meta_fresh => {
-                self.reload_meta()?;
-                self.lookup(key, out)
+    pub fn get(&self, key: &[u8], out: &mut Vec<u8>, lease: Option<u64>) -> Result<bool, PageError> {
+        BUFFERS.with(|b| {
+            let mut fresh = (Vec::new(), Vec::new());
+            // Only a lookup inside a lookup would find them borrowed.
+            let mut held = b.try_borrow_mut();
+            let (page, overflow) = match held.as_deref_mut() {
+                Ok(bufs) => bufs,
+                Err(_) => &mut fresh,
+            };
+            let meta = *read(&self.meta);
+            match self.lookup(&meta, key, out, page, overflow) {
+                Ok(true) => Ok(true),
+                _ if lease.is_none_or(|l| l != meta.lease) => {
+                    let meta = self.reload_meta(lease)?;
+                    self.lookup(&meta, key, out, page, overflow)
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
     }
 
-    fn lookup(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, PageError> {
-        let m = &self.meta;
+    fn lookup(
+        &self,
+        m: &Meta,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        page: &mut Vec<u8>,
+        overflow: &mut Vec<u8>,
+    ) -> Result<bool, PageError> {
         let mut bucket = hash(key) & m.high_mask;
         if bucket > m.max_bucket {
             bucket &= m.low_mask;
         }
         let spare = m.spares[log2_ceil(bucket.wrapping_add(1)).min(31)];
         let mut pgno = bucket.wrapping_add(spare);
+        let mut r = Reading { pages: self, count: m.pages, overflow };
         // A bucket chain longer than the file is a loop.
-        for _ in 0..=self.pages {
-            self.read_page(pgno)?;
-            // Scanned out of `self`, whose overflow buffer big items use.
-            let page = std::mem::take(&mut self.page);
-            let scanned = self.scan(pgno, &page, key, out);
-            self.page = page;
-            match scanned? {
+        for _ in 0..=m.pages {
+            r.read_page(pgno, page)?;
+            match r.scan(pgno, page, key, out)? {
                 Scan::Found => return Ok(true),
                 Scan::Next(0) => return Ok(false),
                 Scan::Next(next) => pgno = next,
@@ -198,7 +208,17 @@ impl HashPages {
         }
         Err(damaged(pgno, "bucket chain loops"))
     }
+}
 
+/// One lookup's reads: the file, its page count by the meta page used, and
+/// the buffer for overflow pages.
+struct Reading<'a> {
+    pages: &'a HashPages,
+    count: u64,
+    overflow: &'a mut Vec<u8>,
+}
+
+impl Reading<'_> {
     /// Look for `key` on one page of its bucket.
     fn scan(&mut self, pgno: u32, page: &[u8], key: &[u8], out: &mut Vec<u8>) -> Result<Scan, PageError> {
         if page[25] != P_HASH && page[25] != P_HASH_UNSORTED {
@@ -206,10 +226,10 @@ impl HashPages {
         }
         let entries = u16_at(page, 20).unwrap_or(0);
         let first_free = PAGE_HEADER + 2 * entries;
-        if !entries.is_multiple_of(2) || first_free > self.pagesize {
+        let pagesize = self.pages.pagesize;
+        if !entries.is_multiple_of(2) || first_free > pagesize {
             return Err(damaged(pgno, "bad entry count"));
         }
-        let pagesize = self.pagesize;
         let item = |i: usize| -> Result<&[u8], PageError> {
             // Item i ends where item i-1 starts (items are packed downwards).
             let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0);
@@ -257,13 +277,10 @@ impl HashPages {
         }
     }
 
-    fn read_page(&mut self, pgno: u32) -> Result<(), PageError> {
-        if pgno == 0 || pgno as u64 >= self.pages {
-            return Err(damaged(pgno, "page number out of range"));
-        }
-        self.page.resize(self.pagesize, 0);
-        self.file.read_exact_at(&mut self.page, pgno as u64 * self.pagesize as u64)?;
-        if u32_at(&self.page, 8) != Some(pgno) {
+    /// Read page `pgno` of a bucket into `buf`.
+    fn read_page(&self, pgno: u32, buf: &mut Vec<u8>) -> Result<(), PageError> {
+        read_into(self.pages, self.count, pgno, buf, "page number out of range")?;
+        if u32_at(buf, 8) != Some(pgno) {
             return Err(damaged(pgno, "page number mismatch"));
         }
         Ok(())
@@ -309,12 +326,8 @@ impl HashPages {
     /// Append the `len` bytes of the overflow chain starting at `pgno`.
     fn read_overflow(&mut self, mut pgno: u32, len: usize, out: &mut Vec<u8>) -> Result<(), PageError> {
         let start = out.len();
-        for _ in 0..=self.pages {
-            if pgno == 0 || pgno as u64 >= self.pages {
-                return Err(damaged(pgno, "overflow page number out of range"));
-            }
-            self.overflow.resize(self.pagesize, 0);
-            self.file.read_exact_at(&mut self.overflow, pgno as u64 * self.pagesize as u64)?;
+        for _ in 0..=self.count {
+            read_into(self.pages, self.count, pgno, self.overflow, "overflow page number out of range")?;
             let p = &self.overflow;
             if u32_at(p, 8) != Some(pgno) || p[25] != P_OVERFLOW {
                 return Err(damaged(pgno, "not an overflow page"));
@@ -335,6 +348,23 @@ impl HashPages {
         }
         Ok(())
     }
+}
+
+/// Read page `pgno` (of `count`) into `buf`; `out_of_range` names a page
+/// number past the end.
+fn read_into(
+    pages: &HashPages,
+    count: u64,
+    pgno: u32,
+    buf: &mut Vec<u8>,
+    out_of_range: &'static str,
+) -> Result<(), PageError> {
+    if pgno == 0 || pgno as u64 >= count {
+        return Err(damaged(pgno, out_of_range));
+    }
+    buf.resize(pages.pagesize, 0);
+    pages.file.read_exact_at(buf, pgno as u64 * pages.pagesize as u64)?;
+    Ok(())
 }
 
 /// The overflow reference of an `H_OFFPAGE` item: first page, total length.
@@ -366,7 +396,7 @@ fn parse_meta(head: &[u8]) -> Result<Meta, PageError> {
     for (i, s) in spares.iter_mut().enumerate() {
         *s = field(96 + 4 * i);
     }
-    Ok(Meta { max_bucket: field(72), high_mask: field(76), low_mask: field(80), spares })
+    Ok(Meta { max_bucket: field(72), high_mask: field(76), low_mask: field(80), spares, pages: 0, lease: 0 })
 }
 
 #[cfg(test)]
@@ -387,39 +417,38 @@ mod tests {
         let big_value = "v".repeat(20000);
         text.push_str(&format!("{big_key}\tshort\nbigvalue\t{big_value}\n"));
         let path = lab.build("hash", "t", &text, &[]);
-        let mut pages = HashPages::open(&format!("{path}.db")).expect("open");
+        let pages = HashPages::open(&format!("{path}.db")).expect("open");
         let mut out = Vec::new();
         for i in 0..5000 {
             let key = format!("user{i}@example.com\0");
-            assert!(pages.get(key.as_bytes(), &mut out).expect("get"), "{key}");
+            assert!(pages.get(key.as_bytes(), &mut out, None).expect("get"), "{key}");
             assert_eq!(out, format!("value {i}\0").as_bytes());
-            assert!(!pages.get(&key.as_bytes()[..key.len() - 1], &mut out).expect("get without NUL"));
+            assert!(!pages.get(&key.as_bytes()[..key.len() - 1], &mut out, None).expect("get without NUL"));
         }
-        assert!(pages.get(format!("{big_key}\0").as_bytes(), &mut out).expect("big key"));
+        assert!(pages.get(format!("{big_key}\0").as_bytes(), &mut out, None).expect("big key"));
         assert_eq!(out, b"short\0");
-        assert!(pages.get(b"bigvalue\0", &mut out).expect("big value"));
+        assert!(pages.get(b"bigvalue\0", &mut out, None).expect("big value"));
         assert_eq!(out, format!("{big_value}\0").as_bytes());
-        assert!(!pages.get(b"nobody@example.com\0", &mut out).expect("miss"));
-        assert!(!pages.get(format!("{}\0", "k".repeat(2999)).as_bytes(), &mut out).expect("miss"));
+        assert!(!pages.get(b"nobody@example.com\0", &mut out, None).expect("miss"));
+        assert!(!pages.get(format!("{}\0", "k".repeat(2999)).as_bytes(), &mut out, None).expect("miss"));
     }
 
-    /// Keys added by another process split buckets: after a new lease
-    /// every key is found, old and new.
+    /// Keys added by another process split buckets: every key is found,
+    /// old and new (a miss reads the meta page again).
     #[test]
     fn follows_bucket_splits_after_a_new_lease() {
         let lab = Lab::new("hashpages-split");
         let name = lab.build("hash", "s", "k0\tv0\n", &[]);
-        let mut pages = HashPages::open(&format!("{name}.db")).expect("open");
+        let pages = HashPages::open(&format!("{name}.db")).expect("open");
         let more: String = (1..3000).map(|i| format!("k{i} v{i}\n")).collect();
         let done = lab.postmap_input(&["-i", &format!("hash:{name}")], &more);
         assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
-        pages.new_lease();
         let mut out = Vec::new();
         for i in 0..3000 {
-            assert!(pages.get(format!("k{i}\0").as_bytes(), &mut out).expect("get"), "k{i}");
+            assert!(pages.get(format!("k{i}\0").as_bytes(), &mut out, None).expect("get"), "k{i}");
             assert_eq!(out, format!("v{i}\0").as_bytes());
         }
-        assert!(!pages.get(b"k3000\0", &mut out).expect("miss"));
+        assert!(!pages.get(b"k3000\0", &mut out, None).expect("miss"));
     }
 
     /// Updates that grow and shrink values (on and off overflow pages),
@@ -451,11 +480,11 @@ mod tests {
         let deletes: String = (0..2500).filter(|i| i % 5 == 1).map(|i| format!("k{i}\n")).collect();
         let done = lab.postmap_input(&["-d", "-", &table], &deletes);
         assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
-        let mut pages = HashPages::open(&format!("{name}.db")).expect("open");
+        let pages = HashPages::open(&format!("{name}.db")).expect("open");
         let mut out = Vec::new();
         for i in 0..2500 {
             let key = format!("k{i}");
-            let found = pages.get(format!("{key}\0").as_bytes(), &mut out).expect("get");
+            let found = pages.get(format!("{key}\0").as_bytes(), &mut out, None).expect("get");
             if i % 5 == 1 {
                 assert!(!found, "{key} was deleted");
             } else {
@@ -489,9 +518,9 @@ mod tests {
                 bytes[at] = next() as u8;
             }
             std::fs::write(&db, &bytes).expect("write");
-            let Ok(mut pages) = HashPages::open(&db) else { continue };
+            let Ok(pages) = HashPages::open(&db) else { continue };
             for i in (0..2000).step_by(7) {
-                let _ = pages.get(format!("key{i}\0").as_bytes(), &mut out);
+                let _ = pages.get(format!("key{i}\0").as_bytes(), &mut out, None);
             }
         }
     }
@@ -503,19 +532,19 @@ mod tests {
         assert!(matches!(HashPages::open(&format!("{path}.db")), Err(PageError::Unsupported(_))));
         let path = lab.build("hash", "h", "a\tb\n", &[]);
         let db = format!("{path}.db");
-        let mut pages = HashPages::open(&db).expect("open");
+        let pages = HashPages::open(&db).expect("open");
         let mut out = Vec::new();
-        assert!(pages.get(b"a\0", &mut out).expect("get"));
+        assert!(pages.get(b"a\0", &mut out, None).expect("get"));
         // Overwrite every page after the meta page with garbage.
         let mut bytes = std::fs::read(&db).expect("read");
         for b in bytes[pages.pagesize..].iter_mut() {
             *b = 0xa5;
         }
         std::fs::write(&db, &bytes).expect("write");
-        assert!(matches!(pages.get(b"a\0", &mut out), Err(PageError::Damaged { .. })));
+        assert!(matches!(pages.get(b"a\0", &mut out, None), Err(PageError::Damaged { .. })));
         // Truncated: page numbers past the end are refused.
         std::fs::write(&db, &bytes[..pages.pagesize]).expect("truncate");
-        pages.reload_meta().expect("meta");
-        assert!(matches!(pages.get(b"a\0", &mut out), Err(PageError::Damaged { .. })));
+        pages.reload_meta(None).expect("meta");
+        assert!(matches!(pages.get(b"a\0", &mut out, None), Err(PageError::Damaged { .. })));
     }
 }

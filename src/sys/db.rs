@@ -282,6 +282,9 @@ pub struct Db {
 // SAFETY: a DB handle opened without DB_THREAD may be used from any thread as
 // long as calls are not concurrent; every method takes `&mut self`.
 unsafe impl Send for Db {}
+// SAFETY: through `&Db` only `id()` is reachable, which reads a plain number
+// and never calls into Berkeley DB; every call into it needs `&mut Db`.
+unsafe impl Sync for Db {}
 
 impl Db {
     /// `db_create()` in `env` (which must already be open).
