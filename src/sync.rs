@@ -40,3 +40,12 @@ pub fn try_read<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
         Err(TryLockError::WouldBlock) => None,
     }
 }
+
+/// The write guard if nobody holds the lock just now.
+pub fn try_write<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
+    match m.try_write() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}

@@ -3,28 +3,40 @@
 //!
 //! Leases. With LOCK in the request flags Postfix locks and unlocks the file
 //! around every access: two system calls, plus a check for a changed file,
-//! per lookup. A worker answers the requests that arrived together in one
-//! event-loop pass; while a [`Pass`] is open on the thread, a shared lock
-//! taken for a read is kept (leased) until the pass ends, so a batch of
-//! lookups costs one lock, one unlock and one change check per file. A
-//! writer (postmap, proxywrite) waits at most one pass longer.
+//! per lookup. Here a shared lock taken for a read may be kept (leased) and
+//! used by later reads of any thread in the process, which then cost no
+//! lock and one change check per lease:
 //!
-//! Nothing waits for a lock while this thread holds leases: a process waiting
-//! for one of our leases could be what the lock we want waits for. Before an
-//! exclusive lock, or a shared one that would block, the thread's leases end.
+//! * in the event loop, while a [`Pass`] is open (one batch of requests that
+//!   arrived together): the lease ends with the pass;
+//! * with connection threads ([`share_leases`]): the lease ends when no
+//!   read uses it once it is [`LEASE_IDLE`] old, or by the worker's loop
+//!   ([`end_stale_leases`]) when its last read left it younger; reads that
+//!   overlap without a pause renew it after [`LEASE_AGE`].
+//!
+//! A writer (postmap, proxywrite) waits at most about one pass, or a
+//! millisecond or two, longer. Reads under a lease run side by side (the read side of the
+//! file's state lock); taking, ending or converting the lock takes the
+//! write side, so no access is under way when the lock changes.
+//!
+//! Nothing waits for a lock while this thread holds pass leases: a process
+//! waiting for one of our leases could be what the lock we want waits for.
+//! Before an exclusive lock, or a shared one that would block, the thread's
+//! pass leases end. Shared leases end by age whatever a thread waits for.
 //!
 //! Each lock lives on a descriptor of its own open file description, so
 //! closing another descriptor of the same file never drops it: LMDB locks
 //! use fcntl()'s open-file-description locks, which conflict with the
 //! classic fcntl() locks of postmap and Postfix exactly as those do.
 
-use crate::sync::lock;
-use std::cell::RefCell;
+use crate::sync::{lock, read, write};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant};
 
 /// Which system call locks the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,7 +62,14 @@ pub struct FileLock {
     ino: u64,
     /// For log lines.
     name: String,
-    state: Mutex<State>,
+    /// Read side: accesses under a lease or the open lock. Write side: a
+    /// change of the lock, or an access with a lock of its own.
+    state: RwLock<State>,
+    /// A thread is renewing the lease: the others keep using the old one
+    /// meanwhile rather than all queueing for the write side.
+    renewing: AtomicBool,
+    /// Reads under a shared lease in progress.
+    readers: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -58,9 +77,38 @@ struct State {
     /// Instances holding the exclusive open lock (OPEN_LOCK); > 0 means the
     /// exclusive lock is held for them and per-access locks are skipped.
     persistent: usize,
-    /// The shared lock is held as a lease with this number.
-    lease: Option<u64>,
+    /// The shared lock is held as a lease.
+    lease: Option<Lease>,
 }
+
+#[derive(Clone, Copy)]
+struct Lease {
+    number: u64,
+    taken: Instant,
+    /// Shared by threads and ended by age, not by a pass.
+    shared: bool,
+}
+
+impl Lease {
+    fn usable(&self, now: Instant) -> bool {
+        !self.shared || now.duration_since(self.taken) < LEASE_AGE
+    }
+
+    /// A shared lease that may end when no read uses it.
+    fn idle_may_end(&self, now: Instant) -> bool {
+        self.shared && now.duration_since(self.taken) >= LEASE_IDLE
+    }
+}
+
+/// Longest time a lease shared by connection threads is used while reads
+/// overlap without a pause.
+pub const LEASE_AGE: Duration = Duration::from_millis(10);
+/// A shared lease this old ends as soon as no read uses it: a writer's
+/// wait stays short, and busy readers still share one lock for a while.
+/// (Longer in unit tests, which look at a young lease.)
+pub const LEASE_IDLE: Duration = if cfg!(test) { Duration::from_millis(100) } else { Duration::from_micros(200) };
+/// How often the worker's loop ([`end_stale_leases`]) must look.
+pub const LEASE_TICK: Duration = Duration::from_millis(1);
 
 /// Lease numbers; 0 is never used, so a handle that has checked nothing yet
 /// can remember 0.
@@ -73,10 +121,21 @@ fn would_block(e: &std::io::Error) -> bool {
 /// A lock held for one access. While it lives, no other thread of this
 /// process changes the file's lock state.
 pub struct Held<'a> {
-    _state: MutexGuard<'a, State>,
+    /// None only while being dropped.
+    state: Option<Guard<'a>>,
     /// Unlock when dropped (a lock for this access only).
     unlock: Option<&'a FileLock>,
     lease: Option<u64>,
+    /// A read under a shared lease, counted in the file's `readers`.
+    reader: Option<&'a FileLock>,
+}
+
+#[allow(dead_code)] // held for its lifetime, never read
+enum Guard<'a> {
+    /// Under a lease or the open lock: other reads may run meanwhile.
+    Shared(RwLockReadGuard<'a, State>),
+    /// A lock of this access's own.
+    Own(RwLockWriteGuard<'a, State>),
 }
 
 impl Held<'_> {
@@ -88,10 +147,23 @@ impl Held<'_> {
     }
 }
 
+impl<'a> Held<'a> {
+    fn covered(st: Guard<'a>) -> Held<'a> {
+        Held { state: Some(st), unlock: None, lease: None, reader: None }
+    }
+}
+
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(fl) = self.unlock {
+            // Still under the write side.
             fl.unlock_logged();
+        }
+        drop(self.state.take());
+        if let Some(fl) = self.reader {
+            if fl.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+                fl.end_if_idle(Instant::now());
+            }
         }
     }
 }
@@ -130,7 +202,9 @@ impl FileLock {
             dev: key.0,
             ino: key.1,
             name: name.to_owned(),
-            state: Mutex::new(State::default()),
+            state: RwLock::new(State::default()),
+            renewing: AtomicBool::new(false),
+            readers: AtomicUsize::new(0),
         });
         reg.files.insert(key, Arc::downgrade(&fl));
         Ok(fl)
@@ -149,34 +223,70 @@ impl FileLock {
         &self.file
     }
 
-    /// A lock for one access. A shared lock inside a [`Pass`] is a lease: it
-    /// stays held until the pass ends, and later shared accesses in the pass
-    /// take no lock of their own.
+    /// A lock for one access. A shared lock may be a lease (see the module
+    /// documentation): later shared accesses take no lock of their own.
     pub fn hold(self: &Arc<Self>, kind: Kind) -> std::io::Result<Held<'_>> {
         if kind == Kind::Exclusive {
             end_leases();
         }
-        let mut may_lease = kind == Kind::Shared && pass_open();
+        let shared = SHARING.with(Cell::get);
+        let mut may_lease = kind == Kind::Shared && (shared || pass_open());
         loop {
-            let mut st = lock(&self.state);
+            if kind == Kind::Shared {
+                let st = read(&self.state);
+                if st.persistent > 0 {
+                    // Converting the open lock would weaken it; it covers us.
+                    return Ok(Held::covered(Guard::Shared(st)));
+                }
+                if let Some(lease) = st.lease {
+                    let renew = !lease.usable(Instant::now()) && !self.renewing.swap(true, Ordering::Acquire);
+                    if !renew {
+                        let reader = lease.shared.then(|| {
+                            self.readers.fetch_add(1, Ordering::AcqRel);
+                            &**self
+                        });
+                        return Ok(Held {
+                            state: Some(Guard::Shared(st)),
+                            unlock: None,
+                            lease: Some(lease.number),
+                            reader,
+                        });
+                    }
+                }
+            }
+            let mut st = write(&self.state);
+            self.renewing.store(false, Ordering::Release);
             if st.persistent > 0 {
-                // Converting the open lock would weaken it; it covers us.
-                return Ok(Held { _state: st, unlock: None, lease: None });
+                if kind == Kind::Shared {
+                    continue;
+                }
+                return Ok(Held::covered(Guard::Own(st)));
             }
             if let Some(lease) = st.lease {
-                if kind == Kind::Shared {
-                    return Ok(Held { _state: st, unlock: None, lease: Some(lease) });
+                if kind == Kind::Shared && lease.usable(Instant::now()) {
+                    // Another thread took it meanwhile.
+                    continue;
                 }
-                // Another thread's lease; the exclusive lock replaces it.
+                // Too old, or an exclusive lock replaces it.
                 st.lease = None;
+                if kind == Kind::Shared {
+                    self.unlock_logged();
+                }
             }
             if may_lease {
                 match self.set(Some(Kind::Shared), false) {
                     Ok(()) => {
-                        let lease = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
-                        st.lease = Some(lease);
-                        keep(Arc::clone(self));
-                        return Ok(Held { _state: st, unlock: None, lease: Some(lease) });
+                        let number = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
+                        st.lease = Some(Lease { number, taken: Instant::now(), shared });
+                        if shared {
+                            let mut stale = lock(&STALE);
+                            if !stale.iter().any(|fl| Arc::ptr_eq(fl, self)) {
+                                stale.push(Arc::clone(self));
+                            }
+                        } else {
+                            keep(Arc::clone(self));
+                        }
+                        continue;
                     }
                     Err(e) if would_block(&e) => {
                         // Someone writes: wait without holding anything.
@@ -189,7 +299,7 @@ impl FileLock {
                 }
             }
             self.set(Some(kind), true)?;
-            return Ok(Held { _state: st, unlock: Some(self), lease: None });
+            return Ok(Held { state: Some(Guard::Own(st)), unlock: Some(self), lease: None, reader: None });
         }
     }
 
@@ -197,7 +307,7 @@ impl FileLock {
     /// trying for about a second. Counted: released with the last instance.
     pub fn acquire_persistent(&self) -> std::io::Result<()> {
         end_leases();
-        let mut st = lock(&self.state);
+        let mut st = write(&self.state);
         if st.persistent == 0 {
             st.lease = None;
             let mut tries = 0;
@@ -217,7 +327,7 @@ impl FileLock {
     }
 
     pub fn release_persistent(&self) {
-        let mut st = lock(&self.state);
+        let mut st = write(&self.state);
         st.persistent = st.persistent.saturating_sub(1);
         if st.persistent == 0 {
             self.unlock_logged();
@@ -272,9 +382,32 @@ impl FileLock {
     }
 
     fn end_lease(&self) {
-        let mut st = lock(&self.state);
+        let mut st = write(&self.state);
         if st.lease.take().is_some() && st.persistent == 0 {
             self.unlock_logged();
+        }
+    }
+
+    /// End a shared lease that no read uses, once it is [`LEASE_IDLE`] old,
+    /// unless an access holds the state just now. True when no lease is left.
+    fn end_if_idle(&self, now: Instant) -> bool {
+        // Looked at first without keeping reads out.
+        match crate::sync::try_read(&self.state).map(|st| st.lease.map(|l| l.idle_may_end(now))) {
+            Some(Some(false)) | None => return false,
+            Some(None) => return true,
+            Some(Some(true)) => {}
+        }
+        let Some(mut st) = crate::sync::try_write(&self.state) else { return false };
+        match st.lease {
+            Some(l) if l.idle_may_end(now) => {
+                st.lease = None;
+                if st.persistent == 0 {
+                    self.unlock_logged();
+                }
+                true
+            }
+            Some(_) => false,
+            None => true,
         }
     }
 }
@@ -334,6 +467,47 @@ impl Drop for Pass {
     }
 }
 
+/// Files with a lease shared by threads, for [`end_stale_leases`].
+static STALE: Mutex<Vec<Arc<FileLock>>> = Mutex::new(Vec::new());
+/// Some thread called [`share_leases`].
+static ANY_SHARING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread takes leases to share ([`share_leases`]).
+    static SHARING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on the shared leases this thread takes are for every thread of
+/// the process and end when idle or by age instead of with a pass. For
+/// connection threads, whose requests are not batched in passes; the process
+/// must then call [`end_stale_leases`] every [`LEASE_TICK`] while
+/// [`stale_leases_pending`] says so.
+pub fn share_leases() {
+    SHARING.with(|s| s.set(true));
+    ANY_SHARING.store(true, Ordering::Relaxed);
+}
+
+/// End the shared leases that no read uses (skipping a file whose state an
+/// access holds just now: it is tried at the next call).
+pub fn end_stale_leases() {
+    let now = Instant::now();
+    let files = std::mem::take(&mut *lock(&STALE));
+    let mut left: Vec<Arc<FileLock>> = files.into_iter().filter(|fl| !fl.end_if_idle(now)).collect();
+    let mut stale = lock(&STALE);
+    // Leases taken meanwhile were pushed; keep one entry per file.
+    for fl in stale.drain(..) {
+        if !left.iter().any(|l| Arc::ptr_eq(l, &fl)) {
+            left.push(fl);
+        }
+    }
+    *stale = left;
+}
+
+/// Are there shared leases that [`end_stale_leases`] must end in time?
+pub fn stale_leases_pending() -> bool {
+    ANY_SHARING.load(Ordering::Relaxed) && !lock(&STALE).is_empty()
+}
+
 fn pass_open() -> bool {
     LEASES.with(|l| l.borrow().is_some())
 }
@@ -373,7 +547,16 @@ mod tests {
     /// A lock on a description of its own, as another process would have.
     fn lock_for_new_description(path: &str, style: Style) -> FileLock {
         let f = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open");
-        FileLock { file: f, style, dev: 0, ino: 0, name: path.to_owned(), state: Mutex::new(State::default()) }
+        FileLock {
+            file: f,
+            style,
+            dev: 0,
+            ino: 0,
+            name: path.to_owned(),
+            state: RwLock::new(State::default()),
+            renewing: AtomicBool::new(false),
+            readers: AtomicUsize::new(0),
+        }
     }
 
     fn lock_for(path: &str, style: Style) -> Arc<FileLock> {
@@ -456,6 +639,61 @@ mod tests {
             drop(held);
             waiter.join().expect("waiter");
         }
+    }
+
+    /// Run `f` on a thread that shares its leases, as connection threads do.
+    fn sharing<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                share_leases();
+                f()
+            })
+            .join()
+            .expect("sharing thread")
+        })
+    }
+
+    #[test]
+    fn shared_leases_serve_reads_side_by_side_and_end_when_idle() {
+        for style in [Style::Flock, Style::Fcntl] {
+            let t = TempFile::new("filelock-shared", b"x");
+            let fl = lock_for(t.name(), style);
+            let (first, second) = sharing(|| {
+                let a = fl.hold(Kind::Shared).expect("hold a");
+                // A second read while the first is under way shares the lease.
+                let b = sharing(|| fl.hold(Kind::Shared).expect("hold b").lease());
+                (a.lease(), b)
+            });
+            assert!(first.is_some() && first == second, "{style:?}: one lease for both reads");
+            // The last read left a young lease: held until the loop ends it.
+            assert!(!free_for(t.name(), style, Kind::Exclusive), "{style:?}: young lease kept");
+            assert!(stale_leases_pending());
+            std::thread::sleep(LEASE_IDLE);
+            end_stale_leases();
+            assert!(free_for(t.name(), style, Kind::Exclusive), "{style:?}: idle lease ended by the loop");
+            // A read that ends on an old lease ends it itself.
+            let third = sharing(|| {
+                let held = fl.hold(Kind::Shared).expect("hold");
+                std::thread::sleep(LEASE_IDLE);
+                held.lease()
+            });
+            assert!(third.is_some() && third != first, "{style:?}: a new lease");
+            assert!(free_for(t.name(), style, Kind::Exclusive), "{style:?}: ended by its last read");
+        }
+    }
+
+    #[test]
+    fn an_exclusive_lock_replaces_a_shared_lease() {
+        let t = TempFile::new("filelock-shared-ex", b"x");
+        let fl = lock_for(t.name(), Style::Flock);
+        sharing(|| drop(fl.hold(Kind::Shared).expect("hold")));
+        assert!(!free_for(t.name(), Style::Flock, Kind::Exclusive), "young lease kept");
+        let held = fl.hold(Kind::Exclusive).expect("exclusive");
+        assert_eq!(held.lease(), None);
+        assert!(!free_for(t.name(), Style::Flock, Kind::Shared), "exclusive now");
+        drop(held);
+        assert!(free_for(t.name(), Style::Flock, Kind::Exclusive), "nothing left after the access");
+        end_stale_leases();
     }
 
     #[test]

@@ -270,6 +270,9 @@ impl Worker {
                 }
             }
             drop(pass);
+            if crate::dict::filelock::stale_leases_pending() {
+                crate::dict::filelock::end_stale_leases();
+            }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= TICK {
                 last_sweep = now;
@@ -314,7 +317,12 @@ impl Worker {
             }
             self.spin.miss();
         }
-        self.epoll.wait(events, TICK.as_millis() as u16)
+        // Leases shared by connection threads must end in time.
+        let tick = match crate::dict::filelock::stale_leases_pending() {
+            true => crate::dict::filelock::LEASE_TICK,
+            false => TICK,
+        };
+        self.epoll.wait(events, tick.as_millis() as u16)
     }
 
     fn intake_event(&mut self, index: usize) -> Option<Exit> {

@@ -13,7 +13,7 @@
 //! when a connection ended.
 
 use super::Limits;
-use crate::dict::filelock::Pass;
+use crate::dict::filelock;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Role, Service, Session};
 use crate::sync::lock;
@@ -139,6 +139,9 @@ impl Threads {
 }
 
 fn thread_main(shared: &Shared, first: UnixStream, busy: Arc<AtomicU64>) {
+    // Requests here are not batched in loop passes: shared file locks are
+    // leased to all threads and end when idle (the loop ends the rest).
+    filelock::share_leases();
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next = Some(first);
     while let Some(stream) = next.take() {
@@ -270,11 +273,7 @@ impl ThreadConn<'_> {
         };
         let now = self.shared.epoch.elapsed().as_nanos() as u64;
         self.busy.store(now.max(1), Ordering::Relaxed);
-        {
-            // Table locks taken for this request end with it (dict::filelock).
-            let _pass = Pass::begin();
-            self.shared.service.handle(outcome, session, out);
-        }
+        self.shared.service.handle(outcome, session, out);
         self.busy.store(0, Ordering::Relaxed);
         true
     }
