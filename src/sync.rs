@@ -20,7 +20,7 @@ pub fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 }
 
 /// The data of a lock nobody else can hold (`&mut`).
-pub fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
+pub fn get_mut<T>(m: &mut RwLock<T>) -> &mut T {
     m.get_mut().unwrap_or_else(|e| e.into_inner())
 }
 

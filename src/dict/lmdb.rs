@@ -31,17 +31,18 @@
 //! or longer than 511 bytes) are "not found" for lookup and delete instead of
 //! a fatal error. After MDB_PANIC the environment is reopened.
 
-use super::filelock::{FileLock, Kind, Style};
+use super::filelock::{FileLock, Held, Kind, Style};
 use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::dict::postmap_text::{self, until_nul};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
-use crate::sync::{get_mut, lock, try_lock};
+use crate::sync::{get_mut, read, try_read, write};
 use crate::sys::lmdb::{self as mdb, Env, Put};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// slmdb's room for the initial "drop" transaction and metadata.
 const FUDGE: usize = 10240;
@@ -50,11 +51,12 @@ const SIZE_INCR: usize = 2;
 /// Recoveries per request (slmdb's default; Postfix's dict_lmdb uses 1).
 pub const RETRY_LIMIT: u32 = 30;
 
-/// An lmdb table. Its lookups take turns: a transaction may have to grow
-/// the map or reopen the environment, which no other may see half done.
+/// An lmdb table. Lookups run side by side under the read side of its
+/// state; one that fails is retried under the write side, which recovery
+/// (growing the map, reopening the environment) needs, as do writes.
 pub struct Lmdb {
     flags: u32,
-    state: Mutex<State>,
+    state: RwLock<State>,
 }
 
 struct State {
@@ -68,9 +70,9 @@ struct State {
     /// This process's lock on the file (on a descriptor of its own).
     lock: Arc<FileLock>,
     /// The lock lease under which the file length was last checked (0: none).
-    checked_lease: u64,
+    checked_lease: AtomicU64,
     /// TRY0NULL/TRY1NULL discovery state of this instance.
-    nul: u32,
+    nul: AtomicU32,
     curr_limit: usize,
     hard_limit: usize,
     /// The last error text logged, so that a persisting cause is logged once.
@@ -127,14 +129,14 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     }
     Ok(Box::new(Lmdb {
         flags,
-        state: Mutex::new(State {
+        state: RwLock::new(State {
             name: name.to_owned(),
             mdb_path: c_path,
             read_only,
             env: Some(env),
             lock,
-            checked_lease: 0,
-            nul: flags & (TRY0NULL | TRY1NULL),
+            checked_lease: AtomicU64::new(0),
+            nul: AtomicU32::new(flags & (TRY0NULL | TRY1NULL)),
             curr_limit,
             hard_limit,
             last_error: None,
@@ -252,7 +254,7 @@ impl State {
             }
         };
         let lease = held.lease();
-        let known = lease.is_some_and(|l| l == self.checked_lease);
+        let known = lease.is_some_and(|l| l == *self.checked_lease.get_mut());
         if let Some(env) = self.env.as_mut() {
             env.set_size_known(known);
         }
@@ -261,7 +263,7 @@ impl State {
             env.set_size_known(false);
         }
         if result.is_ok() {
-            self.checked_lease = lease.unwrap_or(0);
+            *self.checked_lease.get_mut() = lease.unwrap_or(0);
         }
         Ok(result)
     }
@@ -281,7 +283,10 @@ impl Dict for Lmdb {
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        lock(&self.state).lookup(key, flags, out)
+        if let Some(found) = read(&self.state).lookup_shared(key, flags, out) {
+            return found;
+        }
+        write(&self.state).lookup(key, flags, out)
     }
 
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
@@ -303,15 +308,52 @@ impl Dict for Lmdb {
 
     /// A table in use is checked at a later accept.
     fn changed(&self) -> bool {
-        try_lock(&self.state).is_some_and(|s| s.changed())
+        try_read(&self.state).is_some_and(|s| s.changed())
     }
 }
 
 impl State {
+    /// A lookup side by side with others (`&self`), without recovery: None
+    /// when it needs the write side (it failed, or an error is still to be
+    /// cleared by a success there).
+    fn lookup_shared(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> Option<DictResult<bool>> {
+        if self.last_error.is_some() {
+            return None;
+        }
+        let env = self.env.as_ref()?;
+        let key = fold_key(key, flags & FOLD_FIX != 0);
+        let held = match flags & LOCK {
+            0 => None,
+            _ => Some(self.lock.hold(Kind::Shared).ok()?),
+        };
+        let lease = held.as_ref().and_then(Held::lease);
+        let known = lease.is_some_and(|l| l == self.checked_lease.load(Ordering::Relaxed));
+        let nul = self.nul.load(Ordering::Relaxed);
+        let mut found = None;
+        if nul & TRY1NULL != 0 {
+            found = absent_if_unstorable(env.get_checked(&with_nul(&key), known)).ok()?.map(|v| (TRY1NULL, v));
+        }
+        if found.is_none() && nul & TRY0NULL != 0 {
+            found = absent_if_unstorable(env.get_checked(&key, known)).ok()?.map(|v| (TRY0NULL, v));
+        }
+        if held.is_some() {
+            self.checked_lease.store(lease.unwrap_or(0), Ordering::Relaxed);
+        }
+        out.clear();
+        Some(Ok(match found {
+            Some((which, value)) => {
+                self.nul.store(which, Ordering::Relaxed);
+                out.extend_from_slice(until_nul(&value));
+                true
+            }
+            None => false,
+        }))
+    }
+
     fn lookup(&mut self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
         let key = fold_key(key, flags & FOLD_FIX != 0);
-        let nul = self.nul;
+        let nul = *self.nul.get_mut();
         let probe1 = with_nul(&key);
         let found = self.locked(Kind::Shared, flags, |env| {
             if nul & TRY1NULL != 0 {
@@ -328,7 +370,7 @@ impl State {
         })?;
         match found {
             Ok(Some((which, value))) => {
-                self.nul = which;
+                *self.nul.get_mut() = which;
                 self.succeeded();
                 out.extend_from_slice(until_nul(&value));
                 Ok(true)
@@ -343,12 +385,13 @@ impl State {
 
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
         let key = fold_key(key, flags & FOLD_FIX != 0);
-        if self.nul == TRY0NULL | TRY1NULL {
+        let nul = self.nul.get_mut();
+        if *nul == TRY0NULL | TRY1NULL {
             // Undecided: Postfix on Linux appends the NUL.
-            self.nul = TRY1NULL;
+            *nul = TRY1NULL;
         }
         let (k, v) =
-            if self.nul & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
+            if *nul & TRY1NULL != 0 { (with_nul(&key), with_nul(value)) } else { (key.to_vec(), value.to_vec()) };
         let no_overwrite = flags & DUP_REPLACE == 0;
         let result = self.locked(Kind::Exclusive, flags, |env| env.put(&k, &v, no_overwrite))?;
         let shown = String::from_utf8_lossy(&key);
@@ -385,7 +428,7 @@ impl State {
 
     fn delete(&mut self, key: &[u8], flags: u32) -> DictResult<bool> {
         let key = fold_key(key, flags & FOLD_FIX != 0);
-        let nul = self.nul;
+        let nul = *self.nul.get_mut();
         let probe1 = with_nul(&key);
         let result = self.locked(Kind::Exclusive, flags, |env| {
             if nul & TRY1NULL != 0 && absent_if_unstorable(env.del(&probe1).map(Some))?.unwrap_or(false) {
@@ -398,7 +441,7 @@ impl State {
         })?;
         match result {
             Ok(Some(which)) => {
-                self.nul = which;
+                *self.nul.get_mut() = which;
                 self.succeeded();
                 Ok(true)
             }

@@ -92,9 +92,14 @@ pub struct Env {
 }
 
 // SAFETY: LMDB allows an environment to be used from any thread as long as
-// each transaction stays in one thread; ours never outlive a method call, and
-// `&mut self` on every method rules out concurrent use.
+// each transaction stays in one thread; ours never outlive a method call.
 unsafe impl Send for Env {}
+// SAFETY: through `&Env` only read-only transactions begin (get_checked) and
+// the environment's recorded facts are read (fd, map_size, check_size).
+// LMDB runs read transactions of one environment side by side; with
+// MDB_NOLOCK it leaves excluding writers to the caller, and every write,
+// map resize or close needs `&mut Env`.
+unsafe impl Sync for Env {}
 
 /// A key and its value, copied out of the map.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -221,7 +226,13 @@ impl Env {
 
     /// Look `key` up in a read transaction of its own; the value is copied.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let txn = self.begin(true)?;
+        self.get_checked(key, self.size_known)
+    }
+
+    /// [`Env::get`] side by side with other reads; `size_known` as
+    /// [`Env::set_size_known`] says, for this read only.
+    pub fn get_checked(&self, key: &[u8], size_known: bool) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.begin_read(size_known)?;
         let mut k = val(key);
         let mut v = ffi::MDB_val { mv_size: 0, mv_data: ptr::null_mut() };
         // SAFETY: `txn` is live, `dbi` is the main database, `k` points into
@@ -304,14 +315,26 @@ impl Env {
     }
 
     fn begin(&mut self, read: bool) -> Result<Txn, Error> {
+        if read || self.read_only {
+            return self.begin_read(self.size_known);
+        }
+        self.begin_with(0, self.size_known)
+    }
+
+    fn begin_read(&self, size_known: bool) -> Result<Txn, Error> {
+        self.begin_with(ffi::MDB_RDONLY, size_known)
+    }
+
+    fn begin_with(&self, flags: c_uint, size_known: bool) -> Result<Txn, Error> {
         // A file truncated behind our back must fail here, not fault later.
-        if !self.size_known {
+        if !size_known {
             self.check_size()?;
         }
         let mut txn = ptr::null_mut();
-        let flags = if read || self.read_only { ffi::MDB_RDONLY } else { 0 };
-        // SAFETY: the env is open and this process has no other transaction
-        // (every Txn ends within the method that began it).
+        // SAFETY: the env is open. A write transaction (flags 0) comes only
+        // through `begin(&mut self)`, so no other transaction of this env is
+        // live; read transactions of other threads may be (see Sync above),
+        // and each Txn ends within the method that began it.
         check(unsafe { ffi::mdb_txn_begin(self.env.as_ptr(), ptr::null_mut(), flags, &mut txn) })?;
         Ok(Txn(txn))
     }
