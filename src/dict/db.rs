@@ -244,6 +244,20 @@ impl Shared {
         }
     }
 
+    /// [`DbState::current`], or made so without the write side: a new
+    /// lease whose cheap check finds the file unchanged is recorded as
+    /// checked (each lease would otherwise stop every reader once).
+    fn current_shared(&self, st: &DbState, refresh: bool, lease: Option<u64>) -> bool {
+        if st.current(refresh, lease) {
+            return true;
+        }
+        let unchanged = !st.broken.load(Ordering::Relaxed) && st.mode == Mode::ReadOnly && self.open_file_unchanged(st);
+        if unchanged {
+            st.checked_lease.store(lease.unwrap_or(0), Ordering::Relaxed);
+        }
+        unchanged
+    }
+
     /// The cheap check, without a path lookup: the open file is still
     /// linked, as big and as recent as when the handle was opened. The path
     /// is looked at anyway once per [`PATH_CHECK_INTERVAL`], for a file
@@ -630,7 +644,7 @@ impl Dict for DbDict {
             // The page reader needs only the read side: lookups on several
             // threads run side by side. A page error is retried below.
             let st = read(&self.shared.state);
-            if let (true, Some(pages)) = (st.current(refresh, lease), st.pages.as_ref()) {
+            if let (true, Some(pages)) = (self.shared.current_shared(&st, refresh, lease), st.pages.as_ref()) {
                 if let Ok(found) = self.probe(&key, out, |k, o| pages.get(k, o, lease)) {
                     return Ok(found);
                 }
