@@ -128,8 +128,9 @@ struct Settings {
     servers: Vec<String>,
     echo: String,
     echo_threads: usize,
-    /// `own`: the echo servers run in a process and session of their own.
-    echo_session: String,
+    /// `shared`: master(8) and the echo servers run in the bench's session;
+    /// `separate`: each in a session of its own (PM_BENCH_SESSIONS).
+    sessions: String,
     /// Measure one process's memory with every table open (PM_BENCH_MEMORY, 1).
     memory: bool,
     /// Keys looked up per table before measuring (PM_BENCH_MEMORY_KEYS).
@@ -164,12 +165,12 @@ impl Settings {
             servers: env_list("PM_BENCH_SERVERS", "postfix,ours,echo,echo-loop"),
             echo: env_or("PM_BENCH_ECHO", "auto".to_string()),
             echo_threads: env_or("PM_BENCH_ECHO_THREADS", 1),
-            echo_session: env_or("PM_BENCH_ECHO_SESSION", "own".to_string()),
+            sessions: env_or("PM_BENCH_SESSIONS", "shared".to_string()),
             memory: env_or("PM_BENCH_MEMORY", 1) != 0,
             memory_keys: env_or("PM_BENCH_MEMORY_KEYS", 20_000),
         };
         assert!(["auto", "epoll", "threads"].contains(&s.echo.as_str()), "PM_BENCH_ECHO: auto, epoll or threads");
-        assert!(["own", "client"].contains(&s.echo_session.as_str()), "PM_BENCH_ECHO_SESSION: own or client");
+        assert!(["shared", "separate"].contains(&s.sessions.as_str()), "PM_BENCH_SESSIONS: shared or separate");
         for t in &s.tables {
             assert!(all.contains(&t.as_str()), "PM_BENCH_TABLES: unknown table {t:?} (have {all:?})");
         }
@@ -550,11 +551,13 @@ impl Drop for Echo {
 }
 
 /// An echo server in a child process of its own, in a session of its own
-/// (`setsid`), as our proxymap and Postfix's run under master(8). Linux
-/// groups processes by session for CPU time (autogroup): a server in the
-/// client's own group was measured up to 1.6x faster than the same server in
-/// another, which is where every real server of this bench runs.
-/// PM_BENCH_ECHO_SESSION=client keeps the echo servers in the bench process.
+/// (`setsid`), for PM_BENCH_SESSIONS=separate: there master(8) runs
+/// daemonized, in its own session, and so every server is in a session
+/// other than the client's. Linux groups processes by session for CPU time
+/// (autogroup), and a server in the client's session was measured up to
+/// 1.6x faster than the same server in another, so all servers must be
+/// placed alike. (The default, `shared`, keeps everything in the bench's
+/// session, as Postfix's clients and proxymap share master's.)
 struct EchoProcess {
     path: PathBuf,
     child: std::process::Child,
@@ -628,7 +631,7 @@ fn echo_child_main(spec: &str) {
     drop(echo);
 }
 
-/// Either kind of echo server, as PM_BENCH_ECHO_SESSION says.
+/// Either kind of echo server, as PM_BENCH_SESSIONS says.
 enum EchoServer {
     Own(EchoProcess),
     Client(Echo),
@@ -636,7 +639,7 @@ enum EchoServer {
 
 impl EchoServer {
     fn start(cfg: &Settings, path: PathBuf, replies: EchoReplies, design: &str, loops: usize) -> io::Result<Self> {
-        if cfg.echo_session == "client" {
+        if cfg.sessions == "shared" {
             Echo::start(path, replies, design, loops).map(EchoServer::Client)
         } else {
             EchoProcess::start(path, &replies, design, loops).map(EchoServer::Own)
@@ -951,7 +954,11 @@ fn main() {
     for t in &tables {
         (t.prep)(&inst, &table_name(t));
     }
-    inst.start();
+    if cfg.sessions == "shared" {
+        inst.start_attached();
+    } else {
+        inst.start();
+    }
     let ours_exe = std::fs::canonicalize(common::postfix::ours_binary()).expect("our proxymap binary");
     let postfix_exe = std::fs::canonicalize(Path::new(POSTFIX_SBIN).join("proxymap")).expect("Postfix's proxymap");
 

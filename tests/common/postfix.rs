@@ -26,6 +26,8 @@ pub struct Instance {
     pub tables: PathBuf,
     pub wtables: PathBuf,
     pub server: Server,
+    /// master(8) run by [`Instance::start_attached`].
+    attached: Option<std::process::Child>,
 }
 
 pub fn ours_binary() -> PathBuf {
@@ -100,7 +102,7 @@ impl Instance {
                 .replace("@WTABLES@", &wtables.display().to_string()),
         );
         std::fs::write(config.join("main.cf"), main_cf).expect("main.cf");
-        let inst = Instance { dir, config, queue, libexec, tables, wtables, server };
+        let inst = Instance { dir, config, queue, libexec, tables, wtables, server, attached: None };
         inst.postconf(&["-MX", "smtp/inet"]);
         inst.postconf(&["-F", "*/*/chroot = n"]);
         inst.select(server);
@@ -125,6 +127,35 @@ impl Instance {
 
     pub fn start(&mut self) {
         check(Command::new("postfix").arg("-c").arg(&self.config).arg("start"));
+        self.wait_for_socket("proxymap");
+    }
+
+    /// Start master(8) in the foreground (`master -d`, a child of this
+    /// process) rather than daemonized, so that it and its services stay in
+    /// this process's session, as Postfix's clients and proxymap share
+    /// master's session in service. Linux's autogroup scheduling shares CPU
+    /// time between sessions: across two sessions a client and its server
+    /// run very differently (docs/performance.md). `postfix start` runs
+    /// first once, for what it sets up; `postfix stop` ends both kinds.
+    pub fn start_attached(&mut self) {
+        self.start();
+        let daemonized = self.master_pid();
+        self.stop();
+        if let Some(pid) = daemonized {
+            wait_gone(pid);
+        }
+        let _ = std::fs::remove_file(self.socket("proxymap"));
+        let master = self.libexec.join("master");
+        let child = Command::new(master)
+            .arg("-d")
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start master -d");
+        self.attached = Some(child);
         self.wait_for_socket("proxymap");
     }
 
@@ -205,16 +236,31 @@ impl Instance {
     }
 }
 
+/// Wait up to 10 s for process `pid` to be gone.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
         let master = self.master_pid();
         let _ = run(Command::new("timeout").args(["20", "postfix", "-c"]).arg(&self.config).arg("stop"));
         // proxywrite leaves master's process group; it exits on master's EOF.
-        if let Some(pid) = master {
+        if let Some(mut child) = self.attached.take() {
+            // Our child: reaped here, killed if it did not stop.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        } else if let Some(pid) = master {
+            wait_gone(pid);
         }
     }
 }
