@@ -17,12 +17,14 @@ use crate::dict::filelock;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Role, Service, Session};
 use crate::sync::lock;
+use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::MsgFlags;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,9 @@ struct Shared {
     /// proxywrite: requests run under the read side; the process takes the
     /// write side before it exits, so that no update is cut short.
     gate: Option<RwLock<()>>,
+    /// Threads between a request's first bytes and their next blocking read:
+    /// a thread polls for its client's next request only while it is alone.
+    active: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -77,6 +82,7 @@ impl Threads {
                 busy: Mutex::new(Vec::new()),
                 epoch: Instant::now(),
                 gate,
+                active: AtomicUsize::new(0),
             }),
         })
     }
@@ -145,7 +151,7 @@ fn thread_main(shared: &Shared, first: UnixStream, busy: Arc<AtomicU64>) {
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next = Some(first);
     while let Some(stream) = next.take() {
-        let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None };
+        let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None, poll: Poll::default() };
         conn.serve(&mut scratch);
         drop(conn);
         if let Err(e) = shared.ended.write(1) {
@@ -181,6 +187,42 @@ struct ThreadConn<'a> {
     busy: &'a AtomicU64,
     /// The receive timeout last set on the socket.
     read_timeout: Option<Duration>,
+    poll: Poll,
+}
+
+/// Polling for a client's next request before blocking in read(), as the
+/// event loop's `Spin` does, and for the same reason: a client that sends
+/// its next lookup right after reading a reply then finds its thread awake,
+/// instead of paying a scheduler wake-up. Only while no other connection
+/// thread is busy (with several at once the CPU is better left to them),
+/// and backing off when it does not pay: after each miss the next 2^misses
+/// chances are skipped (up to 1023).
+#[derive(Default)]
+struct Poll {
+    misses: u32,
+    skip: u32,
+}
+
+const POLL: Duration = Duration::from_micros(50);
+const MAX_MISSES: u32 = 10;
+
+impl Poll {
+    fn due(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn hit(&mut self) {
+        self.misses = 0;
+    }
+
+    fn miss(&mut self) {
+        self.misses = (self.misses + 1).min(MAX_MISSES);
+        self.skip = (1 << self.misses) - 1;
+    }
 }
 
 impl ThreadConn<'_> {
@@ -198,39 +240,45 @@ impl ThreadConn<'_> {
         // When the first byte of a request still incomplete arrived.
         let mut started: Option<Instant> = None;
         let mut incomplete = None;
+        // Bytes of the next request that polling found.
+        let mut polled = None;
         loop {
-            // An idle connection may wait ipc_timeout for its next request;
-            // a request once begun must arrive within request_timeout.
-            let wait = match started {
-                None => limits.ipc_timeout,
-                Some(t) => limits.request_timeout.saturating_sub(t.elapsed()),
-            };
-            if !self.set_read_timeout(wait.max(Duration::from_millis(1))) {
-                return;
-            }
-            match self.stream.read(scratch) {
-                Ok(0) => {
-                    if let Some(inc) = incomplete.filter(|_: &protocol::attr::Incomplete| !inbuf.is_empty()) {
-                        if inc.partial {
-                            log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
-                        } else {
-                            log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
-                        }
-                    }
+            if let Some(n) = polled.take() {
+                inbuf.extend_from_slice(&scratch[..n]);
+            } else {
+                // An idle connection may wait ipc_timeout for its next request;
+                // a request once begun must arrive within request_timeout.
+                let wait = match started {
+                    None => limits.ipc_timeout,
+                    Some(t) => limits.request_timeout.saturating_sub(t.elapsed()),
+                };
+                if !self.set_read_timeout(wait.max(Duration::from_millis(1))) {
                     return;
                 }
-                Ok(n) => inbuf.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_timeout(&e) => {
-                    match incomplete {
-                        Some(inc) if started.is_some() => {
-                            log::warn!("timeout on {svc} while reading {}", inc.context.as_str())
+                match self.stream.read(scratch) {
+                    Ok(0) => {
+                        if let Some(inc) = incomplete.filter(|_: &protocol::attr::Incomplete| !inbuf.is_empty()) {
+                            if inc.partial {
+                                log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
+                            } else {
+                                log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
+                            }
                         }
-                        _ => log::debug!("closing connection idle for {:?}", limits.ipc_timeout),
+                        return;
                     }
-                    return;
+                    Ok(n) => inbuf.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if is_timeout(&e) => {
+                        match incomplete {
+                            Some(inc) if started.is_some() => {
+                                log::warn!("timeout on {svc} while reading {}", inc.context.as_str())
+                            }
+                            _ => log::debug!("closing connection idle for {:?}", limits.ipc_timeout),
+                        }
+                        return;
+                    }
+                    Err(_) => return,
                 }
-                Err(_) => return,
             }
             match protocol::parse(&inbuf) {
                 Parse::NeedMore(inc) => {
@@ -242,6 +290,8 @@ impl ThreadConn<'_> {
                     }
                 }
                 Parse::Done { outcome, .. } => {
+                    let shared = self.shared;
+                    let _active = Active::enter(&shared.active);
                     if !self.answer(&outcome, &mut session, &mut out) {
                         return;
                     }
@@ -256,6 +306,7 @@ impl ThreadConn<'_> {
                         return;
                     }
                     out.clear();
+                    polled = self.poll_next(scratch);
                 }
             }
         }
@@ -278,6 +329,33 @@ impl ThreadConn<'_> {
         true
     }
 
+    /// After a reply: poll for the next request ([`Poll`]); Some(bytes read
+    /// into `scratch`). Anything but data is left to the blocking read.
+    fn poll_next(&mut self, scratch: &mut [u8]) -> Option<usize> {
+        let alone = || self.shared.active.load(Ordering::Relaxed) == 1;
+        if !alone() || !self.poll.due() {
+            return None;
+        }
+        let deadline = Instant::now() + POLL;
+        loop {
+            match nix::sys::socket::recv(self.stream.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => {
+                    self.poll.hit();
+                    return Some(n);
+                }
+                Err(Errno::EAGAIN) => {}
+                Err(Errno::EINTR) => continue,
+                _ => return None,
+            }
+            if Instant::now() >= deadline || !alone() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.poll.miss();
+        None
+    }
+
     /// Set SO_RCVTIMEO when it differs from what is set. False on error.
     fn set_read_timeout(&mut self, t: Duration) -> bool {
         // Rounded to 10 ms, so that a partial request's shrinking budget does
@@ -291,6 +369,45 @@ impl ThreadConn<'_> {
     }
 }
 
+/// Counts a thread in [`Shared::active`] while it lives.
+struct Active<'a>(&'a AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn enter(count: &'a AtomicUsize) -> Active<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Active(count)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Poll;
+
+    #[test]
+    fn polling_backs_off_after_misses_and_resumes_after_a_hit() {
+        let mut p = Poll::default();
+        assert!(p.due(), "polls at first");
+        p.miss();
+        assert!(!p.due(), "one chance skipped after a miss");
+        assert!(p.due());
+        p.miss();
+        assert_eq!((0..4).filter(|_| p.due()).count(), 1, "three skipped after the second miss in a row");
+        for _ in 0..20 {
+            p.miss();
+        }
+        assert_eq!((0..1024).filter(|_| p.due()).count(), 1, "at most one poll in 1024 chances at the cap");
+        p.hit();
+        p.skip = 0;
+        assert!(p.due() && p.due(), "a hit ends the back-off");
+    }
 }
