@@ -56,8 +56,9 @@ struct Shared {
     /// proxywrite: requests run under the read side; the process takes the
     /// write side before it exits, so that no update is cut short.
     gate: Option<RwLock<()>>,
-    /// Threads between a request's first bytes and their next blocking read:
-    /// a thread polls for its client's next request only while it is alone.
+    /// Threads answering a request (from a complete request to their next
+    /// blocking read): a thread polls for its client's next request only
+    /// while it is the only one.
     active: AtomicUsize,
 }
 
