@@ -5,6 +5,7 @@
 //! ([`Intake::Master`]) or from listening sockets accepted here ([`Intake::Listen`],
 //! used under Postfix's master(8) and by in-process tests).
 
+pub mod backoff;
 pub mod conn;
 pub mod master_status;
 pub mod threads;
@@ -12,6 +13,7 @@ pub mod threads;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::Service;
 use crate::sys::{self, Received};
+use backoff::Backoff;
 use conn::{Conn, ReadStatus};
 use master_status::MasterStatus;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -107,13 +109,9 @@ pub struct Worker {
     threads: Option<Threads>,
 }
 
-/// Waiting for the next request by polling for a few microseconds before
-/// sleeping in epoll_wait. A client that sends its next lookup right after
-/// reading a reply then finds the worker awake: a sleeping worker costs the
-/// round trip a scheduler wake-up (tens of microseconds on a VM). Spinning
-/// is for one busy client at a time, and backs off when it does not pay:
-/// after each miss the next 2^misses chances to spin are skipped (up to
-/// 1023), so a quiet worker sleeps.
+/// Waiting for the next request by polling (`epoll_wait` with a zero
+/// timeout) for a few microseconds before sleeping ([`backoff`]): for one
+/// busy client at a time.
 #[derive(Default)]
 struct Spin {
     /// Requests answered in this loop pass.
@@ -122,16 +120,11 @@ struct Spin {
     /// a row came from it.
     last_slot: usize,
     streak: u32,
-    misses: u32,
-    skip: u32,
+    backoff: Backoff,
 }
 
-/// How long to poll before sleeping.
-const SPIN: Duration = Duration::from_micros(50);
 /// Requests in a row from one connection before polling starts.
 const STREAK: u32 = 3;
-/// After this many misses in a row, skip 2^MAX_MISSES - 1 chances to poll.
-const MAX_MISSES: u32 = 10;
 
 impl Spin {
     /// A request from the connection in `slot` was answered.
@@ -153,20 +146,7 @@ impl Spin {
         if std::mem::take(&mut self.served) != 1 || self.streak < STREAK {
             return false;
         }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
-    }
-
-    fn hit(&mut self) {
-        self.misses = 0;
-    }
-
-    fn miss(&mut self) {
-        self.misses = (self.misses + 1).min(MAX_MISSES);
-        self.skip = (1 << self.misses) - 1;
+        self.backoff.due()
     }
 }
 
@@ -300,14 +280,15 @@ impl Worker {
         }
     }
 
-    /// epoll_wait, polling first for up to [`SPIN`] when that has been paying off.
+    /// epoll_wait, polling first for up to [`backoff::POLL`] when that has
+    /// been paying off.
     fn wait(&mut self, events: &mut [EpollEvent]) -> nix::Result<usize> {
         if self.spin.start() {
-            let deadline = Instant::now() + SPIN;
+            let deadline = Instant::now() + backoff::POLL;
             loop {
                 let n = self.epoll.wait(events, 0u16)?;
                 if n > 0 {
-                    self.spin.hit();
+                    self.spin.backoff.hit();
                     return Ok(n);
                 }
                 if Instant::now() >= deadline {
@@ -315,7 +296,7 @@ impl Worker {
                 }
                 std::hint::spin_loop();
             }
-            self.spin.miss();
+            self.spin.backoff.miss();
         }
         // Leases shared by connection threads must end in time.
         let tick = match crate::dict::filelock::stale_leases_pending() {
@@ -616,7 +597,7 @@ mod tests {
             spin.served(7);
             if spin.start() {
                 polls += 1;
-                spin.miss();
+                spin.backoff.miss();
             }
         }
         polls
@@ -628,11 +609,12 @@ mod tests {
         // misses skip 1, 3, 7, ... chances: 4 polls in the first 1+2+4+8 passes
         assert_eq!(polls_when_idle(&mut spin, 15), 4);
         // at the cap one pass in 1024 polls: 50 us per 1024 requests at most
-        let mut capped = Spin { streak: STREAK, last_slot: 7, misses: MAX_MISSES, ..Spin::default() };
+        let backoff = Backoff { misses: backoff::MAX_MISSES, skip: 0 };
+        let mut capped = Spin { streak: STREAK, last_slot: 7, backoff, ..Spin::default() };
         assert_eq!(polls_when_idle(&mut capped, 1024 * 10), 10);
         // a hit restores polling after every single-request pass
-        capped.hit();
-        capped.skip = 0;
+        capped.backoff.hit();
+        capped.backoff.skip = 0;
         capped.served(7);
         assert!(capped.start());
     }
@@ -647,8 +629,8 @@ mod tests {
         assert!(!spin.start(), "several requests in one pass: sleep");
         spin.served(1);
         assert!(spin.start(), "one client asking alone: poll");
-        spin.miss();
-        spin.skip = 0;
+        spin.backoff.miss();
+        spin.backoff.skip = 0;
         // clients taking turns: no streak, no polling
         for slot in [2, 3, 2, 3, 2] {
             spin.served(slot);

@@ -12,6 +12,7 @@
 //! connection to an idle thread (or starts one) and hears through an eventfd
 //! when a connection ended.
 
+use super::backoff::{self, Backoff};
 use super::Limits;
 use crate::dict::filelock;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
@@ -152,7 +153,7 @@ fn thread_main(shared: &Shared, first: UnixStream, busy: Arc<AtomicU64>) {
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next = Some(first);
     while let Some(stream) = next.take() {
-        let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None, poll: Poll::default() };
+        let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None, poll: Backoff::default() };
         conn.serve(&mut scratch);
         drop(conn);
         if let Err(e) = shared.ended.write(1) {
@@ -188,42 +189,8 @@ struct ThreadConn<'a> {
     busy: &'a AtomicU64,
     /// The receive timeout last set on the socket.
     read_timeout: Option<Duration>,
-    poll: Poll,
-}
-
-/// Polling for a client's next request before blocking in read(), as the
-/// event loop's `Spin` does, and for the same reason: a client that sends
-/// its next lookup right after reading a reply then finds its thread awake,
-/// instead of paying a scheduler wake-up. Only while no other connection
-/// thread is busy (with several at once the CPU is better left to them),
-/// and backing off when it does not pay: after each miss the next 2^misses
-/// chances are skipped (up to 1023).
-#[derive(Default)]
-struct Poll {
-    misses: u32,
-    skip: u32,
-}
-
-const POLL: Duration = Duration::from_micros(50);
-const MAX_MISSES: u32 = 10;
-
-impl Poll {
-    fn due(&mut self) -> bool {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
-    }
-
-    fn hit(&mut self) {
-        self.misses = 0;
-    }
-
-    fn miss(&mut self) {
-        self.misses = (self.misses + 1).min(MAX_MISSES);
-        self.skip = (1 << self.misses) - 1;
-    }
+    /// Polling for the next request after a reply (`poll_next`).
+    poll: Backoff,
 }
 
 impl ThreadConn<'_> {
@@ -330,14 +297,16 @@ impl ThreadConn<'_> {
         true
     }
 
-    /// After a reply: poll for the next request ([`Poll`]); Some(bytes read
-    /// into `scratch`). Anything but data is left to the blocking read.
+    /// After a reply: poll for the next request ([`super::backoff`]), only
+    /// while no other connection thread is busy (with several at once the
+    /// CPU is better left to them); Some(bytes read into `scratch`).
+    /// Anything but data is left to the blocking read.
     fn poll_next(&mut self, scratch: &mut [u8]) -> Option<usize> {
         let alone = || self.shared.active.load(Ordering::Relaxed) == 1;
         if !alone() || !self.poll.due() {
             return None;
         }
-        let deadline = Instant::now() + POLL;
+        let deadline = Instant::now() + backoff::POLL;
         loop {
             match nix::sys::socket::recv(self.stream.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) if n > 0 => {
@@ -388,27 +357,4 @@ impl Drop for Active<'_> {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Poll;
-
-    #[test]
-    fn polling_backs_off_after_misses_and_resumes_after_a_hit() {
-        let mut p = Poll::default();
-        assert!(p.due(), "polls at first");
-        p.miss();
-        assert!(!p.due(), "one chance skipped after a miss");
-        assert!(p.due());
-        p.miss();
-        assert_eq!((0..4).filter(|_| p.due()).count(), 1, "three skipped after the second miss in a row");
-        for _ in 0..20 {
-            p.miss();
-        }
-        assert_eq!((0..1024).filter(|_| p.due()).count(), 1, "at most one poll in 1024 chances at the cap");
-        p.hit();
-        p.skip = 0;
-        assert!(p.due() && p.due(), "a hit ends the back-off");
-    }
 }
