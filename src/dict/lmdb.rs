@@ -269,6 +269,27 @@ impl State {
     }
 }
 
+/// Postfix's NUL discovery for a read: look `key` up with a trailing NUL
+/// and/or without, as the NUL bits `nul` still allow; the form that hit
+/// (TRY1NULL or TRY0NULL) and its value.
+fn probe(
+    nul: u32,
+    key: &[u8],
+    mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, mdb::Error>,
+) -> Result<Option<(u32, Vec<u8>)>, mdb::Error> {
+    if nul & TRY1NULL != 0 {
+        if let Some(v) = absent_if_unstorable(get(&with_nul(key)))? {
+            return Ok(Some((TRY1NULL, v)));
+        }
+    }
+    if nul & TRY0NULL != 0 {
+        if let Some(v) = absent_if_unstorable(get(key))? {
+            return Ok(Some((TRY0NULL, v)));
+        }
+    }
+    Ok(None)
+}
+
 /// `key` with one NUL appended.
 fn with_nul(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -328,14 +349,7 @@ impl State {
         };
         let lease = held.as_ref().and_then(Held::lease);
         let known = lease.is_some_and(|l| l == self.checked_lease.load(Ordering::Relaxed));
-        let nul = self.nul.load(Ordering::Relaxed);
-        let mut found = None;
-        if nul & TRY1NULL != 0 {
-            found = absent_if_unstorable(env.get_checked(&with_nul(&key), known)).ok()?.map(|v| (TRY1NULL, v));
-        }
-        if found.is_none() && nul & TRY0NULL != 0 {
-            found = absent_if_unstorable(env.get_checked(&key, known)).ok()?.map(|v| (TRY0NULL, v));
-        }
+        let found = probe(self.nul.load(Ordering::Relaxed), &key, |k| env.get_checked(k, known)).ok()?;
         if held.is_some() {
             self.checked_lease.store(lease.unwrap_or(0), Ordering::Relaxed);
         }
@@ -354,20 +368,7 @@ impl State {
         out.clear();
         let key = fold_key(key, flags & FOLD_FIX != 0);
         let nul = *self.nul.get_mut();
-        let probe1 = with_nul(&key);
-        let found = self.locked(Kind::Shared, flags, |env| {
-            if nul & TRY1NULL != 0 {
-                if let Some(v) = absent_if_unstorable(env.get(&probe1))? {
-                    return Ok(Some((TRY1NULL, v)));
-                }
-            }
-            if nul & TRY0NULL != 0 {
-                if let Some(v) = absent_if_unstorable(env.get(&key))? {
-                    return Ok(Some((TRY0NULL, v)));
-                }
-            }
-            Ok(None)
-        })?;
+        let found = self.locked(Kind::Shared, flags, |env| probe(nul, &key, |k| env.get(k)))?;
         match found {
             Ok(Some((which, value))) => {
                 *self.nul.get_mut() = which;
