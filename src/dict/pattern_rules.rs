@@ -26,9 +26,13 @@ macro_rules! warn {
     };
 }
 
-/// What differs between the regexp and pcre tables.
-pub trait Engine: Send + 'static {
-    type Regex: Send;
+/// What differs between the regexp and pcre tables. An engine holds no
+/// state of its own: compiled patterns are shared by every lookup, and
+/// what a match writes goes to the lookup's [`Engine::Scratch`].
+pub trait Engine: Default + Send + Sync + 'static {
+    type Regex: Send + Sync;
+    /// The match buffers of one lookup in progress.
+    type Scratch: Send;
     /// Type name as used in messages ("regexp map ..." / "pcre map ...").
     const TYPE: &'static str;
     /// Compile options before any flag letter.
@@ -46,12 +50,12 @@ pub trait Engine: Send + 'static {
     /// when the letter is unknown.
     fn flag(options: &mut u32, letter: u8, map: &str, line: usize, w: &mut Vec<String>) -> bool;
 
-    /// Compile `pattern` (no NUL inside) and make room for its matches;
-    /// `captures` false when no match offsets will ever be wanted (regexp's
-    /// REG_NOSUB). On failure log Postfix's warning and return None. Else
-    /// the compiled pattern and its number of groups.
+    /// Compile `pattern` (no NUL inside); `captures` false when no match
+    /// offsets will ever be wanted (regexp's REG_NOSUB). On failure log
+    /// Postfix's warning and return None. Else the compiled pattern and its
+    /// number of groups.
     fn compile(
-        &mut self,
+        &self,
         pattern: &[u8],
         options: u32,
         captures: bool,
@@ -60,14 +64,18 @@ pub trait Engine: Send + 'static {
         w: &mut Vec<String>,
     ) -> Option<(Self::Regex, usize)>;
 
+    /// Match buffers with room for `groups` groups (group 0 included): the
+    /// most that any compiled pattern of the table has.
+    fn scratch(&self, groups: usize) -> Self::Scratch;
+
     /// Match `subject` (the key, NUL-terminated: `subject[..len-1]` is the
     /// text). `groups` is how many groups the caller will read (0: none).
     /// Ok(matched) or Err(text for the warning).
-    fn exec(&mut self, re: &Self::Regex, subject: &[u8], groups: usize) -> Result<bool, String>;
+    fn exec(&self, s: &mut Self::Scratch, re: &Self::Regex, subject: &[u8], groups: usize) -> Result<bool, String>;
 
-    /// Offsets of group `n` of the last successful [`Engine::exec`] with
-    /// captures; None when it did not take part.
-    fn group(&self, n: usize) -> Option<(usize, usize)>;
+    /// Offsets of group `n` of the last successful [`Engine::exec`] into
+    /// `s` with captures; None when it did not take part.
+    fn group(&self, s: &Self::Scratch, n: usize) -> Option<(usize, usize)>;
 
     /// The prefilter literal of a positive pattern compiled with `options`
     /// (see [`required_literal`]), or None.
@@ -80,7 +88,7 @@ pub trait Engine: Send + 'static {
 
     /// Most rule-set patterns kept compiled at once; a table with more has
     /// them compiled when the set names them and drops the oldest (see
-    /// [`RuleTable::resident`]). usize::MAX: all compiled at load and kept.
+    /// [`Resident`]). usize::MAX: all compiled at load and kept.
     const RESIDENT_SET_RULES: usize;
 }
 
@@ -124,16 +132,12 @@ struct Rule<R> {
     op: Op<R>,
 }
 
-/// A loaded rule table: rules, the engine with its match buffers, and
-/// per-lookup scratch buffers reused across lookups.
+/// A loaded rule table: rules, compiled patterns and the rule set, shared
+/// by concurrent lookups; each lookup borrows its buffers from a pool.
 pub struct RuleTable<E: Engine> {
     map: String,
     engine: E,
     rules: Vec<Rule<E::Regex>>,
-    /// The key (folded if asked), NUL-terminated.
-    subject: Vec<u8>,
-    /// The key lowercased, for the literal prefilter.
-    lower: Vec<u8>,
     any_literal: bool,
     /// The multi-pattern prefilter, when at least [`MIN_SET_RULES`] rules
     /// could be put in it.
@@ -143,16 +147,58 @@ pub struct RuleTable<E: Engine> {
     /// Per rule in the set: the next rule after it that is not in the set
     /// (or the number of rules).
     next_outside: Vec<usize>,
+    /// Most groups (group 0 included) of any compiled pattern.
+    groups: usize,
+    /// Set patterns compiled on demand, when the table has more than
+    /// [`Engine::RESIDENT_SET_RULES`] of them.
+    resident: Option<Mutex<Resident<E::Regex>>>,
+    /// Buffers of lookups not in progress: one per lookup that ran at the
+    /// same time as others, so at most one per connection thread.
+    idle: Mutex<Vec<Scratch<E>>>,
+}
+
+/// What one lookup writes: reused across lookups, never shared by two at
+/// once.
+struct Scratch<E: Engine> {
+    /// The key (folded if asked), NUL-terminated.
+    subject: Vec<u8>,
+    /// The key lowercased, for the literal prefilter.
+    lower: Vec<u8>,
     /// The rules the set reported for the current key, sorted.
     cand: Vec<usize>,
-    /// Rule-set rules whose first pattern is compiled, oldest first, when
-    /// the table has more than [`Engine::RESIDENT_SET_RULES`] of them.
-    /// glibc's regexec builds a DFA inside each compiled pattern as it
-    /// matches (about 60 KiB for a typical rule after its first hit), so
-    /// keeping thousands compiled costs hundreds of MiB; a rule compiles in
-    /// tens of microseconds when the set names it as a candidate.
-    resident: std::collections::VecDeque<usize>,
-    resident_cap: usize,
+    /// Per rule-set group: its lazy DFA's state cache.
+    caches: Vec<regex_automata::hybrid::dfa::Cache>,
+    engine: E::Scratch,
+}
+
+/// Rule-set patterns that are compiled just now, oldest first, for a
+/// capped table. glibc's regexec builds a DFA inside each compiled pattern
+/// as it matches (about 60 KiB for a typical rule after its first hit), so
+/// keeping thousands compiled costs hundreds of MiB; a rule compiles in
+/// tens of microseconds when the set names it as a candidate. A lookup
+/// holds its pattern by `Arc`, so dropping the oldest never pulls a pattern
+/// from under a match in progress.
+struct Resident<R> {
+    /// Per rule: its compiled first pattern, when resident.
+    compiled: Vec<Option<std::sync::Arc<R>>>,
+    order: std::collections::VecDeque<usize>,
+    cap: usize,
+}
+
+/// A rule's first pattern for one match: kept since load, or resident.
+enum Held<'a, R> {
+    Kept(&'a R),
+    Resident(std::sync::Arc<R>),
+}
+
+impl<R> std::ops::Deref for Held<'_, R> {
+    type Target = R;
+    fn deref(&self) -> &R {
+        match self {
+            Held::Kept(re) => re,
+            Held::Resident(re) => re,
+        }
+    }
 }
 
 /// Fewest translatable rules for which the rule set is built.
@@ -221,15 +267,16 @@ impl<E: Engine> RuleTable<E> {
     /// [`RuleTable::load`] keeping at most `cap` rule-set patterns compiled
     /// when the set holds more (tests use a small cap to compile and drop
     /// patterns on nearly every lookup).
-    fn load_capped(mut engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>, cap: usize) -> RuleTable<E> {
+    fn load_capped(engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>, cap: usize) -> RuleTable<E> {
         let mut rules: Vec<Rule<E::Regex>> = Vec::new();
         let mut stack: Vec<usize> = Vec::new();
+        let mut groups = 1;
         for line in LogicalLines::new(text, map) {
             let body = trim_end(postmap_text::until_nul(&line.text));
             if body.is_empty() {
                 continue;
             }
-            let Some(op) = parse_line(&mut engine, map, line.line_no, body, stack.len(), flags, w) else {
+            let Some(op) = parse_line(&engine, map, line.line_no, body, stack.len(), flags, &mut groups, w) else {
                 continue;
             };
             match op {
@@ -294,26 +341,29 @@ impl<E: Engine> RuleTable<E> {
                 next = i;
             }
         }
+        let resident = capped.then(|| {
+            let compiled = std::iter::repeat_with(|| None).take(rules.len()).collect();
+            Mutex::new(Resident { compiled, order: std::collections::VecDeque::new(), cap })
+        });
         RuleTable {
             map: map.to_string(),
             engine,
             rules,
-            subject: Vec::new(),
-            lower: Vec::new(),
             any_literal,
             set,
             in_set,
             next_outside,
-            cand: Vec::new(),
-            resident: std::collections::VecDeque::new(),
-            resident_cap: if capped { cap } else { usize::MAX },
+            groups,
+            resident,
+            idle: Mutex::new(Vec::new()),
         }
     }
 
     /// Number of rules whose first pattern is compiled just now.
     #[cfg(test)]
     fn compiled_len(&self) -> usize {
-        self.rules.iter().filter(|r| matches!(&r.op, Op::Match { first, .. } if first.re.is_some())).count()
+        let kept = self.rules.iter().filter(|r| matches!(&r.op, Op::Match { first, .. } if first.re.is_some())).count();
+        kept + self.resident.as_ref().map_or(0, |r| lock(r).order.len())
     }
 
     /// Drop the rule set: every rule is tried by its engine (tests compare
@@ -341,45 +391,53 @@ impl<E: Engine> RuleTable<E> {
     }
 
     /// Evaluate the rules top-down against `key` (ASCII-lowercased first
-    /// when `fold`); on a hit write the expanded result into `out`.
-    pub fn lookup(&mut self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
+    /// when `fold`); on a hit write the expanded result into `out`. Lookups
+    /// run side by side: each takes buffers of its own from the pool.
+    pub fn lookup(&self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
+        let mut scratch = lock(&self.idle).pop().unwrap_or_else(|| self.scratch());
+        let hit = self.evaluate(&mut scratch, key, fold, out);
+        lock(&self.idle).push(scratch);
+        hit
+    }
+
+    fn scratch(&self) -> Scratch<E> {
+        let caches = self.set.as_ref().map_or_else(Vec::new, |set| set.chunks.iter().map(|c| c.dfa.create_cache()).collect());
+        Scratch {
+            subject: Vec::new(),
+            lower: Vec::new(),
+            cand: Vec::new(),
+            caches,
+            engine: self.engine.scratch(self.groups),
+        }
+    }
+
+    fn evaluate(&self, scratch: &mut Scratch<E>, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
         let key = postmap_text::until_nul(key);
-        self.subject.clear();
-        self.subject.extend_from_slice(key);
+        let Scratch { subject, lower, cand, caches, engine: matches } = scratch;
+        subject.clear();
+        subject.extend_from_slice(key);
         if fold {
-            self.subject.make_ascii_lowercase();
+            subject.make_ascii_lowercase();
         }
-        self.subject.push(0);
+        subject.push(0);
         if self.any_literal {
-            self.lower.clear();
-            self.lower.extend_from_slice(key);
-            self.lower.make_ascii_lowercase();
+            lower.clear();
+            lower.extend_from_slice(key);
+            lower.make_ascii_lowercase();
         }
-        let RuleTable {
-            map,
-            engine,
-            rules,
-            subject,
-            lower,
-            set,
-            in_set,
-            next_outside,
-            cand,
-            resident,
-            resident_cap,
-            ..
-        } = self;
+        let RuleTable { map, engine, rules, set, in_set, next_outside, .. } = self;
         let text = &subject[..subject.len() - 1];
+        let mut m = Matcher { engine, matches, subject, lower, map };
         cand.clear();
         let mut ci = 0;
         // Groups before this one have been searched or skipped.
         let mut next_chunk = 0;
         let mut i = 0;
         while i < rules.len() {
-            if let (true, Some(set)) = (in_set[i], set.as_mut()) {
+            if let (true, Some(set)) = (in_set[i], set.as_ref()) {
                 let c = set.chunk_of[i];
                 if c >= next_chunk {
-                    set.chunks[c].candidates(text, cand);
+                    set.chunks[c].candidates(&mut caches[c], text, cand);
                     next_chunk = c + 1;
                 }
                 while ci < cand.len() && cand[ci] < i {
@@ -394,16 +452,16 @@ impl<E: Engine> RuleTable<E> {
                     continue;
                 }
             }
-            if !make_resident(engine, rules, resident, *resident_cap, i, lower, map) {
-                i += 1;
-                continue;
-            }
             let rule = &rules[i];
             match &rule.op {
                 Op::Match { first, second, result, max_sub } => {
+                    let Some(re) = self.first_pattern(i, first, m.lower) else {
+                        i += 1;
+                        continue;
+                    };
                     let groups = if *max_sub > 0 { max_sub + 1 } else { 0 };
-                    if !holds(engine, first, subject, lower, groups, map, rule.line)
-                        || second.as_ref().is_some_and(|c| !holds(engine, c, subject, lower, 0, map, rule.line))
+                    if !m.holds(first, Some(&re), groups, rule.line)
+                        || second.as_ref().is_some_and(|c| !m.holds(c, c.re.as_ref(), 0, rule.line))
                     {
                         i += 1;
                         continue;
@@ -413,8 +471,8 @@ impl<E: Engine> RuleTable<E> {
                         match piece {
                             Piece::Text(t) => out.extend_from_slice(t),
                             Piece::Group(n) => {
-                                if let Some((s, e)) = engine.group(*n) {
-                                    out.extend_from_slice(&subject[s..e]);
+                                if let Some((s, e)) = engine.group(m.matches, *n) {
+                                    out.extend_from_slice(&m.subject[s..e]);
                                 }
                             }
                         }
@@ -422,7 +480,7 @@ impl<E: Engine> RuleTable<E> {
                     return true;
                 }
                 Op::If { cond, endif } => {
-                    if holds(engine, cond, subject, lower, 0, map, rule.line) {
+                    if m.holds(cond, cond.re.as_ref(), 0, rule.line) {
                         i += 1;
                     } else {
                         match endif {
@@ -436,16 +494,86 @@ impl<E: Engine> RuleTable<E> {
         }
         false
     }
+
+    /// Rule `i`'s first pattern, compiled if it was dropped (the oldest
+    /// resident one beyond the cap is dropped then). None when the rule
+    /// cannot match: its literal is absent from the key (checked first, as
+    /// it costs far less than compiling), or compiling failed (only out of
+    /// memory: the same text compiled at load), which is logged.
+    fn first_pattern<'a>(&self, i: usize, first: &'a Cond<E::Regex>, lower: &[u8]) -> Option<Held<'a, E::Regex>> {
+        if let Some(re) = &first.re {
+            return Some(Held::Kept(re));
+        }
+        let (resident, src) = (self.resident.as_ref()?, first.source.as_ref()?);
+        if first.literal.as_ref().is_some_and(|lit| memmem(lower, lit).is_none()) {
+            return None;
+        }
+        if let Some(re) = &lock(resident).compiled[i] {
+            return Some(Held::Resident(re.clone()));
+        }
+        // Compile without the lock: other lookups go on meanwhile.
+        let mut w = Vec::new();
+        let Some((re, _)) = self.engine.compile(&src.text, src.options, src.captures, &self.map, self.rules[i].line, &mut w)
+        else {
+            for text in w {
+                log::warn!("{text}");
+            }
+            return None;
+        };
+        let mut r = lock(resident);
+        if let Some(re) = &r.compiled[i] {
+            return Some(Held::Resident(re.clone())); // another lookup was first
+        }
+        let re = std::sync::Arc::new(re);
+        r.compiled[i] = Some(re.clone());
+        r.order.push_back(i);
+        while r.order.len() > r.cap {
+            if let Some(j) = r.order.pop_front() {
+                r.compiled[j] = None;
+            }
+        }
+        Some(Held::Resident(re))
+    }
+}
+
+/// What `holds` needs of a lookup in progress.
+struct Matcher<'a, E: Engine> {
+    engine: &'a E,
+    matches: &'a mut E::Scratch,
+    subject: &'a [u8],
+    lower: &'a [u8],
+    map: &'a str,
+}
+
+impl<E: Engine> Matcher<'_, E> {
+    /// Whether a condition holds: its pattern `re` matches (positive) or
+    /// does not (negative). A matching error is logged and counts as "does
+    /// not hold", as in Postfix. Without a compiled pattern it does not hold.
+    fn holds(&mut self, cond: &Cond<E::Regex>, re: Option<&E::Regex>, groups: usize, line: usize) -> bool {
+        if let Some(lit) = &cond.literal {
+            // Only positive conditions have a literal: absent literal = no match.
+            if memmem(self.lower, lit).is_none() {
+                return false;
+            }
+        }
+        let Some(re) = re else { return false };
+        match self.engine.exec(self.matches, re, self.subject, groups) {
+            Ok(matched) => matched == cond.positive,
+            Err(text) => {
+                log::warn!("{} map {}, line {line}: {text}", E::TYPE, self.map);
+                false
+            }
+        }
+    }
 }
 
 /// A regexp or pcre table: the rules, loaded and compiled once at open and
-/// shared by every client of the worker. Lookups take turns: the engine's
-/// match buffers and the compiled-pattern cache change as rules are tried.
+/// shared by every client of the worker.
 pub struct PatternDict<E: Engine> {
     flags: u32,
     path: String,
     identity: Option<(u64, u64, i64, i64)>,
-    table: Mutex<RuleTable<E>>,
+    table: RuleTable<E>,
 }
 
 impl<E: Engine> Dict for PatternDict<E> {
@@ -455,7 +583,7 @@ impl<E: Engine> Dict for PatternDict<E> {
 
     /// FOLD_MUL in the request flags lowercases the key before matching.
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        Ok(lock(&self.table).lookup(key, flags & FOLD_MUL != 0, out))
+        Ok(self.table.lookup(key, flags & FOLD_MUL != 0, out))
     }
 
     /// The file was removed, replaced or modified since it was read (always
@@ -467,10 +595,10 @@ impl<E: Engine> Dict for PatternDict<E> {
 
 /// Open a regexp/pcre table with `engine`: Postfix's refusals and texts,
 /// flags = open flags | PATTERN.
-pub fn open_table<E: Engine>(req: &OpenRequest, engine: E) -> Result<Box<dyn Dict>, OpenError> {
+pub fn open_table<E: Engine>(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let source = read_source(req)?;
     let mut warnings = Vec::new();
-    let table = RuleTable::load(engine, req.name, &source.text, req.flags, &mut warnings);
+    let table = RuleTable::load(E::default(), req.name, &source.text, req.flags, &mut warnings);
     for warning in warnings {
         log::warn!("{warning}");
     }
@@ -482,79 +610,8 @@ pub fn open_table<E: Engine>(req: &OpenRequest, engine: E) -> Result<Box<dyn Dic
         flags: req.flags | PATTERN,
         path: req.name.to_string(),
         identity,
-        table: Mutex::new(table),
+        table,
     }))
-}
-
-/// Make rule `i`'s first pattern compiled if it was dropped, dropping the
-/// oldest resident one beyond `cap`. False when the rule cannot match: its
-/// literal is absent from the key (checked first, as it costs far less than
-/// compiling), or compiling failed (only out of memory: the same text
-/// compiled at load), which is logged.
-fn make_resident<E: Engine>(
-    engine: &mut E,
-    rules: &mut [Rule<E::Regex>],
-    resident: &mut std::collections::VecDeque<usize>,
-    cap: usize,
-    i: usize,
-    lower: &[u8],
-    map: &str,
-) -> bool {
-    let line = rules[i].line;
-    let Op::Match { first, .. } = &mut rules[i].op else { return true };
-    if first.re.is_some() {
-        return true;
-    }
-    if first.literal.as_ref().is_some_and(|lit| memmem(lower, lit).is_none()) {
-        return false;
-    }
-    let Some(src) = &first.source else { return false };
-    let mut w = Vec::new();
-    match engine.compile(&src.text, src.options, src.captures, map, line, &mut w) {
-        Some((re, _)) => first.re = Some(re),
-        None => {
-            for text in w {
-                log::warn!("{text}");
-            }
-            return false;
-        }
-    }
-    resident.push_back(i);
-    while resident.len() > cap {
-        if let Some(Op::Match { first, .. }) = resident.pop_front().map(|j| &mut rules[j].op) {
-            first.re = None;
-        }
-    }
-    true
-}
-
-/// Whether a condition holds: the pattern matches (positive) or does not
-/// (negative). A matching error is logged and counts as "does not hold",
-/// as in Postfix. A condition without its compiled pattern (a rule-set
-/// pattern not made resident) does not hold.
-fn holds<E: Engine>(
-    engine: &mut E,
-    cond: &Cond<E::Regex>,
-    subject: &[u8],
-    lower: &[u8],
-    groups: usize,
-    map: &str,
-    line: usize,
-) -> bool {
-    if let Some(lit) = &cond.literal {
-        // Only positive conditions have a literal: absent literal = no match.
-        if memmem(lower, lit).is_none() {
-            return false;
-        }
-    }
-    let Some(re) = &cond.re else { return false };
-    match engine.exec(re, subject, groups) {
-        Ok(matched) => matched == cond.positive,
-        Err(text) => {
-            log::warn!("{} map {map}, line {line}: {text}", E::TYPE);
-            false
-        }
-    }
 }
 
 fn memmem(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -597,17 +654,25 @@ fn starts_with_word(p: &[u8], word: &[u8]) -> bool {
         && !p.get(word.len()).is_some_and(u8::is_ascii_alphanumeric)
 }
 
-/// Parse and compile one logical line (text trimmed, non-empty).
+/// Parse and compile one logical line (text trimmed, non-empty); `groups`
+/// grows to the most groups (group 0 included) of a compiled pattern.
+#[allow(clippy::too_many_arguments)]
 fn parse_line<E: Engine>(
-    engine: &mut E,
+    engine: &E,
     map: &str,
     line: usize,
     p: &[u8],
     nesting: usize,
     flags: u32,
+    groups: &mut usize,
     w: &mut Vec<String>,
 ) -> Option<Op<E::Regex>> {
     let ty = E::TYPE;
+    let mut compile = |pat: &RawPattern, captures: bool, w: &mut Vec<String>| {
+        let (re, n) = engine.compile(pat.text, pat.options, captures, map, line, w)?;
+        *groups = (*groups).max(n + 1);
+        Some((re, n))
+    };
     if !p[0].is_ascii_alphanumeric() {
         let (first, rest) = get_pattern::<E>(map, line, w, p)?;
         let (second, rest) = if E::SECOND_PATTERN && rest.first() == Some(&b'!') {
@@ -648,8 +713,8 @@ fn parse_line<E: Engine>(
             warn!(w, "{ty} map {map}, line {line}: regular expression substitution is not allowed: skipping this rule");
             return None;
         }
-        let (re, groups) = engine.compile(first.text, first.options, max_sub > 0, map, line, w)?;
-        if max_sub > groups as u64 {
+        let (re, n) = compile(&first, max_sub > 0, w)?;
+        if max_sub > n as u64 {
             warn!(
                 w,
                 "{ty} map {map}, line {line}: out of range replacement index \"{}\": skipping this rule",
@@ -667,7 +732,7 @@ fn parse_line<E: Engine>(
         let first = cond;
         let second = match second {
             Some(pat) => {
-                let (re, _) = engine.compile(pat.text, pat.options, false, map, line, w)?;
+                let (re, _) = compile(&pat, false, w)?;
                 Some(make_cond::<E>(re, &pat))
             }
             None => None,
@@ -681,7 +746,7 @@ fn parse_line<E: Engine>(
             warn!(w, "{ty} map {map}, line {line}: do not prepend whitespace to statements between IF and ENDIF");
         }
         // Postfix compiles IF patterns without the no-substrings hint.
-        let (re, _) = engine.compile(pat.text, pat.options, true, map, line, w)?;
+        let (re, _) = compile(&pat, true, w)?;
         Some(Op::If { cond: make_cond::<E>(re, &pat), endif: None })
     } else if starts_with_word(p, b"ENDIF") {
         if nesting == 0 {
@@ -1639,7 +1704,6 @@ struct RuleSet {
 
 struct Chunk {
     dfa: regex_automata::hybrid::dfa::DFA,
-    cache: regex_automata::hybrid::dfa::Cache,
     /// Pattern id -> rule index (ascending).
     rule_of: Vec<usize>,
     /// The first rule of the next group (or the number of rules).
@@ -1682,8 +1746,7 @@ impl RuleSet {
             if let Some(prev) = chunks.last_mut() {
                 prev.end = rule_of[0];
             }
-            let cache = dfa.create_cache();
-            chunks.push(Chunk { dfa, cache, rule_of, end: n });
+            chunks.push(Chunk { dfa, rule_of, end: n });
         }
         (!chunks.is_empty()).then_some(RuleSet { chunks, chunk_of })
     }
@@ -1729,14 +1792,14 @@ impl RuleSet {
 impl Chunk {
     /// Append to `cand` (sorted, no duplicates) the rules of this group
     /// whose pattern matches `text`; every rule of the group when the
-    /// search cannot be completed.
-    fn candidates(&mut self, text: &[u8], cand: &mut Vec<usize>) {
+    /// search cannot be completed. `cache` is this group's, of the lookup.
+    fn candidates(&self, cache: &mut regex_automata::hybrid::dfa::Cache, text: &[u8], cand: &mut Vec<usize>) {
         use regex_automata::{hybrid::dfa::OverlappingState, Input};
         let start = cand.len();
         let input = Input::new(text);
         let mut state = OverlappingState::start();
         loop {
-            if self.dfa.try_search_overlapping_fwd(&mut self.cache, &input, &mut state).is_err() {
+            if self.dfa.try_search_overlapping_fwd(cache, &input, &mut state).is_err() {
                 cand.truncate(start);
                 cand.extend_from_slice(&self.rule_of);
                 return;
@@ -1889,7 +1952,7 @@ mod differential {
     fn ours<E: Engine>(engine: E, file: &str, keys: &[String], flags: u32) -> (Answers, Vec<String>) {
         let text = std::fs::read(file).unwrap();
         let mut warnings = Vec::new();
-        let mut table = RuleTable::load(engine, file, &text, flags, &mut warnings);
+        let table = RuleTable::load(engine, file, &text, flags, &mut warnings);
         let mut answers = Vec::new();
         let mut out = Vec::new();
         for k in keys {
@@ -2182,7 +2245,7 @@ mod speed {
         let text = table(5000);
         let start = std::time::Instant::now();
         let mut w = Vec::new();
-        let mut t = RuleTable::load(engine, "speed", text.as_bytes(), 0, &mut w);
+        let t = RuleTable::load(engine, "speed", text.as_bytes(), 0, &mut w);
         let load = start.elapsed();
         let keys = ["joe@host4996.example.com", "nobody@nowhere.example", "Subject: hello world", "user4999@x"];
         let mut out = Vec::new();
@@ -2378,10 +2441,10 @@ mod set_equivalence {
     fn check<E: Engine>(make: fn() -> E, pcre: bool) {
         let text = table(pcre, 400);
         let mut w = Vec::new();
-        let mut fast = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut w);
-        let mut slow = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
+        let fast = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut w);
+        let slow = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
         // The set with only 8 of its patterns compiled at a time.
-        let mut capped = RuleTable::load_capped(make(), "set", text.as_bytes(), 0, &mut Vec::new(), 8);
+        let capped = RuleTable::load_capped(make(), "set", text.as_bytes(), 0, &mut Vec::new(), 8);
         let in_set = fast.set_len();
         assert!(fast.set.is_some() && in_set > 200, "{} rules in the set", in_set);
         let outside =
@@ -2414,6 +2477,50 @@ mod set_equivalence {
             answers.len()
         );
         assert!(hits > 1000 && answers.len() > 100);
+    }
+
+    /// Threads sharing one table (with the set, and capped so that they
+    /// compile and drop patterns under each other) get the answers that
+    /// the table without the set gives one lookup at a time.
+    fn shared<E: Engine>(pcre: bool) {
+        let text = table(pcre, 400);
+        let slow = RuleTable::load(E::default(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
+        let keys = keys();
+        let expected: Vec<Option<Vec<u8>>> = keys
+            .iter()
+            .map(|k| {
+                let mut out = Vec::new();
+                slow.lookup(k, false, &mut out).then_some(out)
+            })
+            .collect();
+        let fast = RuleTable::load(E::default(), "set", text.as_bytes(), 0, &mut Vec::new());
+        let capped = RuleTable::load_capped(E::default(), "set", text.as_bytes(), 0, &mut Vec::new(), 8);
+        for t in [&fast, &capped] {
+            std::thread::scope(|scope| {
+                for n in 0..4 {
+                    let (keys, expected) = (&keys, &expected);
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        // Each thread in its own order, so that they meet on
+                        // different rules.
+                        for round in 0..2 {
+                            for i in (0..keys.len()).map(|i| (i * (2 * n + 1) + round) % keys.len()) {
+                                let got = t.lookup(&keys[i], false, &mut out).then(|| out.clone());
+                                assert_eq!(got, expected[i], "{} key {:?}", E::TYPE, String::from_utf8_lossy(&keys[i]));
+                            }
+                        }
+                    });
+                }
+            });
+            assert!(lock(&t.idle).len() <= 4, "one scratch per thread at most");
+        }
+        assert!(capped.compiled_len() <= fast.compiled_len() - fast.set_len() + 8);
+    }
+
+    #[test]
+    fn shared_tables_give_same_answers() {
+        shared::<Posix>(false);
+        shared::<Pcre>(true);
     }
 
     #[test]

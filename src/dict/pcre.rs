@@ -16,21 +16,20 @@ use crate::sys::regex::{
     PCRE2_ERROR_NOMATCH, PCRE2_EXTENDED, PCRE2_MULTILINE, PCRE2_UNGREEDY,
 };
 
-/// The PCRE2 engine with one match-data block big enough for every rule.
-pub struct Pcre {
-    md: Pcre2MatchData,
-    pairs: u32,
-    rc: i32,
-}
+/// The PCRE2 engine.
+#[derive(Default)]
+pub struct Pcre;
 
-impl Default for Pcre {
-    fn default() -> Self {
-        Pcre { md: Pcre2MatchData::new(1), pairs: 1, rc: 0 }
-    }
+/// A lookup's match data, big enough for every rule of its table, and the
+/// return code of its last match.
+pub struct Matches {
+    md: Pcre2MatchData,
+    rc: i32,
 }
 
 impl Engine for Pcre {
     type Regex = Pcre2Code;
+    type Scratch = Matches;
     const TYPE: &'static str = "pcre";
     const DEFAULT_OPTIONS: u32 = PCRE2_CASELESS | PCRE2_DOTALL;
     const SECOND_PATTERN: bool = false;
@@ -56,7 +55,7 @@ impl Engine for Pcre {
     }
 
     fn compile(
-        &mut self,
+        &self,
         pattern: &[u8],
         options: u32,
         _captures: bool,
@@ -66,14 +65,8 @@ impl Engine for Pcre {
     ) -> Option<(Pcre2Code, usize)> {
         match Pcre2Code::new(pattern, options) {
             Ok(code) => {
-                let groups = code.capture_count();
-                // Every match needs room for all groups of its pattern, or
-                // PCRE2 reports "ovector too small".
-                if groups + 1 > self.pairs {
-                    self.pairs = groups + 1;
-                    self.md = Pcre2MatchData::new(self.pairs);
-                }
-                Some((code, groups as usize))
+                let groups = code.capture_count() as usize;
+                Some((code, groups))
             }
             Err((code, offset)) => {
                 w.push(format!(
@@ -85,18 +78,24 @@ impl Engine for Pcre {
         }
     }
 
-    fn exec(&mut self, re: &Pcre2Code, subject: &[u8], _groups: usize) -> Result<bool, String> {
+    /// Every match needs room for all groups of its pattern, or PCRE2
+    /// reports "ovector too small".
+    fn scratch(&self, groups: usize) -> Matches {
+        Matches { md: Pcre2MatchData::new(u32::try_from(groups).unwrap_or(u32::MAX)), rc: 0 }
+    }
+
+    fn exec(&self, m: &mut Matches, re: &Pcre2Code, subject: &[u8], _groups: usize) -> Result<bool, String> {
         let text = subject.strip_suffix(&[0]).unwrap_or(subject);
-        self.rc = re.matches(text, &mut self.md);
-        match self.rc {
+        m.rc = re.matches(text, &mut m.md);
+        match m.rc {
             rc if rc > 0 => Ok(true),
             PCRE2_ERROR_NOMATCH => Ok(false),
             rc => Err(pcre2_error_message(rc)),
         }
     }
 
-    fn group(&self, n: usize) -> Option<(usize, usize)> {
-        self.md.group(self.rc, n)
+    fn group(&self, m: &Matches, n: usize) -> Option<(usize, usize)> {
+        m.md.group(m.rc, n)
     }
 
     fn prefilter(pattern: &[u8], options: u32) -> Option<Vec<u8>> {
@@ -135,7 +134,7 @@ fn newline_is_lf() -> bool {
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
-    pattern_rules::open_table(req, Pcre::default())
+    pattern_rules::open_table::<Pcre>(req)
 }
 
 #[cfg(test)]

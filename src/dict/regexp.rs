@@ -13,14 +13,13 @@ use super::{Dict, OpenError, OpenRequest};
 use crate::sys::regex::{regmatch_t, PosixRegex, REGMATCH_UNSET, REG_EXTENDED, REG_ICASE, REG_NEWLINE, REG_NOSUB};
 use std::ffi::{CStr, CString};
 
-/// The glibc engine with the capture buffer shared by all rules.
+/// The glibc engine; a lookup's capture buffer is its scratch.
 #[derive(Default)]
-pub struct Posix {
-    pmatch: Vec<regmatch_t>,
-}
+pub struct Posix;
 
 impl Engine for Posix {
     type Regex = PosixRegex;
+    type Scratch = Vec<regmatch_t>;
     const TYPE: &'static str = "regexp";
     const DEFAULT_OPTIONS: u32 = (REG_EXTENDED | REG_ICASE) as u32;
     const SECOND_PATTERN: bool = true;
@@ -42,7 +41,7 @@ impl Engine for Posix {
     }
 
     fn compile(
-        &mut self,
+        &self,
         pattern: &[u8],
         options: u32,
         captures: bool,
@@ -55,9 +54,6 @@ impl Engine for Posix {
         match PosixRegex::new(&pattern, cflags) {
             Ok(re) => {
                 let nsub = re.nsub();
-                if captures && self.pmatch.len() <= nsub {
-                    self.pmatch.resize(nsub + 1, REGMATCH_UNSET);
-                }
                 Some((re, nsub))
             }
             Err(text) => {
@@ -67,14 +63,18 @@ impl Engine for Posix {
         }
     }
 
-    fn exec(&mut self, re: &PosixRegex, subject: &[u8], groups: usize) -> Result<bool, String> {
-        let subject = CStr::from_bytes_until_nul(subject).map_err(|_| "key is not NUL-terminated".to_string())?;
-        let groups = groups.min(self.pmatch.len());
-        re.exec(subject, &mut self.pmatch[..groups])
+    fn scratch(&self, groups: usize) -> Vec<regmatch_t> {
+        vec![REGMATCH_UNSET; groups]
     }
 
-    fn group(&self, n: usize) -> Option<(usize, usize)> {
-        let m = self.pmatch.get(n)?;
+    fn exec(&self, pmatch: &mut Vec<regmatch_t>, re: &PosixRegex, subject: &[u8], groups: usize) -> Result<bool, String> {
+        let subject = CStr::from_bytes_until_nul(subject).map_err(|_| "key is not NUL-terminated".to_string())?;
+        let groups = groups.min(pmatch.len());
+        re.exec(subject, &mut pmatch[..groups])
+    }
+
+    fn group(&self, pmatch: &Vec<regmatch_t>, n: usize) -> Option<(usize, usize)> {
+        let m = pmatch.get(n)?;
         (m.rm_so >= 0 && m.rm_so < m.rm_eo).then_some((m.rm_so as usize, m.rm_eo as usize))
     }
 
@@ -102,7 +102,7 @@ impl Engine for Posix {
 }
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
-    pattern_rules::open_table(req, Posix::default())
+    pattern_rules::open_table::<Posix>(req)
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! and takes patterns as `&str` only).
 //!
 //! This file is the only place with `unsafe` for regular expressions. Every
-//! handle owns its C object and frees it on drop; handles are `Send` (moved
-//! into worker tables) but not `Sync`.
+//! handle owns its C object and frees it on drop. Compiled patterns are
+//! `Send` and `Sync` (a table's lookups match them side by side); match
+//! data is `Send` only (each lookup has its own).
 
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
@@ -41,6 +42,12 @@ pub struct PosixRegex {
 // no tie to the thread that compiled it; we only move it between threads, and
 // regexec takes a const pointer (glibc serialises its internal state anyway).
 unsafe impl Send for PosixRegex {}
+
+// SAFETY: `&PosixRegex` reaches only `regexec` and reads of `re_nsub`. glibc's
+// regexec keeps its matcher state inside the compiled pattern and takes the
+// pattern's own lock (`dfa->lock`) around the whole match, as POSIX requires
+// regexec to be thread-safe; `regfree` runs only from Drop, with `&mut`.
+unsafe impl Sync for PosixRegex {}
 
 /// An empty `regmatch_t` for capture buffers.
 pub const REGMATCH_UNSET: regmatch_t = regmatch_t { rm_so: -1, rm_eo: -1 };
@@ -117,6 +124,12 @@ pub struct Pcre2Code {
 // SAFETY: compiled code is immutable after pcre2_compile and documented by
 // PCRE2 as shareable between threads; we own it exclusively.
 unsafe impl Send for Pcre2Code {}
+
+// SAFETY: `&Pcre2Code` reaches only `pcre2_match` and `capture_count`. PCRE2
+// documents compiled code (without JIT compilation, which we never ask for)
+// as usable by many threads at once, each with match data of its own, which
+// `matches` takes by `&mut`.
+unsafe impl Sync for Pcre2Code {}
 
 impl Pcre2Code {
     /// `pcre2_compile(pattern, length, options)`; on failure the error code
