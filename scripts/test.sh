@@ -10,6 +10,10 @@ bash scripts/install-test-deps.sh
 cargo test --release --locked
 # The suites that drive the worker (in-process, standalone, under master(8)),
 # again with connection threads (proxymap_connection_threads = yes).
-PROXYMAP_TEST_THREADS=1 cargo test --release --locked --test server --test standalone \
+# Connection threads as shipped (a connection moves to its thread with its
+# third request), then with every request on a thread.
+PROXYMAP_TEST_THREADS=2 cargo test --release --locked --test server --test standalone \
     --test postfix_master --test postfix_diff --test postfix_tables --test postfix_verify \
     --test file_tables_stress
+PROXYMAP_TEST_THREADS=0 cargo test --release --locked --test server --test standalone \
+    --test postfix_diff --test file_tables_stress

@@ -49,3 +49,52 @@ pub fn try_write<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
         Err(TryLockError::WouldBlock) => None,
     }
 }
+
+thread_local! {
+    static NO_WAIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, table accesses on this thread do not wait for a lock that
+/// another thread or process holds: they fail with
+/// [`crate::dict::DictError::WouldBlock`] instead, and the caller serves the
+/// request where waiting is harmless (the worker's event loop hands the
+/// connection to a thread of its own). Not `Send`: it is this thread's.
+pub struct NoWait {
+    was: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl NoWait {
+    pub fn begin() -> NoWait {
+        NoWait { was: NO_WAIT.with(|f| f.replace(true)), _not_send: std::marker::PhantomData }
+    }
+}
+
+impl Drop for NoWait {
+    fn drop(&mut self) {
+        NO_WAIT.with(|f| f.set(self.was));
+    }
+}
+
+/// Whether this thread must not wait for locks (see [`NoWait`]).
+pub fn no_wait() -> bool {
+    NO_WAIT.with(std::cell::Cell::get)
+}
+
+/// The read side; None only under [`NoWait`] when it is not free just now.
+pub fn read_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
+    if no_wait() {
+        try_read(m)
+    } else {
+        Some(read(m))
+    }
+}
+
+/// The write side; None only under [`NoWait`] when it is not free just now.
+pub fn write_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
+    if no_wait() {
+        try_write(m)
+    } else {
+        Some(write(m))
+    }
+}

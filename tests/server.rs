@@ -23,10 +23,12 @@ struct Server {
 
 /// Start a worker thread for `role` with `main_cf` (`@DIR@` = a temp directory).
 fn serve(role: Role, main_cf: &str, files: &[(&str, &str)]) -> Server {
-    serve_with(role, main_cf, files, threads_enabled())
+    serve_with(role, main_cf, files, test_threads())
 }
 
-fn serve_with(role: Role, main_cf: &str, files: &[(&str, &str)], threads: bool) -> Server {
+/// `threads`: Some(requests a connection has on the event loop before it
+/// moves to its thread).
+fn serve_with(role: Role, main_cf: &str, files: &[(&str, &str)], threads: Option<u32>) -> Server {
     let dir = TempDir::new("server");
     let d = dir.path().display().to_string();
     for (name, text) in files {
@@ -40,8 +42,8 @@ fn serve_with(role: Role, main_cf: &str, files: &[(&str, &str)], threads: bool) 
     let limits = Limits { max_use: 0, max_idle: Duration::ZERO, ..Limits::default() };
     let service = Service::new(role, params, allowlist);
     let mut worker = Worker::new(service, Intake::Listen(vec![listener]), limits).expect("worker");
-    if threads {
-        worker = worker.with_threads().expect("threads");
+    if let Some(after) = threads {
+        worker = worker.with_threads(after).expect("threads");
     }
     std::thread::spawn(move || worker.run());
     let dir_path = dir.path().to_path_buf();
@@ -254,13 +256,21 @@ fn writer_traces_and_unsupported_operations() {
 
 /// With connection threads, a lookup that waits for its table's lock (as
 /// while postmap rebuilds the file) holds up only its own client; the others
-/// are answered meanwhile, and the waiting one once the lock is free.
+/// are answered meanwhile, and the waiting one once the lock is free. Also
+/// when the lookup comes while the connection is still on the event loop:
+/// it moves to a thread rather than wait there.
 #[test]
-#[allow(deprecated)] // nix::fcntl::flock: the Flock guard would own the File
 fn a_lookup_waiting_for_a_lock_stalls_only_its_own_client_with_threads() {
+    for after in [0, 2] {
+        lock_wait_stalls_only_its_client(after);
+    }
+}
+
+#[allow(deprecated)] // nix::fcntl::flock: the Flock guard would own the File
+fn lock_wait_stalls_only_its_client(after: u32) {
     use proxymap::dict::{registry, Mode, OpenRequest};
     let main_cf = "proxy_read_maps = proxy:hash:@DIR@/t proxy:static:hello\n";
-    let s = serve_with(Role::Reader, main_cf, &[], true);
+    let s = serve_with(Role::Reader, main_cf, &[], Some(after));
     let path = s.dir.join("t");
     let params = Params::from_text("", "main.cf", &[]).expect("params");
     let name = path.display().to_string();
@@ -276,10 +286,46 @@ fn a_lookup_waiting_for_a_lock_stalls_only_its_own_client_with_threads() {
     let mut blocked = Raw::connect(&s.socket);
     // flags 64: LOCK, so the lookup takes the shared lock and waits
     blocked.send(&list(&[("request", "lookup"), ("table", &table), ("flags", "64"), ("key", "k")]));
-    assert!(blocked.silent_for(Duration::from_millis(300)), "the lookup waits for the lock");
+    assert!(blocked.silent_for(Duration::from_millis(300)), "the lookup waits for the lock (after {after})");
     let mut other = Raw::connect(&s.socket);
     assert_eq!(other.call(&lookup("static:hello", "x")), found("hello"), "another client is answered meanwhile");
+    let mut third = Raw::connect(&s.socket);
+    third.send(&list(&[("request", "lookup"), ("table", &table), ("flags", "64"), ("key", "k")]));
+    assert!(third.silent_for(Duration::from_millis(100)), "a new client of the locked table waits too");
+    assert_eq!(other.call(&lookup("static:hello", "y")), found("hello"), "others are still answered");
 
     nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&db), nix::fcntl::FlockArg::Unlock).expect("unlock");
     assert_eq!(blocked.read_lists(1), found("v"), "answered once the lock is free");
+    assert_eq!(third.read_lists(1), found("v"));
+}
+
+/// With connection threads, the event loop answers a connection's first
+/// requests and moves it to its thread with the third, here in the middle
+/// of that request, which arrives in two parts: the thread reads the rest,
+/// and the greeting is not sent again. A request that changes or walks a
+/// table (or would wait) moves the connection at once.
+#[test]
+fn a_connection_moves_to_its_thread_mid_request() {
+    let s = serve_with(Role::Reader, MAIN_CF, &[("test", TEST_TABLE)], Some(2));
+    let texthash = format!("texthash:{}/test", s.dir.display());
+    let mut c = Raw::connect(&s.socket);
+    assert_eq!(c.call(&lookup("static:hello", "x")), lookup_reply("0", "hello"));
+    assert_eq!(c.call(&lookup(&texthash, "foo")), lookup_reply("0", "bar"));
+    let req = list(&lookup(&texthash, "key2"));
+    c.send(&req[..12]);
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(&req[12..]);
+    assert_eq!(c.read_lists(1), lookup_reply("0", "Value Two"));
+    for _ in 0..3 {
+        assert_eq!(c.call(&lookup(&texthash, "foo")), lookup_reply("0", "bar"));
+    }
+    assert!(c.silent_for(Duration::from_millis(100)), "nothing more, no second greeting");
+
+    let mut walker = Raw::connect(&s.socket);
+    let seq = |f| [("request", "sequence"), ("table", "inline:{a=1,b=2,c=3}"), ("flags", "0"), ("function", f)];
+    let first = walker.call(&seq("0"));
+    assert_eq!(first[..9], *b"status\x000\0", "{}", String::from_utf8_lossy(&first));
+    let second = walker.call(&seq("1"));
+    assert_eq!(second[..9], *b"status\x000\0", "{}", String::from_utf8_lossy(&second));
+    assert_ne!(first, second, "the walk goes on");
 }

@@ -101,12 +101,26 @@ impl Params {
     /// worker's event loop.
     pub const CONNECTION_THREADS: &'static str = "proxymap_connection_threads";
 
-    /// [`Params::CONNECTION_THREADS`]; `no` when not set.
-    pub fn connection_threads(&self) -> Result<bool, ConfigError> {
-        match self.raw(Self::CONNECTION_THREADS) {
-            None => Ok(false),
-            Some(_) => self.get_bool(Self::CONNECTION_THREADS),
+    /// Our own parameter: with connection threads, how many requests a
+    /// connection has on the event loop before it moves to a thread of its
+    /// own (0: at once). Short-lived clients are then never handed over.
+    pub const CONNECTION_THREAD_AFTER: &'static str = "proxymap_connection_thread_after";
+
+    /// With connection threads ([`Params::CONNECTION_THREADS`], `no` when
+    /// not set): Some(requests before a connection moves to its thread,
+    /// [`Params::CONNECTION_THREAD_AFTER`], 2 when not set).
+    pub fn connection_threads(&self) -> Result<Option<u32>, ConfigError> {
+        if self.raw(Self::CONNECTION_THREADS).is_none() || !self.get_bool(Self::CONNECTION_THREADS)? {
+            return Ok(None);
         }
+        let name = Self::CONNECTION_THREAD_AFTER;
+        if self.raw(name).is_none() {
+            return Ok(Some(2));
+        }
+        let after = self.get_int(name)?;
+        u32::try_from(after)
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid(format!("invalid {name} parameter value {after} < 0")))
     }
 
     /// The value set in main.cf, by `-o` or set(), unexpanded.

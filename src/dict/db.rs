@@ -533,9 +533,11 @@ fn lock_file(shared: &Shared, flags: u32, kind: Kind) -> DictResult<Option<Held<
         return Ok(None);
     }
     shared.lock.hold(kind).map(Some).map_err(|e| {
-        let msg = format!("{}: lock dictionary: {}", shared.db_path, io_text(&e));
-        log::error!("{msg}");
-        DictError::Retry(msg)
+        DictError::from_lock(&e, |e| {
+            let msg = format!("{}: lock dictionary: {}", shared.db_path, io_text(e));
+            log::error!("{msg}");
+            DictError::Retry(msg)
+        })
     })
 }
 

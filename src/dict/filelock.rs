@@ -29,7 +29,7 @@
 //! use fcntl()'s open-file-description locks, which conflict with the
 //! classic fcntl() locks of postmap and Postfix exactly as those do.
 
-use crate::sync::{lock, read, write};
+use crate::sync::{lock, read_unless_busy, write, write_unless_busy};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
@@ -225,15 +225,20 @@ impl FileLock {
 
     /// A lock for one access. A shared lock may be a lease (see the module
     /// documentation): later shared accesses take no lock of their own.
+    /// Under [`crate::sync::NoWait`], a lock held elsewhere (by another
+    /// process, or by a thread here that may be waiting for one) fails with
+    /// `ErrorKind::WouldBlock` instead of waiting.
     pub fn hold(self: &Arc<Self>, kind: Kind) -> std::io::Result<Held<'_>> {
         if kind == Kind::Exclusive {
             end_leases();
         }
         let shared = SHARING.with(Cell::get);
+        let wait = !crate::sync::no_wait();
+        let busy = || std::io::Error::from(std::io::ErrorKind::WouldBlock);
         let mut may_lease = kind == Kind::Shared && (shared || pass_open());
         loop {
             if kind == Kind::Shared {
-                let st = read(&self.state);
+                let st = read_unless_busy(&self.state).ok_or_else(busy)?;
                 if st.persistent > 0 {
                     // Converting the open lock would weaken it; it covers us.
                     return Ok(Held::covered(Guard::Shared(st)));
@@ -254,7 +259,11 @@ impl FileLock {
                     }
                 }
             }
-            let mut st = write(&self.state);
+            let Some(mut st) = write_unless_busy(&self.state) else {
+                // Leave the renewal, if it was ours, to another access.
+                self.renewing.store(false, Ordering::Release);
+                return Err(busy());
+            };
             self.renewing.store(false, Ordering::Release);
             if st.persistent > 0 {
                 if kind == Kind::Shared {
@@ -298,7 +307,10 @@ impl FileLock {
                     Err(e) => return Err(e),
                 }
             }
-            self.set(Some(kind), true)?;
+            match self.set(Some(kind), wait) {
+                Err(e) if !wait && would_block(&e) => return Err(busy()),
+                r => r?,
+            }
             return Ok(Held { state: Some(Guard::Own(st)), unlock: Some(self), lease: None, reader: None });
         }
     }

@@ -37,7 +37,7 @@ use crate::dict::postmap_text::{self, until_nul};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
-use crate::sync::{get_mut, read, try_read, write};
+use crate::sync::{get_mut, read_unless_busy, try_read, write_unless_busy};
 use crate::sys::lmdb::{self as mdb, Env, Put};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -250,7 +250,9 @@ impl State {
         let held = match lock.hold(kind) {
             Ok(h) => h,
             Err(e) => {
-                return Err(self.fail(format!("{}: lock dictionary: {}", self.name, postmap_text::io_error_text(&e))))
+                return Err(DictError::from_lock(&e, |e| {
+                    self.fail(format!("{}: lock dictionary: {}", self.name, postmap_text::io_error_text(e)))
+                }))
             }
         };
         let lease = held.lease();
@@ -304,10 +306,13 @@ impl Dict for Lmdb {
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
-        if let Some(found) = read(&self.state).lookup_shared(key, flags, out) {
+        // Under NoWait the shared path's lock may be busy: the write side
+        // then fails fast as well.
+        if let Some(found) = read_unless_busy(&self.state).ok_or(DictError::WouldBlock)?.lookup_shared(key, flags, out)
+        {
             return found;
         }
-        write(&self.state).lookup(key, flags, out)
+        write_unless_busy(&self.state).ok_or(DictError::WouldBlock)?.lookup(key, flags, out)
     }
 
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {

@@ -49,6 +49,24 @@ pub enum DictError {
     /// with a fatal error here; we answer an error status instead.
     #[error("{0} operation is not supported")]
     Unsupported(&'static str),
+    /// The access would wait for a lock held elsewhere, on a thread that
+    /// must not wait ([`crate::sync::NoWait`]); nothing was changed. The
+    /// request is served again where it may wait.
+    #[error("the table is locked just now")]
+    WouldBlock,
+}
+
+impl DictError {
+    /// A lock error under [`crate::sync::NoWait`] that means "locked
+    /// elsewhere just now" becomes [`DictError::WouldBlock`]; `other` maps
+    /// the rest.
+    pub fn from_lock(e: &std::io::Error, other: impl FnOnce(&std::io::Error) -> DictError) -> DictError {
+        if e.kind() == std::io::ErrorKind::WouldBlock && crate::sync::no_wait() {
+            DictError::WouldBlock
+        } else {
+            other(e)
+        }
+    }
 }
 
 pub type DictResult<T> = Result<T, DictError>;

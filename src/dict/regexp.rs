@@ -67,7 +67,13 @@ impl Engine for Posix {
         vec![REGMATCH_UNSET; groups]
     }
 
-    fn exec(&self, pmatch: &mut Vec<regmatch_t>, re: &PosixRegex, subject: &[u8], groups: usize) -> Result<bool, String> {
+    fn exec(
+        &self,
+        pmatch: &mut Vec<regmatch_t>,
+        re: &PosixRegex,
+        subject: &[u8],
+        groups: usize,
+    ) -> Result<bool, String> {
         let subject = CStr::from_bytes_until_nul(subject).map_err(|_| "key is not NUL-terminated".to_string())?;
         let groups = groups.min(pmatch.len());
         re.exec(subject, &mut pmatch[..groups])

@@ -50,8 +50,9 @@ pub enum Source {
 pub struct Loaded {
     pub settings: Settings,
     pub params: Arc<Params>,
-    /// `proxymap_connection_threads`, checked when the configuration loads.
-    pub threads: bool,
+    /// `proxymap_connection_threads` and `proxymap_connection_thread_after`,
+    /// checked when the configuration loads (see [`Params::connection_threads`]).
+    pub threads: Option<u32>,
 }
 
 impl Source {

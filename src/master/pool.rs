@@ -395,8 +395,8 @@ impl Pool {
         let limits = limits(&self.current);
         let threaded = self.current.threads;
         let worker = Worker::new(service, Intake::Master(channel), limits).and_then(|w| {
-            if threaded {
-                w.with_threads()
+            if let Some(after) = threaded {
+                w.with_threads(after)
             } else {
                 Ok(w)
             }

@@ -109,7 +109,10 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     };
     let worker = Worker::new(service, Intake::Listen(listeners), limits)
         .and_then(|w| w.with_master_status(status))
-        .and_then(|w| if threaded { w.with_threads() } else { Ok(w) })
+        .and_then(|w| match threaded {
+            Some(after) => w.with_threads(after),
+            None => Ok(w),
+        })
         .unwrap_or_else(|e| fatal(format_args!("event loop: {e}")));
     let mut worker = worker;
     worker.run();
@@ -157,7 +160,8 @@ fn serve_stdio(service: &mut Service) {
     loop {
         if let Parse::Done { outcome, .. } = protocol::parse(&input) {
             let mut out = Vec::new();
-            service.handle(&outcome, &mut Session::default(), &mut out);
+            // Always Done: no NoWait here.
+            let _ = service.handle(&outcome, &mut Session::default(), &mut out);
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
             return;

@@ -9,7 +9,7 @@ use crate::config::Params;
 use crate::dict::{Cursor, DictError, KeyValue, Mode};
 use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
 use crate::protocol::{Op, Outcome, Reply, Request, Status};
-use crate::sync::{read, write};
+use crate::sync::{read, read_unless_busy, write};
 use cache::{Entry, TableCache};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -44,6 +44,17 @@ impl Role {
             Role::Writer => "read-write",
         }
     }
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Served {
+    /// Answered (the reply, if any, is in the output buffer).
+    Done,
+    /// Not done: it would wait, on a thread that must not (see
+    /// [`Service::handle`]). The caller serves it again elsewhere.
+    WouldBlock,
 }
 
 /// Per-connection state: sequence cursors belong to the connection that made
@@ -105,7 +116,10 @@ impl Service {
     }
 
     /// Answer one parse outcome, appending the reply (if any) to `out`.
-    pub fn handle(&self, outcome: &Outcome<'_>, session: &mut Session, out: &mut Vec<u8>) {
+    /// Under [`crate::sync::NoWait`], a request that would wait for a table
+    /// (not open yet, locked elsewhere), or that changes or walks one, is
+    /// left undone: [`Served::WouldBlock`], with nothing logged or written.
+    pub fn handle(&self, outcome: &Outcome<'_>, session: &mut Session, out: &mut Vec<u8>) -> Served {
         match *outcome {
             Outcome::Ignored(w) => log::warn!("{}", w.display(&self.stream)),
             Outcome::Bad { op, dialect, warning } => {
@@ -115,15 +129,20 @@ impl Service {
                 Reply::status(op, dialect, Status::Bad).encode(out);
             }
             Outcome::Request { req, warning } => {
+                let no_wait = crate::sync::no_wait();
+                if no_wait && (warning.is_some() || !matches!(req.op, Op::Open | Op::Lookup)) {
+                    return Served::WouldBlock;
+                }
                 if let Some(w) = warning {
                     log::warn!("{}", w.display(&self.stream));
                 }
-                self.serve(&req, session, out);
+                return self.serve(&req, session, out);
             }
         }
+        Served::Done
     }
 
-    fn serve(&self, req: &Request<'_>, session: &mut Session, out: &mut Vec<u8>) {
+    fn serve(&self, req: &Request<'_>, session: &mut Session, out: &mut Vec<u8>) -> Served {
         let mut reply = Reply::status(Some(req.op), req.dialect, Status::Bad);
         if matches!(req.op, Op::Update | Op::Delete) && self.role == Role::Reader {
             log::warn!(
@@ -132,16 +151,18 @@ impl Service {
                 req.op.as_str()
             );
             reply.status = Status::Deny;
-            return reply.encode(out);
+            reply.encode(out);
+            return Served::Done;
         }
         let name = match self.approve(req.table) {
             Ok(name) => name,
             Err(status) => {
                 reply.status = status;
-                return reply.encode(out);
+                reply.encode(out);
+                return Served::Done;
             }
         };
-        let entry = self.table(name, req.instance_flags);
+        let Some(entry) = self.table(name, req.instance_flags) else { return Served::WouldBlock };
         // The instance's own bits plus this request's bits: per-request state is
         // passed down, never left behind in the shared table.
         let mut flags = (entry.open_flags & !RQST_MASK) | (req.flags & RQST_MASK);
@@ -150,7 +171,10 @@ impl Service {
                 reply.flags = entry.open_flags;
                 Ok(Status::Ok)
             }
-            Op::Lookup => read(&entry.dict).lookup(req.key, flags, &mut session.value).map(status::of_bool),
+            Op::Lookup => match read_unless_busy(&entry.dict) {
+                Some(dict) => dict.lookup(req.key, flags, &mut session.value).map(status::of_bool),
+                None => Err(DictError::WouldBlock),
+            },
             Op::Update => {
                 flags |= SYNC_UPDATE | DUP_REPLACE;
                 write(&entry.dict).update(req.key, req.value, flags).map(status::of_bool)
@@ -175,6 +199,7 @@ impl Service {
         }
         reply.status = match result {
             Ok(s) => s,
+            Err(DictError::WouldBlock) if crate::sync::no_wait() => return Served::WouldBlock,
             Err(e) => {
                 if let DictError::Unsupported(op) = e {
                     log::warn!("table {}: {} operation is not supported", entry.name, op);
@@ -190,19 +215,25 @@ impl Service {
             reply.value = session.value.as_slice();
         }
         reply.encode(out);
+        Served::Done
     }
 
     /// The open table, opened on first use without holding the cache's lock.
-    fn table(&self, name: &str, instance_flags: u32) -> Arc<Entry> {
+    /// None under [`crate::sync::NoWait`] when it is not open yet: opening
+    /// may take long (a large pattern table, a database server).
+    fn table(&self, name: &str, instance_flags: u32) -> Option<Arc<Entry>> {
         let mode = {
             let tables = read(&self.tables);
             if let Some(e) = tables.find(name, instance_flags) {
-                return e;
+                return Some(e);
+            }
+            if crate::sync::no_wait() {
+                return None;
             }
             tables.mode()
         };
         let dict = cache::open(name, mode, instance_flags, &self.params);
-        write(&self.tables).insert(name, instance_flags, dict)
+        Some(write(&self.tables).insert(name, instance_flags, dict))
     }
 
     /// Strip `proxy:` prefixes and check the allowlist, as Postfix's

@@ -8,7 +8,8 @@ use crate::protocol::Status;
 /// client reports an error for that one request and does not retry forever.
 pub fn of_error(e: &DictError) -> Status {
     match e {
-        DictError::Retry(_) => Status::Retry,
+        // Served again on a thread that waits; RETRY if it ever got here.
+        DictError::Retry(_) | DictError::WouldBlock => Status::Retry,
         DictError::Config(_) | DictError::Unsupported(_) => Status::Config,
     }
 }

@@ -19,6 +19,8 @@ pub struct Conn {
     pub write_started: Option<Instant>,
     pub last_active: Instant,
     pub session: Session,
+    /// Requests answered on this connection.
+    pub served: u32,
 }
 
 /// Result of a read attempt.
@@ -40,6 +42,7 @@ impl Conn {
             write_started: None,
             last_active: now,
             session: Session::default(),
+            served: 0,
         }
     }
 

@@ -11,7 +11,8 @@ pub mod master_status;
 pub mod threads;
 
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
-use crate::service::Service;
+use crate::service::{Served, Service, Session};
+use crate::sync::NoWait;
 use crate::sys::{self, Received};
 use backoff::Backoff;
 use conn::{Conn, ReadStatus};
@@ -21,7 +22,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use threads::Threads;
+use threads::{Handoff, Threads};
 
 /// Control messages between the standalone master and its workers.
 pub mod control {
@@ -107,6 +108,9 @@ pub struct Worker {
     spin: Spin,
     /// Connections served by threads of their own instead of this loop.
     threads: Option<Threads>,
+    /// With threads: requests a connection has on this loop before it moves
+    /// to a thread (`proxymap_connection_thread_after`).
+    move_after: u32,
 }
 
 /// Waiting for the next request by polling (`epoll_wait` with a zero
@@ -179,12 +183,15 @@ impl Worker {
             master_gone: false,
             spin: Spin::default(),
             threads: None,
+            move_after: 0,
         })
     }
 
-    /// Serve each connection on a thread of its own ([`threads`]); this loop
-    /// then only accepts and keeps the process's books.
-    pub fn with_threads(mut self) -> std::io::Result<Worker> {
+    /// Serve each connection on a thread of its own ([`threads`]) once it
+    /// has had `after` requests here; this loop then only accepts, serves
+    /// new connections' first requests and keeps the process's books.
+    pub fn with_threads(mut self, after: u32) -> std::io::Result<Worker> {
+        self.move_after = after;
         let threads = Threads::new(Arc::clone(&self.service), self.limits)?;
         self.epoll.add(threads.ended_fd(), EpollEvent::new(EpollFlags::EPOLLIN, ENDED_TOKEN))?;
         self.threads = Some(threads);
@@ -351,14 +358,10 @@ impl Worker {
         if let Intake::Master(_) = self.intake {
             self.service.before_accept();
         }
-        if let Some(threads) = self.threads.as_ref().filter(|t| t.has_room()) {
+        if self.move_after == 0 && self.threads.as_ref().is_some_and(Threads::has_room) {
             self.active += 1;
             self.idle_since = None;
-            if let Err(e) = threads.dispatch(stream) {
-                log::error!("start connection thread: {e}");
-                self.active -= 1;
-                return self.connection_ended();
-            }
+            self.to_thread(Handoff { stream, greet: true, session: Session::default(), pending: Vec::new() });
             // master(8) counts a use when told of the first connection.
             if let Some(status) = &mut self.status {
                 self.master_gone |= status.served().is_err();
@@ -418,6 +421,9 @@ impl Worker {
             }
             ReadStatus::Data => {
                 conn.last_active = now;
+                if conn.served >= self.move_after && self.threads.as_ref().is_some_and(Threads::has_room) {
+                    return self.move_to_thread(slot);
+                }
                 match protocol::parse(&conn.inbuf) {
                     Parse::NeedMore(inc) => {
                         conn.incomplete = Some(inc);
@@ -432,12 +438,22 @@ impl Worker {
                         }
                     }
                     Parse::Done { outcome, .. } => {
-                        self.service.handle(&outcome, &mut conn.session, &mut conn.outbuf);
+                        // With a thread to move to, this loop never waits
+                        // for a table: such a request moves, unanswered.
+                        let movable = self.threads.as_ref().is_some_and(Threads::has_room);
+                        let served = {
+                            let _no_wait = movable.then(NoWait::begin);
+                            self.service.handle(&outcome, &mut conn.session, &mut conn.outbuf)
+                        };
+                        if served == Served::WouldBlock {
+                            return self.move_to_thread(slot);
+                        }
                         // Like Postfix, input received beyond this request is
                         // discarded when the reply is sent: clients never pipeline.
                         conn.inbuf.clear();
                         conn.incomplete = None;
                         conn.request_started = None;
+                        conn.served = conn.served.saturating_add(1);
                         self.write_reply(slot, now);
                         self.spin.served(slot);
                         if let Some(status) = &mut self.status {
@@ -474,6 +490,26 @@ impl Worker {
                 }
             }
             Err(_) => self.close(slot),
+        }
+    }
+
+    /// Hand a connection on this loop to a connection thread, with what was
+    /// read of its next request.
+    fn move_to_thread(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
+        let _ = self.epoll.delete(conn.stream.as_fd());
+        self.free.push(slot);
+        self.to_thread(Handoff { stream: conn.stream, greet: false, session: conn.session, pending: conn.inbuf });
+    }
+
+    /// A connection counted in `active` goes to a thread; it stays counted
+    /// until the thread tells that it ended.
+    fn to_thread(&mut self, handoff: Handoff) {
+        let Some(threads) = &self.threads else { return };
+        if let Err(e) = threads.dispatch(handoff) {
+            log::error!("start connection thread: {e}");
+            self.active -= 1;
+            self.connection_ended();
         }
     }
 

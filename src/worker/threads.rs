@@ -8,9 +8,10 @@
 //! database query, a lock held by postmap) stalls only its own client.
 //!
 //! The worker's event loop keeps everything else: accepting, the status
-//! channel to master(8), process lifetime and the watchdog. It hands each new
-//! connection to an idle thread (or starts one) and hears through an eventfd
-//! when a connection ended.
+//! channel to master(8), process lifetime and the watchdog. It serves a new
+//! connection's first requests itself (most short-lived clients never need a
+//! thread), then hands it to an idle thread (or starts one) and hears
+//! through an eventfd when a connection ended.
 
 use super::backoff::{self, Backoff};
 use super::Limits;
@@ -63,9 +64,19 @@ struct Shared {
     active: AtomicUsize,
 }
 
+/// A connection for a thread: new (the thread sends the greeting), or
+/// moved from the event loop with its session and what the loop already
+/// read of its next request.
+pub struct Handoff {
+    pub stream: UnixStream,
+    pub greet: bool,
+    pub session: Session,
+    pub pending: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Queue {
-    conns: VecDeque<UnixStream>,
+    conns: VecDeque<Handoff>,
     /// Threads waiting for a connection.
     idle: usize,
 }
@@ -105,13 +116,13 @@ impl Threads {
         q.idle > q.conns.len() || lock(&self.shared.busy).len() < MAX_THREADS
     }
 
-    /// Serve `stream` on an idle thread, or on a new one. Err: no thread
-    /// could be started (the connection is closed).
-    pub fn dispatch(&self, stream: UnixStream) -> io::Result<()> {
-        stream.set_nonblocking(false)?;
+    /// Serve a connection on an idle thread, or on a new one. Err: no
+    /// thread could be started (the connection is closed).
+    pub fn dispatch(&self, conn: Handoff) -> io::Result<()> {
+        conn.stream.set_nonblocking(false)?;
         let mut q = lock(&self.shared.queue);
         if q.idle > q.conns.len() {
-            q.conns.push_back(stream);
+            q.conns.push_back(conn);
             drop(q);
             self.shared.ready.notify_one();
             return Ok(());
@@ -125,7 +136,7 @@ impl Threads {
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .stack_size(STACK)
-            .spawn(move || thread_main(&shared, stream, mine));
+            .spawn(move || thread_main(&shared, conn, mine));
         if spawned.is_err() {
             lock(&self.shared.busy).retain(|b| !Arc::ptr_eq(b, &busy));
         }
@@ -146,15 +157,15 @@ impl Threads {
     }
 }
 
-fn thread_main(shared: &Shared, first: UnixStream, busy: Arc<AtomicU64>) {
+fn thread_main(shared: &Shared, first: Handoff, busy: Arc<AtomicU64>) {
     // Requests here are not batched in loop passes: shared file locks are
     // leased to all threads and end when idle (the loop ends the rest).
     filelock::share_leases();
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next = Some(first);
-    while let Some(stream) = next.take() {
+    while let Some(Handoff { stream, greet, session, pending }) = next.take() {
         let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None, poll: Backoff::default() };
-        conn.serve(&mut scratch);
+        conn.serve(greet, session, pending, &mut scratch);
         drop(conn);
         if let Err(e) = shared.ended.write(1) {
             log::error!("connection thread: eventfd write: {e}");
@@ -164,7 +175,7 @@ fn thread_main(shared: &Shared, first: UnixStream, busy: Arc<AtomicU64>) {
     lock(&shared.busy).retain(|b| !Arc::ptr_eq(b, &busy));
 }
 
-fn wait_for_connection(shared: &Shared) -> Option<UnixStream> {
+fn wait_for_connection(shared: &Shared) -> Option<Handoff> {
     let mut q = lock(&shared.queue);
     q.idle += 1;
     let deadline = Instant::now() + IDLE_THREAD;
@@ -194,24 +205,27 @@ struct ThreadConn<'a> {
 }
 
 impl ThreadConn<'_> {
-    fn serve(&mut self, scratch: &mut [u8]) {
+    /// Serve the connection from its next request on; `inbuf` holds what
+    /// the event loop read of it.
+    fn serve(&mut self, greet: bool, mut session: Session, mut inbuf: Vec<u8>, scratch: &mut [u8]) {
         let limits = self.shared.limits;
         let svc = self.shared.service.stream();
         if self.stream.set_write_timeout(Some(limits.request_timeout.max(Duration::from_millis(1)))).is_err()
-            || self.stream.write_all(ANNOUNCEMENT).is_err()
+            || (greet && self.stream.write_all(ANNOUNCEMENT).is_err())
         {
             return;
         }
-        let mut inbuf = Vec::new();
         let mut out = Vec::new();
-        let mut session = Session::default();
         // When the first byte of a request still incomplete arrived.
         let mut started: Option<Instant> = None;
         let mut incomplete = None;
         // Bytes of the next request that polling found.
         let mut polled = None;
+        let mut handed = !inbuf.is_empty();
         loop {
-            if let Some(n) = polled.take() {
+            if std::mem::take(&mut handed) {
+                // Parse what the loop read before reading more.
+            } else if let Some(n) = polled.take() {
                 inbuf.extend_from_slice(&scratch[..n]);
             } else {
                 // An idle connection may wait ipc_timeout for its next request;
@@ -292,7 +306,8 @@ impl ThreadConn<'_> {
         };
         let now = self.shared.epoch.elapsed().as_nanos() as u64;
         self.busy.store(now.max(1), Ordering::Relaxed);
-        self.shared.service.handle(outcome, session, out);
+        // Always Done: this thread may wait.
+        let _ = self.shared.service.handle(outcome, session, out);
         self.busy.store(0, Ordering::Relaxed);
         true
     }

@@ -144,18 +144,20 @@ pub fn found(value: &str) -> Vec<u8> {
     list(&[("status", "0"), ("value", value)])
 }
 
-/// `PROXYMAP_TEST_THREADS=1`: our daemon serves each connection on a thread
-/// of its own (scripts/test.sh runs the worker's suites both ways).
-pub fn threads_enabled() -> bool {
-    std::env::var_os("PROXYMAP_TEST_THREADS").is_some()
+/// `PROXYMAP_TEST_THREADS=N`: our daemon serves each connection on a
+/// thread of its own once the worker's event loop has answered N of its
+/// requests (`proxymap_connection_thread_after`; scripts/test.sh runs the
+/// worker's suites with and without threads). None: no threads.
+pub fn test_threads() -> Option<u32> {
+    let v = std::env::var("PROXYMAP_TEST_THREADS").ok()?;
+    Some(v.parse().unwrap_or_else(|_| panic!("PROXYMAP_TEST_THREADS={v}: a number of requests")))
 }
 
-/// The main.cf line that selects the worker design [`threads_enabled`] asks for.
-pub fn worker_main_cf() -> &'static str {
-    if threads_enabled() {
-        "proxymap_connection_threads = yes\n"
-    } else {
-        ""
+/// The main.cf lines that select the worker design [`test_threads`] asks for.
+pub fn worker_main_cf() -> String {
+    match test_threads() {
+        Some(n) => format!("proxymap_connection_threads = yes\nproxymap_connection_thread_after = {n}\n"),
+        None => String::new(),
     }
 }
 
@@ -172,7 +174,7 @@ impl Daemon {
     pub fn start(tag: &str, toml: &str, main_cf: &str) -> Daemon {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
-        dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + worker_main_cf()));
+        dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + &worker_main_cf()));
         let config = dir.write("proxymap.toml", &toml.replace("@DIR@", &d));
         let child = Command::new(env!("CARGO_BIN_EXE_proxymap"))
             .args(["standalone", "--config"])
