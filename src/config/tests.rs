@@ -150,3 +150,24 @@ fn load_from_directory() {
     assert_eq!(missing.to_string(), format!("open {}/nope/main.cf: No such file or directory", dir.display()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn connection_threads_and_their_hand_off_point() {
+    let threads = |text: &str| params(text, &[]).connection_threads().map_err(|e| e.to_string());
+    assert_eq!(threads(""), Ok(None));
+    assert_eq!(threads("proxymap_connection_threads = no\nproxymap_connection_thread_after = 5\n"), Ok(None));
+    assert_eq!(threads("proxymap_connection_threads = yes\n"), Ok(Some(2)));
+    assert_eq!(threads("proxymap_connection_threads = yes\nproxymap_connection_thread_after = 0\n"), Ok(Some(0)));
+    assert_eq!(
+        threads("proxymap_connection_threads = yes\nproxymap_connection_thread_after = -1\n"),
+        Err("invalid proxymap_connection_thread_after parameter value -1 < 0".to_string())
+    );
+    assert_eq!(
+        threads("proxymap_connection_threads = yes\nproxymap_connection_thread_after = x\n"),
+        Err("bad numerical configuration: proxymap_connection_thread_after = x".to_string())
+    );
+    assert_eq!(
+        threads("proxymap_connection_threads = maybe\n"),
+        Err("bad boolean configuration: proxymap_connection_threads = maybe".to_string())
+    );
+}

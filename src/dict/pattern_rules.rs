@@ -152,9 +152,44 @@ pub struct RuleTable<E: Engine> {
     /// Set patterns compiled on demand, when the table has more than
     /// [`Engine::RESIDENT_SET_RULES`] of them.
     resident: Option<Mutex<Resident<E::Regex>>>,
-    /// Buffers of lookups not in progress: one per lookup that ran at the
-    /// same time as others, so at most one per connection thread.
-    idle: Mutex<Vec<Scratch<E>>>,
+    /// The lookups' buffers.
+    pool: Pool<E>,
+}
+
+/// Buffers for as many lookups at once as the machine has CPUs; more
+/// lookups wait for a set. The lazy DFA caches grow to megabytes with
+/// thousands of rules and warm up with use: a set per connection thread
+/// made 64 connections to a 5,000-rule table slower than one.
+struct Pool<E: Engine> {
+    state: Mutex<PoolState<E>>,
+    freed: std::sync::Condvar,
+}
+
+struct PoolState<E: Engine> {
+    idle: Vec<Scratch<E>>,
+    made: usize,
+}
+
+/// A buffer set on loan to one lookup, given back even if it panics (else
+/// the pool would shrink and lookups could wait forever).
+struct Lent<'a, E: Engine> {
+    pool: &'a Pool<E>,
+    scratch: Option<Scratch<E>>,
+}
+
+impl<E: Engine> Drop for Lent<'_, E> {
+    fn drop(&mut self) {
+        if let Some(s) = self.scratch.take() {
+            lock(&self.pool.state).idle.push(s);
+            self.pool.freed.notify_one();
+        }
+    }
+}
+
+/// Most buffer sets per table.
+fn pool_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
 }
 
 /// What one lookup writes: reused across lookups, never shared by two at
@@ -355,7 +390,7 @@ impl<E: Engine> RuleTable<E> {
             next_outside,
             groups,
             resident,
-            idle: Mutex::new(Vec::new()),
+            pool: Pool { state: Mutex::new(PoolState { idle: Vec::new(), made: 0 }), freed: std::sync::Condvar::new() },
         }
     }
 
@@ -394,10 +429,25 @@ impl<E: Engine> RuleTable<E> {
     /// when `fold`); on a hit write the expanded result into `out`. Lookups
     /// run side by side: each takes buffers of its own from the pool.
     pub fn lookup(&self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
-        let mut scratch = lock(&self.idle).pop().unwrap_or_else(|| self.scratch());
-        let hit = self.evaluate(&mut scratch, key, fold, out);
-        lock(&self.idle).push(scratch);
-        hit
+        let mut lent = Lent { pool: &self.pool, scratch: Some(self.take_scratch()) };
+        lent.scratch.as_mut().is_some_and(|scratch| self.evaluate(scratch, key, fold, out))
+    }
+
+    /// An idle buffer set, a new one while fewer than [`pool_size`] exist,
+    /// or the next one freed.
+    fn take_scratch(&self) -> Scratch<E> {
+        let mut st = lock(&self.pool.state);
+        loop {
+            if let Some(s) = st.idle.pop() {
+                return s;
+            }
+            if st.made < pool_size() {
+                st.made += 1;
+                drop(st);
+                return self.scratch();
+            }
+            st = self.pool.freed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn scratch(&self) -> Scratch<E> {
@@ -2534,7 +2584,8 @@ mod set_equivalence {
                     });
                 }
             });
-            assert!(lock(&t.idle).len() <= 4, "one scratch per thread at most");
+            let made = lock(&t.pool.state).made;
+            assert!(made >= 1 && made <= pool_size().min(4), "{made} buffer sets");
         }
         assert!(capped.compiled_len() <= fast.compiled_len() - fast.set_len() + 8);
     }
