@@ -505,8 +505,11 @@ impl Worker {
     /// A connection counted in `active` goes to a thread; it stays counted
     /// until the thread tells that it ended.
     fn to_thread(&mut self, handoff: Handoff) {
-        let Some(threads) = &self.threads else { return };
-        if let Err(e) = threads.dispatch(handoff) {
+        let dispatched = match &self.threads {
+            Some(threads) => threads.dispatch(handoff),
+            None => Err(std::io::Error::other("no connection threads")),
+        };
+        if let Err(e) = dispatched {
             log::error!("start connection thread: {e}");
             self.active -= 1;
             self.connection_ended();
