@@ -2327,7 +2327,9 @@ mod speed {
             }
         }
         let per = start.elapsed() / 20_000;
-        println!("{}: 200 rules, {per:?} per lookup, {hits} hits", E::TYPE);
+        let caches: usize = lock(&t.pool.state).idle.iter().flat_map(|s| &s.caches).map(|c| c.memory_usage()).sum();
+        let dfas: usize = t.set.as_ref().map_or(0, |s| s.chunks.iter().map(|c| c.dfa.memory_usage()).sum());
+        println!("{}: 200 rules, {per:?} per lookup, {hits} hits; set caches {caches} B, DFAs {dfas} B", E::TYPE);
     }
 
     #[test]
