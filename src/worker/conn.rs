@@ -23,6 +23,16 @@ pub struct Conn {
     pub served: u32,
 }
 
+/// Postfix's warning for a client that closed in the middle of a request
+/// (`inc`: where the parser stopped), on the stream named `svc`.
+pub fn warn_end_of_input(svc: &str, inc: Incomplete) {
+    if inc.partial {
+        log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
+    } else {
+        log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
+    }
+}
+
 /// Result of a read attempt.
 pub enum ReadStatus {
     Data,

@@ -410,12 +410,7 @@ impl Worker {
             ReadStatus::WouldBlock => {}
             ReadStatus::Eof => {
                 if let Some(inc) = conn.incomplete.filter(|_| !conn.inbuf.is_empty()) {
-                    let svc = self.service.stream();
-                    if inc.partial {
-                        log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
-                    } else {
-                        log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
-                    }
+                    conn::warn_end_of_input(self.service.stream(), inc);
                 }
                 self.close(slot)
             }

@@ -240,11 +240,7 @@ impl ThreadConn<'_> {
                 match self.stream.read(scratch) {
                     Ok(0) => {
                         if let Some(inc) = incomplete.filter(|_: &protocol::attr::Incomplete| !inbuf.is_empty()) {
-                            if inc.partial {
-                                log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
-                            } else {
-                                log::warn!("premature end-of-input on {svc} while reading {}", inc.context.as_str());
-                            }
+                            super::conn::warn_end_of_input(svc, inc);
                         }
                         return;
                     }
