@@ -238,24 +238,17 @@ impl Instance {
 
 /// Wait up to 10 s for process `pid` to be gone.
 fn wait_gone(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    super::wait_until(10, || !Path::new(&format!("/proc/{pid}")).exists());
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
         let master = self.master_pid();
-        let _ = run(Command::new("timeout").args(["20", "postfix", "-c"]).arg(&self.config).arg("stop"));
+        self.stop();
         // proxywrite leaves master's process group; it exits on master's EOF.
         if let Some(mut child) = self.attached.take() {
             // Our child: reaped here, killed if it did not stop.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
+            if !super::wait_until(10, || !matches!(child.try_wait(), Ok(None))) {
                 let _ = child.kill();
             }
             let _ = child.wait();
