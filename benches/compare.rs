@@ -131,6 +131,10 @@ struct Settings {
     /// `shared`: master(8) and the echo servers run in the bench's session;
     /// `separate`: each in a session of its own (PM_BENCH_SESSIONS).
     sessions: String,
+    /// `process`: each echo server is a child process of the bench (a
+    /// server of its own, as ours and Postfix's are); `thread`: threads of
+    /// the bench itself (PM_BENCH_ECHO_IN).
+    echo_in: String,
     /// Measure one process's memory with every table open (PM_BENCH_MEMORY, 1).
     memory: bool,
     /// Keys looked up per table before measuring (PM_BENCH_MEMORY_KEYS).
@@ -166,11 +170,17 @@ impl Settings {
             echo: env_or("PM_BENCH_ECHO", "auto".to_string()),
             echo_threads: env_or("PM_BENCH_ECHO_THREADS", 1),
             sessions: env_or("PM_BENCH_SESSIONS", "shared".to_string()),
+            echo_in: env_or("PM_BENCH_ECHO_IN", "process".to_string()),
             memory: env_or("PM_BENCH_MEMORY", 1) != 0,
             memory_keys: env_or("PM_BENCH_MEMORY_KEYS", 20_000),
         };
         assert!(["auto", "epoll", "threads"].contains(&s.echo.as_str()), "PM_BENCH_ECHO: auto, epoll or threads");
         assert!(["shared", "separate"].contains(&s.sessions.as_str()), "PM_BENCH_SESSIONS: shared or separate");
+        assert!(["process", "thread"].contains(&s.echo_in.as_str()), "PM_BENCH_ECHO_IN: process or thread");
+        assert!(
+            s.sessions == "shared" || s.echo_in == "process",
+            "PM_BENCH_SESSIONS=separate needs PM_BENCH_ECHO_IN=process"
+        );
         for t in &s.tables {
             assert!(all.contains(&t.as_str()), "PM_BENCH_TABLES: unknown table {t:?} (have {all:?})");
         }
@@ -576,11 +586,26 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 impl EchoProcess {
-    fn start(path: PathBuf, replies: &EchoReplies, design: &str, loops: usize) -> io::Result<EchoProcess> {
+    /// `own_session`: started through `setsid`.
+    fn start(
+        path: PathBuf,
+        replies: &EchoReplies,
+        design: &str,
+        loops: usize,
+        own_session: bool,
+    ) -> io::Result<EchoProcess> {
         use std::io::BufRead;
         let spec = format!("{design},{loops},{},{},{}", hex(&replies.open), hex(&replies.lookup), path.display());
-        let mut child = std::process::Command::new("setsid")
-            .arg(std::env::current_exe()?)
+        let exe = std::env::current_exe()?;
+        let mut cmd = match own_session {
+            true => {
+                let mut c = std::process::Command::new("setsid");
+                c.arg(exe);
+                c
+            }
+            false => std::process::Command::new(exe),
+        };
+        let mut child = cmd
             .arg("--bench")
             .env(ECHO_CHILD, spec)
             .stdin(std::process::Stdio::piped())
@@ -631,7 +656,7 @@ fn echo_child_main(spec: &str) {
     drop(echo);
 }
 
-/// Either kind of echo server, as PM_BENCH_SESSIONS says.
+/// Either kind of echo server, as PM_BENCH_SESSIONS and PM_BENCH_ECHO_IN say.
 enum EchoServer {
     Own(EchoProcess),
     Client(Echo),
@@ -639,10 +664,10 @@ enum EchoServer {
 
 impl EchoServer {
     fn start(cfg: &Settings, path: PathBuf, replies: EchoReplies, design: &str, loops: usize) -> io::Result<Self> {
-        if cfg.sessions == "shared" {
+        if cfg.echo_in == "thread" {
             Echo::start(path, replies, design, loops).map(EchoServer::Client)
         } else {
-            EchoProcess::start(path, &replies, design, loops).map(EchoServer::Own)
+            EchoProcess::start(path, &replies, design, loops, cfg.sessions == "separate").map(EchoServer::Own)
         }
     }
 
@@ -1177,6 +1202,9 @@ fn memory_of_one_process(inst: &Instance, sets: &[(String, &Vec<String>)], keys:
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
         let rss = proc_kib(&status, "VmRSS:");
+        if std::env::var_os("PM_BENCH_MEMORY_MAPS").is_some() {
+            eprintln!("memory of {pid} ({:?}):\n{}", inst.server, top_mappings(pid, 10));
+        }
         if rss > m.rss {
             m.rss = rss;
             m.pss = proc_kib(&rollup, "Pss:");
@@ -1185,6 +1213,32 @@ fn memory_of_one_process(inst: &Instance, sets: &[(String, &Vec<String>)], keys:
     }
     drop(s);
     Ok(m)
+}
+
+/// PM_BENCH_MEMORY_MAPS: the process's largest mappings by RSS (KiB),
+/// anonymous ones summed, from /proc/PID/smaps.
+fn top_mappings(pid: i32, n: usize) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: Vec<(String, u64)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        match (f.next(), line.strip_prefix("Rss:")) {
+            (_, Some(v)) => {
+                let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                match by_name.iter_mut().find(|(k, _)| *k == name) {
+                    Some(e) => e.1 += kib,
+                    None => by_name.push((name.clone(), kib)),
+                }
+            }
+            (Some(range), None) if range.contains('-') && range.chars().all(|c| c.is_ascii_hexdigit() || c == '-') => {
+                name = f.nth(4).unwrap_or("[anon]").to_string();
+            }
+            _ => {}
+        }
+    }
+    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.iter().take(n).map(|(k, v)| format!("  {v:>8} {k}")).collect::<Vec<_>>().join("\n")
 }
 
 fn proxymap_pids(master: i32) -> Vec<i32> {
