@@ -201,8 +201,9 @@ struct Scratch<E: Engine> {
     lower: Vec<u8>,
     /// The rules the set reported for the current key, sorted.
     cand: Vec<usize>,
-    /// Per rule-set group: its lazy DFA's state cache.
-    caches: Vec<regex_automata::hybrid::dfa::Cache>,
+    /// Per rule-set group: its lazy DFA's state cache (None for a group
+    /// whose DFA is built in full).
+    caches: Vec<Option<regex_automata::hybrid::dfa::Cache>>,
     engine: E::Scratch,
 }
 
@@ -351,7 +352,9 @@ impl<E: Engine> RuleTable<E> {
                 Op::Endif => {}
             }
         }
-        let set = if patterns.len() >= MIN_SET_RULES { RuleSet::build(patterns, rules.len()) } else { None };
+        // A table big enough to be capped is too big to determinize at load.
+        let full = patterns.len() <= BUILT_SET_RULES.min(cap);
+        let set = if patterns.len() >= MIN_SET_RULES { RuleSet::build(patterns, rules.len(), full) } else { None };
         for (i, b) in in_set.iter_mut().enumerate() {
             *b = set.as_ref().is_some_and(|s| s.chunk_of[i] != usize::MAX);
         }
@@ -451,8 +454,7 @@ impl<E: Engine> RuleTable<E> {
     }
 
     fn scratch(&self) -> Scratch<E> {
-        let caches =
-            self.set.as_ref().map_or_else(Vec::new, |set| set.chunks.iter().map(|c| c.dfa.create_cache()).collect());
+        let caches = self.set.as_ref().map_or_else(Vec::new, |set| set.chunks.iter().map(Chunk::cache).collect());
         Scratch {
             subject: Vec::new(),
             lower: Vec::new(),
@@ -488,7 +490,7 @@ impl<E: Engine> RuleTable<E> {
             if let (true, Some(set)) = (in_set[i], set.as_ref()) {
                 let c = set.chunk_of[i];
                 if c >= next_chunk {
-                    set.chunks[c].candidates(&mut caches[c], text, cand);
+                    set.chunks[c].candidates(caches[c].as_mut(), text, cand);
                     next_chunk = c + 1;
                 }
                 while ci < cand.len() && cand[ci] < i {
@@ -1733,6 +1735,18 @@ impl Translator<'_> {
 /// lookup that ends early skip the later groups.
 const SET_CHUNK: usize = 128;
 
+/// A table with at most this many set rules (and not capped) gets DFAs
+/// built in full at load (if each stays within [`BUILT_DFA_LIMIT`]): a few tens of KiB in
+/// sparse form, shared by all lookups, where a warm lazy DFA cache for the
+/// same 200 rules holds close to 1 MiB per concurrent lookup. Larger tables
+/// would take seconds to determinize; they stay lazy.
+const BUILT_SET_RULES: usize = 512;
+/// Memory one group's DFA may take while it is built in full, and built.
+/// It bounds the time lost on a group that does not fit, too: 40 ms for
+/// 128 unanchored rules of the tests' mixed table (1 MiB: 120 ms, 4 MiB:
+/// about 1 s); the benchmark's 128 anchored rules fit (71 KiB sparse).
+const BUILT_DFA_LIMIT: usize = 512 << 10;
+
 /// Memory for the lazy DFAs' state caches of one table, shared out over its
 /// groups (each within the bounds below). The caches are most of the set's
 /// memory and the worker's resident set should not outgrow Postfix's for
@@ -1741,7 +1755,15 @@ const SET_CACHE_BUDGET: usize = 8 << 20;
 const CHUNK_CACHE_MIN: usize = 256 << 10;
 const CHUNK_CACHE_MAX: usize = 4 << 20;
 
-/// The rule set: lazy DFAs over consecutive groups of the translatable
+/// One group's automaton.
+enum SetDfa {
+    /// Determinized at load, in sparse form: no cache, shared as is.
+    Built(regex_automata::dfa::sparse::DFA<Vec<u8>>),
+    /// Determinized as lookups need states, into each lookup's cache.
+    Lazy(regex_automata::hybrid::dfa::DFA),
+}
+
+/// The rule set: DFAs over consecutive groups of the translatable
 /// positive match patterns.
 struct RuleSet {
     chunks: Vec<Chunk>,
@@ -1750,7 +1772,7 @@ struct RuleSet {
 }
 
 struct Chunk {
-    dfa: regex_automata::hybrid::dfa::DFA,
+    dfa: SetDfa,
     /// Pattern id -> rule index (ascending).
     rule_of: Vec<usize>,
     /// The first rule of the next group (or the number of rules).
@@ -1760,8 +1782,9 @@ struct Chunk {
 impl RuleSet {
     /// The set over `patterns` (rule index, translation; ascending rule
     /// indexes) of a table of `n` rules; patterns the set compiler refuses
-    /// are left out.
-    fn build(patterns: Vec<(usize, String)>, n: usize) -> Option<RuleSet> {
+    /// are left out. `full`: try to determinize each group now.
+    fn build(patterns: Vec<(usize, String)>, n: usize, full: bool) -> Option<RuleSet> {
+
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut chunk_of = vec![usize::MAX; n];
         let groups = patterns.len().div_ceil(SET_CHUNK).max(1);
@@ -1770,7 +1793,10 @@ impl RuleSet {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(SET_CHUNK));
             let mut group = std::mem::replace(&mut rest, tail);
-            let dfa = match Self::dfa(&group, cache) {
+            let built = full.then(|| Self::built(&group)).and_then(|r| {
+                r.map_err(|e| log::debug!("rule set group left lazy: {e}")).ok()
+            });
+            let dfa = match built.map(Ok).unwrap_or_else(|| Self::dfa(&group, cache)) {
                 Ok(dfa) => dfa,
                 Err(e) => {
                     // Keep the patterns that compile on their own,
@@ -1807,7 +1833,30 @@ impl RuleSet {
         thompson::Config::new().utf8(false).which_captures(thompson::WhichCaptures::None).nfa_size_limit(Some(limit))
     }
 
-    fn dfa(patterns: &[(usize, String)], cache: usize) -> Result<regex_automata::hybrid::dfa::DFA, String> {
+    /// The group's DFA determinized now, within [`BUILT_DFA_LIMIT`].
+    fn built(patterns: &[(usize, String)]) -> Result<SetDfa, String> {
+        use regex_automata::{dfa::dense, dfa::StartKind, MatchKind};
+        if patterns.is_empty() {
+            return Err("no patterns".to_string());
+        }
+        let texts: Vec<&str> = patterns.iter().map(|(_, p)| p.as_str()).collect();
+        let dense = dense::Builder::new()
+            .syntax(Self::syntax())
+            .thompson(Self::thompson(64 << 20))
+            .configure(
+                dense::DFA::config()
+                    .match_kind(MatchKind::All)
+                    // Lookups search unanchored only.
+                    .start_kind(StartKind::Unanchored)
+                    .determinize_size_limit(Some(BUILT_DFA_LIMIT))
+                    .dfa_size_limit(Some(BUILT_DFA_LIMIT)),
+            )
+            .build_many(&texts)
+            .map_err(|e| e.to_string())?;
+        dense.to_sparse().map(SetDfa::Built).map_err(|e| e.to_string())
+    }
+
+    fn dfa(patterns: &[(usize, String)], cache: usize) -> Result<SetDfa, String> {
         use regex_automata::{hybrid::dfa::DFA, MatchKind};
         if patterns.is_empty() {
             return Err("no patterns".to_string());
@@ -1824,6 +1873,7 @@ impl RuleSet {
                     .minimum_cache_clear_count(None),
             )
             .build_many(&texts)
+            .map(SetDfa::Lazy)
             .map_err(|e| e.to_string())
     }
 
@@ -1836,25 +1886,69 @@ impl RuleSet {
     }
 }
 
+impl SetDfa {
+    #[cfg(test)]
+    fn is_built(&self) -> bool {
+        matches!(self, SetDfa::Built(_))
+    }
+
+    /// Heap bytes of the automaton itself (a lazy one's states are in the
+    /// lookups' caches). For the speed test's report.
+    #[cfg(test)]
+    fn memory_usage(&self) -> usize {
+        match self {
+            SetDfa::Built(dfa) => dfa.memory_usage(),
+            SetDfa::Lazy(dfa) => dfa.memory_usage(),
+        }
+    }
+}
+
 impl Chunk {
+    /// A lookup's cache for this group's DFA, if it is lazy.
+    fn cache(&self) -> Option<regex_automata::hybrid::dfa::Cache> {
+        match &self.dfa {
+            SetDfa::Built(_) => None,
+            SetDfa::Lazy(dfa) => Some(dfa.create_cache()),
+        }
+    }
+
     /// Append to `cand` (sorted, no duplicates) the rules of this group
     /// whose pattern matches `text`; every rule of the group when the
-    /// search cannot be completed. `cache` is this group's, of the lookup.
-    fn candidates(&self, cache: &mut regex_automata::hybrid::dfa::Cache, text: &[u8], cand: &mut Vec<usize>) {
-        use regex_automata::{hybrid::dfa::OverlappingState, Input};
+    /// search cannot be completed. `cache` is this group's, of the lookup
+    /// (see [`Chunk::cache`]).
+    fn candidates(&self, cache: Option<&mut regex_automata::hybrid::dfa::Cache>, text: &[u8], cand: &mut Vec<usize>) {
+        use regex_automata::{dfa::Automaton, Input, MatchError, PatternID};
         let start = cand.len();
         let input = Input::new(text);
-        let mut state = OverlappingState::start();
-        loop {
-            if self.dfa.try_search_overlapping_fwd(cache, &input, &mut state).is_err() {
-                cand.truncate(start);
-                cand.extend_from_slice(&self.rule_of);
-                return;
+        // Every match in turn: Ok(None) when there are no more.
+        let mut each = |next: &mut dyn FnMut() -> Result<Option<PatternID>, MatchError>| loop {
+            match next() {
+                Ok(Some(p)) => cand.push(self.rule_of[p.as_usize()]),
+                Ok(None) => return true,
+                Err(_) => return false,
             }
-            match state.get_match() {
-                Some(m) => cand.push(self.rule_of[m.pattern().as_usize()]),
-                None => break,
+        };
+        let complete = match (&self.dfa, cache) {
+            (SetDfa::Built(dfa), _) => {
+                let mut state = regex_automata::dfa::OverlappingState::start();
+                each(&mut || {
+                    dfa.try_search_overlapping_fwd(&input, &mut state)?;
+                    Ok(state.get_match().map(|m| m.pattern()))
+                })
             }
+            (SetDfa::Lazy(dfa), Some(cache)) => {
+                let mut state = regex_automata::hybrid::dfa::OverlappingState::start();
+                each(&mut || {
+                    dfa.try_search_overlapping_fwd(cache, &input, &mut state)?;
+                    Ok(state.get_match().map(|m| m.pattern()))
+                })
+            }
+            (SetDfa::Lazy(_), None) => false,
+        };
+        if !complete {
+            cand.truncate(start);
+            cand.extend_from_slice(&self.rule_of);
+            return;
         }
         cand[start..].sort_unstable();
         let mut keep = start;
@@ -2327,7 +2421,8 @@ mod speed {
             }
         }
         let per = start.elapsed() / 20_000;
-        let caches: usize = lock(&t.pool.state).idle.iter().flat_map(|s| &s.caches).map(|c| c.memory_usage()).sum();
+        let caches: usize =
+            lock(&t.pool.state).idle.iter().flat_map(|s| &s.caches).flatten().map(|c| c.memory_usage()).sum();
         let dfas: usize = t.set.as_ref().map_or(0, |s| s.chunks.iter().map(|c| c.dfa.memory_usage()).sum());
         println!("{}: 200 rules, {per:?} per lookup, {hits} hits; set caches {caches} B, DFAs {dfas} B", E::TYPE);
     }
@@ -2521,6 +2616,7 @@ mod set_equivalence {
         let capped = RuleTable::load_capped(make(), "set", text.as_bytes(), 0, &mut Vec::new(), 8);
         let in_set = fast.set_len();
         assert!(fast.set.is_some() && in_set > 200, "{} rules in the set", in_set);
+        assert_eq!(built(&capped), Some(vec![false; in_set.div_ceil(SET_CHUNK)]), "{} capped set lazy", E::TYPE);
         let outside =
             fast.rules.iter().zip(&fast.in_set).filter(|(r, &b)| !b && matches!(r.op, Op::Match { .. })).count();
         assert_eq!(capped.compiled_len(), outside);
@@ -2598,9 +2694,43 @@ mod set_equivalence {
         shared::<Pcre>(true);
     }
 
+    /// Per group of the table's set: is its DFA built in full?
+    fn built<E: Engine>(t: &RuleTable<E>) -> Option<Vec<bool>> {
+        t.set.as_ref().map(|s| s.chunks.iter().map(|c| c.dfa.is_built()).collect())
+    }
+
+    /// A table small enough for DFAs built at load gives the answers of
+    /// one without a set. (The 400 rules of `check` are too many to
+    /// determinize within the limit, so its set stays lazy; 16 are, too.)
+    fn check_built<E: Engine>(make: fn() -> E, pcre: bool) {
+        let text = table(pcre, 12);
+        let fast = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new());
+        let slow = RuleTable::load(make(), "set", text.as_bytes(), 0, &mut Vec::new()).without_set();
+        assert_eq!(built(&fast), Some(vec![true]), "{}: one group, built", E::TYPE);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut hits = 0;
+        for key in keys() {
+            for fold in [false, true] {
+                let x = fast.lookup(&key, fold, &mut a);
+                assert_eq!(x, slow.lookup(&key, fold, &mut b), "{} key {:?}", E::TYPE, String::from_utf8_lossy(&key));
+                if x {
+                    hits += 1;
+                    assert_eq!(a, b, "{} key {:?} fold {fold}", E::TYPE, String::from_utf8_lossy(&key));
+                }
+            }
+        }
+        assert!(hits > 50, "{}: {hits} hits", E::TYPE);
+    }
+
     #[test]
     fn regexp_set_gives_same_answers() {
         check(Posix::default, false);
+    }
+
+    #[test]
+    fn built_sets_give_same_answers() {
+        check_built(Posix::default, false);
+        check_built(Pcre::default, true);
     }
 
     #[test]
@@ -2638,7 +2768,7 @@ mod set_equivalence {
         let s = pcre("[\\n]").unwrap();
         assert!(s.contains("\\x0A-\\x0A") && !s.contains("\\x5C"), "{s}");
         // A pattern the set compiler refuses is left out, not the set.
-        let set = RuleSet::build(vec![(0, "(".to_string()), (3, "(?-u)ab".to_string())], 5).unwrap();
+        let set = RuleSet::build(vec![(0, "(".to_string()), (3, "(?-u)ab".to_string())], 5, true).unwrap();
         assert_eq!(set.chunks[0].rule_of, vec![3]);
         assert_eq!(set.chunk_of, vec![usize::MAX, usize::MAX, usize::MAX, 0, usize::MAX]);
     }
