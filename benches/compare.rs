@@ -967,7 +967,7 @@ fn main() {
     let tables: Vec<&'static TableDef> = TABLES.iter().filter(|t| cfg.tables.iter().any(|l| l == t.label)).collect();
     let read_maps: Vec<String> = tables.iter().map(|t| format!("proxy:{}", t.spec)).collect();
     let mut main_cf = format!("proxy_read_maps = {}\n", read_maps.join(" "));
-    // e.g. PM_BENCH_MAIN_CF='proxymap_connection_threads = yes'
+    // e.g. PM_BENCH_MAIN_CF='proxymap_connection_threads = no'
     if let Ok(extra) = std::env::var("PM_BENCH_MAIN_CF") {
         main_cf.push_str(&extra);
         main_cf.push('\n');

@@ -7,12 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/install-test-deps.sh
+# Everything with the worker as shipped: connection threads, a connection
+# moving to its thread with its third request.
 cargo test --release --locked
 # The suites that drive the worker (in-process, standalone, under master(8)),
-# again with connection threads (proxymap_connection_threads = yes).
-# Connection threads as shipped (a connection moves to its thread with its
-# third request), then with every request on a thread.
-PROXYMAP_TEST_THREADS=2 cargo test --release --locked --test server --test standalone \
+# again with every request in the event loop (proxymap_connection_threads =
+# no), then with every request on a thread.
+PROXYMAP_TEST_THREADS=no cargo test --release --locked --test server --test standalone \
     --test postfix_master --test postfix_diff --test postfix_tables --test postfix_verify \
     --test file_tables_stress
 PROXYMAP_TEST_THREADS=0 cargo test --release --locked --test server --test standalone \

@@ -96,9 +96,10 @@ impl Params {
         self.explicit.insert(name.to_string(), value.to_string());
     }
 
-    /// Our own parameter (Postfix has no such name): `yes` serves each client
-    /// connection on a thread of its own (`worker::threads`), `no` in the
-    /// worker's event loop.
+    /// Our own parameter (Postfix has no such name): `yes` (the default)
+    /// serves each client connection on a thread of its own
+    /// (`worker::threads`) after its first requests, `no` every request in
+    /// the worker's event loop.
     pub const CONNECTION_THREADS: &'static str = "proxymap_connection_threads";
 
     /// Our own parameter: with connection threads, how many requests a
@@ -106,11 +107,11 @@ impl Params {
     /// own (0: at once). Short-lived clients are then never handed over.
     pub const CONNECTION_THREAD_AFTER: &'static str = "proxymap_connection_thread_after";
 
-    /// With connection threads ([`Params::CONNECTION_THREADS`], `no` when
+    /// With connection threads ([`Params::CONNECTION_THREADS`], `yes` when
     /// not set): Some(requests before a connection moves to its thread,
     /// [`Params::CONNECTION_THREAD_AFTER`], 2 when not set).
     pub fn connection_threads(&self) -> Result<Option<u32>, ConfigError> {
-        if self.raw(Self::CONNECTION_THREADS).is_none() || !self.get_bool(Self::CONNECTION_THREADS)? {
+        if self.raw(Self::CONNECTION_THREADS).is_some() && !self.get_bool(Self::CONNECTION_THREADS)? {
             return Ok(None);
         }
         let name = Self::CONNECTION_THREAD_AFTER;

@@ -154,7 +154,8 @@ fn load_from_directory() {
 #[test]
 fn connection_threads_and_their_hand_off_point() {
     let threads = |text: &str| params(text, &[]).connection_threads().map_err(|e| e.to_string());
-    assert_eq!(threads(""), Ok(None));
+    assert_eq!(threads(""), Ok(Some(2)), "threads by default");
+    assert_eq!(threads("proxymap_connection_thread_after = 5\n"), Ok(Some(5)));
     assert_eq!(threads("proxymap_connection_threads = no\nproxymap_connection_thread_after = 5\n"), Ok(None));
     assert_eq!(threads("proxymap_connection_threads = yes\n"), Ok(Some(2)));
     assert_eq!(threads("proxymap_connection_threads = yes\nproxymap_connection_thread_after = 0\n"), Ok(Some(0)));

@@ -144,20 +144,33 @@ pub fn found(value: &str) -> Vec<u8> {
     list(&[("status", "0"), ("value", value)])
 }
 
-/// `PROXYMAP_TEST_THREADS=N`: our daemon serves each connection on a
-/// thread of its own once the worker's event loop has answered N of its
-/// requests (`proxymap_connection_thread_after`; scripts/test.sh runs the
-/// worker's suites with and without threads). None: no threads.
+/// The worker design under test, as `proxymap_connection_threads` gives
+/// it: Some(N), each connection moves to a thread of its own once the
+/// worker's event loop has answered N of its requests; None, every request
+/// in the event loop. `PROXYMAP_TEST_THREADS` chooses: unset, the default
+/// (threads, N = 2); `no`; or N (scripts/test.sh runs the worker's suites
+/// in each design).
 pub fn test_threads() -> Option<u32> {
-    let v = std::env::var("PROXYMAP_TEST_THREADS").ok()?;
-    Some(v.parse().unwrap_or_else(|_| panic!("PROXYMAP_TEST_THREADS={v}: a number of requests")))
+    match std::env::var("PROXYMAP_TEST_THREADS").ok().as_deref() {
+        None => Some(DEFAULT_THREAD_AFTER),
+        Some("no") => None,
+        Some(v) => Some(v.parse().unwrap_or_else(|_| panic!("PROXYMAP_TEST_THREADS={v}: no, or a number of requests"))),
+    }
 }
 
-/// The main.cf lines that select the worker design [`test_threads`] asks for.
+/// `proxymap_connection_thread_after` when not set.
+const DEFAULT_THREAD_AFTER: u32 = 2;
+
+/// The main.cf lines that select the worker design [`test_threads`] asks for
+/// (none for the default).
 pub fn worker_main_cf() -> String {
-    match test_threads() {
-        Some(n) => format!("proxymap_connection_threads = yes\nproxymap_connection_thread_after = {n}\n"),
+    match std::env::var("PROXYMAP_TEST_THREADS").ok().as_deref() {
         None => String::new(),
+        Some("no") => "proxymap_connection_threads = no\n".to_string(),
+        Some(_) => format!(
+            "proxymap_connection_threads = yes\nproxymap_connection_thread_after = {}\n",
+            test_threads().unwrap_or(DEFAULT_THREAD_AFTER)
+        ),
     }
 }
 
