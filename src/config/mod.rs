@@ -107,6 +107,9 @@ impl Params {
     /// own (0: at once). Short-lived clients are then never handed over.
     pub const CONNECTION_THREAD_AFTER: &'static str = "proxymap_connection_thread_after";
 
+    /// [`Params::CONNECTION_THREAD_AFTER`] when not set.
+    pub const DEFAULT_THREAD_AFTER: u32 = 2;
+
     /// With connection threads ([`Params::CONNECTION_THREADS`], `yes` when
     /// not set): Some(requests before a connection moves to its thread,
     /// [`Params::CONNECTION_THREAD_AFTER`], 2 when not set).
@@ -116,7 +119,7 @@ impl Params {
         }
         let name = Self::CONNECTION_THREAD_AFTER;
         if self.raw(name).is_none() {
-            return Ok(Some(2));
+            return Ok(Some(Self::DEFAULT_THREAD_AFTER));
         }
         let after = self.get_int(name)?;
         u32::try_from(after)

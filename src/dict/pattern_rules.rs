@@ -1735,11 +1735,14 @@ impl Translator<'_> {
 /// lookup that ends early skip the later groups.
 const SET_CHUNK: usize = 128;
 
+/// Memory the NFA of one group of the set may take.
+const SET_NFA_LIMIT: usize = 64 << 20;
+
 /// A table with at most this many set rules (and not capped) gets DFAs
-/// built in full at load (if each stays within [`BUILT_DFA_LIMIT`]): a few tens of KiB in
-/// sparse form, shared by all lookups, where a warm lazy DFA cache for the
-/// same 200 rules holds close to 1 MiB per concurrent lookup. Larger tables
-/// would take seconds to determinize; they stay lazy.
+/// built in full at load (if each stays within [`BUILT_DFA_LIMIT`]): a few
+/// tens of KiB in sparse form, shared by all lookups, where a warm lazy DFA
+/// cache for the same 200 rules holds close to 1 MiB per concurrent lookup.
+/// Larger tables would take seconds to determinize; they stay lazy.
 const BUILT_SET_RULES: usize = 512;
 /// Memory one group's DFA may take while it is built in full, and built.
 /// It bounds the time lost on a group that does not fit, too: 40 ms for
@@ -1784,7 +1787,6 @@ impl RuleSet {
     /// indexes) of a table of `n` rules; patterns the set compiler refuses
     /// are left out. `full`: try to determinize each group now.
     fn build(patterns: Vec<(usize, String)>, n: usize, full: bool) -> Option<RuleSet> {
-
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut chunk_of = vec![usize::MAX; n];
         let groups = patterns.len().div_ceil(SET_CHUNK).max(1);
@@ -1793,10 +1795,11 @@ impl RuleSet {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(SET_CHUNK));
             let mut group = std::mem::replace(&mut rest, tail);
-            let built = full.then(|| Self::built(&group)).and_then(|r| {
-                r.map_err(|e| log::debug!("rule set group left lazy: {e}")).ok()
-            });
-            let dfa = match built.map(Ok).unwrap_or_else(|| Self::dfa(&group, cache)) {
+            let built = match full {
+                true => Self::built(&group).map_err(|e| log::debug!("rule set group left lazy: {e}")).ok(),
+                false => None,
+            };
+            let dfa = match built.map_or_else(|| Self::dfa(&group, cache), Ok) {
                 Ok(dfa) => dfa,
                 Err(e) => {
                     // Keep the patterns that compile on their own,
@@ -1833,16 +1836,21 @@ impl RuleSet {
         thompson::Config::new().utf8(false).which_captures(thompson::WhichCaptures::None).nfa_size_limit(Some(limit))
     }
 
+    /// The patterns of a group, for a DFA builder; Err if there are none.
+    fn texts(patterns: &[(usize, String)]) -> Result<Vec<&str>, String> {
+        match patterns.is_empty() {
+            true => Err("no patterns".to_string()),
+            false => Ok(patterns.iter().map(|(_, p)| p.as_str()).collect()),
+        }
+    }
+
     /// The group's DFA determinized now, within [`BUILT_DFA_LIMIT`].
     fn built(patterns: &[(usize, String)]) -> Result<SetDfa, String> {
         use regex_automata::{dfa::dense, dfa::StartKind, MatchKind};
-        if patterns.is_empty() {
-            return Err("no patterns".to_string());
-        }
-        let texts: Vec<&str> = patterns.iter().map(|(_, p)| p.as_str()).collect();
+        let texts = Self::texts(patterns)?;
         let dense = dense::Builder::new()
             .syntax(Self::syntax())
-            .thompson(Self::thompson(64 << 20))
+            .thompson(Self::thompson(SET_NFA_LIMIT))
             .configure(
                 dense::DFA::config()
                     .match_kind(MatchKind::All)
@@ -1858,13 +1866,10 @@ impl RuleSet {
 
     fn dfa(patterns: &[(usize, String)], cache: usize) -> Result<SetDfa, String> {
         use regex_automata::{hybrid::dfa::DFA, MatchKind};
-        if patterns.is_empty() {
-            return Err("no patterns".to_string());
-        }
-        let texts: Vec<&str> = patterns.iter().map(|(_, p)| p.as_str()).collect();
+        let texts = Self::texts(patterns)?;
         DFA::builder()
             .syntax(Self::syntax())
-            .thompson(Self::thompson(64 << 20))
+            .thompson(Self::thompson(SET_NFA_LIMIT))
             .configure(
                 DFA::config()
                     .match_kind(MatchKind::All)

@@ -152,25 +152,21 @@ pub fn found(value: &str) -> Vec<u8> {
 /// in each design).
 pub fn test_threads() -> Option<u32> {
     match std::env::var("PROXYMAP_TEST_THREADS").ok().as_deref() {
-        None => Some(DEFAULT_THREAD_AFTER),
+        None => Some(proxymap::config::Params::DEFAULT_THREAD_AFTER),
         Some("no") => None,
         Some(v) => Some(v.parse().unwrap_or_else(|_| panic!("PROXYMAP_TEST_THREADS={v}: no, or a number of requests"))),
     }
 }
 
-/// `proxymap_connection_thread_after` when not set.
-const DEFAULT_THREAD_AFTER: u32 = 2;
-
 /// The main.cf lines that select the worker design [`test_threads`] asks for
 /// (none for the default).
 pub fn worker_main_cf() -> String {
-    match std::env::var("PROXYMAP_TEST_THREADS").ok().as_deref() {
-        None => String::new(),
-        Some("no") => "proxymap_connection_threads = no\n".to_string(),
-        Some(_) => format!(
-            "proxymap_connection_threads = yes\nproxymap_connection_thread_after = {}\n",
-            test_threads().unwrap_or(DEFAULT_THREAD_AFTER)
-        ),
+    if std::env::var_os("PROXYMAP_TEST_THREADS").is_none() {
+        return String::new();
+    }
+    match test_threads() {
+        Some(n) => format!("proxymap_connection_threads = yes\nproxymap_connection_thread_after = {n}\n"),
+        None => "proxymap_connection_threads = no\n".to_string(),
     }
 }
 
