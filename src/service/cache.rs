@@ -5,6 +5,7 @@ use crate::config::Params;
 use crate::dict::{Dict, Mode};
 use crate::protocol::flags;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// An open table and the identity it was opened under.
@@ -19,6 +20,9 @@ pub struct Entry {
     pub dict: RwLock<Box<dyn Dict>>,
     /// Flags of the freshly opened instance: what every open reply reports.
     pub open_flags: u32,
+    /// Set when the cache forgot this entry (its file changed): sessions
+    /// that remember it look it up again.
+    pub retired: AtomicBool,
 }
 
 impl Entry {
@@ -68,7 +72,14 @@ impl TableCache {
         let id = self.next_id;
         self.next_id += 1;
         let open_flags = dict.flags();
-        let entry = Arc::new(Entry { id, name: name.to_owned(), instance_flags, open_flags, dict: RwLock::new(dict) });
+        let entry = Arc::new(Entry {
+            id,
+            name: name.to_owned(),
+            instance_flags,
+            open_flags,
+            dict: RwLock::new(dict),
+            retired: AtomicBool::new(false),
+        });
         self.slots[slot].push(Arc::clone(&entry));
         entry
     }
@@ -87,6 +98,7 @@ impl TableCache {
                 let changed = crate::sync::try_read(&e.dict).is_some_and(|d| d.changed());
                 if changed {
                     log::info!("table {} has changed -- reopening", e.instance_key());
+                    e.retired.store(true, Ordering::Relaxed);
                 }
                 !changed
             });

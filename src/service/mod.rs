@@ -64,6 +64,26 @@ pub struct Session {
     cursors: HashMap<u64, Cursor>,
     key: Vec<u8>,
     value: Vec<u8>,
+    /// The table of this connection's last approved request: a client asks
+    /// for one table again and again, and this spares each request the
+    /// allowlist and the shared cache (whose locks and reference counts all
+    /// of the worker's threads would otherwise touch).
+    last: Option<LastTable>,
+}
+
+struct LastTable {
+    /// The table as the request named it (with any `proxy:` prefixes).
+    requested: Vec<u8>,
+    entry: Arc<Entry>,
+}
+
+impl LastTable {
+    /// Does this request name the same table instance, still in the cache?
+    fn is(&self, table: &[u8], instance_flags: u32) -> bool {
+        self.requested == table
+            && self.entry.instance_flags == instance_flags
+            && !self.entry.retired.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// One service instance: what a worker needs to answer requests. Shared by
@@ -159,15 +179,34 @@ impl Service {
             reply.encode(out);
             return Served::Done;
         }
-        let name = match self.approve(req.table) {
-            Ok(name) => name,
-            Err(status) => {
-                reply.status = status;
-                reply.encode(out);
-                return Served::Done;
+        // Taken out of the session while the request runs, so that the
+        // session's buffers can be borrowed beside it.
+        let last = match session.last.take() {
+            Some(last) if last.is(req.table, req.instance_flags) => last,
+            recycled => {
+                let name = match self.approve(req.table) {
+                    Ok(name) => name,
+                    Err(status) => {
+                        reply.status = status;
+                        reply.encode(out);
+                        return Served::Done;
+                    }
+                };
+                let Some(entry) = self.table(name, req.instance_flags) else { return Served::WouldBlock };
+                let mut requested = recycled.map(|l| l.requested).unwrap_or_default();
+                requested.clear();
+                requested.extend_from_slice(req.table);
+                LastTable { requested, entry }
             }
         };
-        let Some(entry) = self.table(name, req.instance_flags) else { return Served::WouldBlock };
+        let served = self.run(req, &last.entry, session, out);
+        session.last = Some(last);
+        served
+    }
+
+    /// Run an approved request on its open table.
+    fn run(&self, req: &Request<'_>, entry: &Entry, session: &mut Session, out: &mut Vec<u8>) -> Served {
+        let mut reply = Reply::status(Some(req.op), req.dialect, Status::Bad);
         // The instance's own bits plus this request's bits: per-request state is
         // passed down, never left behind in the shared table.
         let mut flags = (entry.open_flags & !RQST_MASK) | (req.flags & RQST_MASK);
@@ -190,7 +229,7 @@ impl Service {
             }
             Op::Sequence => {
                 let first = req.function == crate::protocol::request::SEQ_FIRST;
-                sequence(&entry, session, first, flags).map(|found| match found {
+                sequence(entry, session, first, flags).map(|found| match found {
                     Some((k, v)) => {
                         (session.key, session.value) = (k, v);
                         Status::Ok
@@ -283,4 +322,56 @@ fn sequence(entry: &Entry, session: &mut Session, first: bool, flags: u32) -> Re
         session.cursors.insert(entry.id, c);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, Parse};
+
+    fn lookup(svc: &Service, session: &mut Session, table: &str, key: &str) -> Vec<u8> {
+        let mut req = Vec::new();
+        for (n, v) in [("request", "lookup"), ("table", table), ("flags", "16448"), ("key", key)] {
+            req.extend_from_slice(format!("{n}\0{v}\0").as_bytes());
+        }
+        req.push(0);
+        let Parse::Done { outcome, .. } = protocol::parse(&req) else { panic!("incomplete request") };
+        let mut out = Vec::new();
+        assert_eq!(svc.handle(&outcome, session, &mut out), Served::Done);
+        out
+    }
+
+    fn reply(status: u32, value: &str) -> Vec<u8> {
+        format!("status\0{status}\0value\0{value}\0\0").into_bytes()
+    }
+
+    /// A connection remembers its last table: a changed file must still
+    /// reach it, and another table must still pass the allowlist.
+    #[test]
+    fn a_sessions_remembered_table_follows_reopens_and_the_allowlist() {
+        let dir = std::env::temp_dir().join(format!("pm-service-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nets");
+        std::fs::write(&path, "10.0.0.0/8 A\n").unwrap();
+        let table = format!("cidr:{}", path.display());
+        let main_cf = format!("proxy_read_maps = proxy:{table}\n");
+        let params = Arc::new(Params::from_text(&main_cf, "main.cf", &[]).unwrap());
+        let allowlist = crate::config::allowlist::proxy_allowlist(&params, false);
+        let svc = Service::new(Role::Reader, params, allowlist);
+        let mut session = Session::default();
+        let proxied = format!("proxy:{table}");
+
+        assert_eq!(lookup(&svc, &mut session, &table, "10.1.2.3"), reply(0, "A"));
+        // The same table named with a prefix is the same approved table.
+        assert_eq!(lookup(&svc, &mut session, &proxied, "10.1.2.3"), reply(0, "A"));
+        assert_eq!(lookup(&svc, &mut session, "cidr:/etc/other", "10.1.2.3"), reply(4, ""), "unlisted: DENY");
+
+        let new = dir.join("nets.new");
+        std::fs::write(&new, "10.0.0.0/8 B\n").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        assert_eq!(lookup(&svc, &mut session, &table, "10.1.2.3"), reply(0, "A"), "until the next accept");
+        svc.before_accept();
+        assert_eq!(lookup(&svc, &mut session, &table, "10.1.2.3"), reply(0, "B"), "reopened");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
