@@ -26,7 +26,7 @@ pub mod registry;
 pub mod static_table;
 pub mod surrogate;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod texthash;
 pub mod unionmap;
 pub mod unix;

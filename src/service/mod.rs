@@ -327,14 +327,18 @@ fn sequence(entry: &Entry, session: &mut Session, first: bool, flags: u32) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dict::testutil::TempFile;
+    use crate::protocol::attr::Writer;
     use crate::protocol::{self, Parse};
 
     fn lookup(svc: &Service, session: &mut Session, table: &str, key: &str) -> Vec<u8> {
         let mut req = Vec::new();
-        for (n, v) in [("request", "lookup"), ("table", table), ("flags", "16448"), ("key", key)] {
-            req.extend_from_slice(format!("{n}\0{v}\0").as_bytes());
-        }
-        req.push(0);
+        Writer::new(&mut req)
+            .str("request", b"lookup")
+            .str("table", table.as_bytes())
+            .int("flags", 16448)
+            .str("key", key.as_bytes())
+            .end();
         let Parse::Done { outcome, .. } = protocol::parse(&req) else { panic!("incomplete request") };
         let mut out = Vec::new();
         assert_eq!(svc.handle(&outcome, session, &mut out), Served::Done);
@@ -342,18 +346,17 @@ mod tests {
     }
 
     fn reply(status: u32, value: &str) -> Vec<u8> {
-        format!("status\0{status}\0value\0{value}\0\0").into_bytes()
+        let mut r = Vec::new();
+        Writer::new(&mut r).int("status", status).str("value", value.as_bytes()).end();
+        r
     }
 
     /// A connection remembers its last table: a changed file must still
     /// reach it, and another table must still pass the allowlist.
     #[test]
     fn a_sessions_remembered_table_follows_reopens_and_the_allowlist() {
-        let dir = std::env::temp_dir().join(format!("pm-service-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("nets");
-        std::fs::write(&path, "10.0.0.0/8 A\n").unwrap();
-        let table = format!("cidr:{}", path.display());
+        let file = TempFile::new("service", "10.0.0.0/8 A\n");
+        let table = format!("cidr:{}", file.name());
         let main_cf = format!("proxy_read_maps = proxy:{table}\n");
         let params = Arc::new(Params::from_text(&main_cf, "main.cf", &[]).unwrap());
         let allowlist = crate::config::allowlist::proxy_allowlist(&params, false);
@@ -366,12 +369,11 @@ mod tests {
         assert_eq!(lookup(&svc, &mut session, &proxied, "10.1.2.3"), reply(0, "A"));
         assert_eq!(lookup(&svc, &mut session, "cidr:/etc/other", "10.1.2.3"), reply(4, ""), "unlisted: DENY");
 
-        let new = dir.join("nets.new");
-        std::fs::write(&new, "10.0.0.0/8 B\n").unwrap();
-        std::fs::rename(&new, &path).unwrap();
+        // Replaced as postmap and editors do: a new file renamed over it.
+        let new = TempFile::new("service", "10.0.0.0/8 B\n");
+        std::fs::rename(&new.0, &file.0).unwrap();
         assert_eq!(lookup(&svc, &mut session, &table, "10.1.2.3"), reply(0, "A"), "until the next accept");
         svc.before_accept();
         assert_eq!(lookup(&svc, &mut session, &table, "10.1.2.3"), reply(0, "B"), "reopened");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
