@@ -178,9 +178,7 @@ impl Dict for Cdb {
         // Threads racing here learn the same answer from the same file.
         let nul = self.nul.load(Ordering::Relaxed);
         if nul & TRY1NULL != 0 {
-            let mut probe = key.to_vec();
-            probe.push(0);
-            result = find(&self.data, &probe);
+            result = super::probe_with_nul(&key, |probe| find(&self.data, probe));
             if let Ok(Some(_)) = result {
                 self.nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
             }

@@ -45,7 +45,7 @@ use super::filelock::{FileLock, Held, Kind, Style};
 use super::hash_pages::HashPages;
 use super::postmap_text::until_nul;
 use super::verified::{self, Verdicts};
-use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use super::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::config::Params;
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
@@ -567,13 +567,6 @@ fn with_db<T>(
     f(&mut st)
 }
 
-fn with_nul(b: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(b.len() + 1);
-    v.extend_from_slice(b);
-    v.push(0);
-    v
-}
-
 fn cut_at_nul(v: &mut Vec<u8>) {
     if let Some(i) = v.iter().position(|&b| b == 0) {
         v.truncate(i);
@@ -610,7 +603,7 @@ impl DbDict {
     ) -> Result<bool, E> {
         let mut found = false;
         if self.nul.load(Ordering::Relaxed) & TRY1NULL != 0 {
-            found = get(&with_nul(key), out)?;
+            found = super::probe_with_nul(key, |k| get(k, out))?;
             if found {
                 self.nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
             }

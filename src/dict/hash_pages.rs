@@ -76,11 +76,10 @@ fn hash(key: &[u8]) -> u32 {
 
 /// Smallest i with 2^i >= n.
 fn log2_ceil(n: u32) -> usize {
-    let mut i = 0;
-    while i < 32 && (1u64 << i) < n as u64 {
-        i += 1;
+    match n {
+        0 | 1 => 0,
+        _ => (32 - (n - 1).leading_zeros()) as usize,
     }
-    i
 }
 
 /// What the meta page says, and when it was read.

@@ -32,7 +32,7 @@
 //! a fatal error. After MDB_PANIC the environment is reopened.
 
 use super::filelock::{FileLock, Held, Kind, Style};
-use super::{fold_key, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use super::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::dict::postmap_text::{self, until_nul};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
@@ -280,7 +280,7 @@ fn probe(
     mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, mdb::Error>,
 ) -> Result<Option<(u32, Vec<u8>)>, mdb::Error> {
     if nul & TRY1NULL != 0 {
-        if let Some(v) = absent_if_unstorable(get(&with_nul(key)))? {
+        if let Some(v) = absent_if_unstorable(super::probe_with_nul(key, &mut get))? {
             return Ok(Some((TRY1NULL, v)));
         }
     }
@@ -292,13 +292,6 @@ fn probe(
     Ok(None)
 }
 
-/// `key` with one NUL appended.
-fn with_nul(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.extend_from_slice(key);
-    k.push(0);
-    k
-}
 
 impl Dict for Lmdb {
     fn flags(&self) -> u32 {

@@ -169,6 +169,28 @@ pub trait Dict: Send + Sync {
     }
 }
 
+/// `bytes` with one NUL appended, as Postfix stores keys and values in a
+/// table that learned TRY1NULL.
+pub fn with_nul(bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(bytes.len() + 1);
+    v.extend_from_slice(bytes);
+    v.push(0);
+    v
+}
+
+/// Run `f` on `key` with one NUL appended: on the stack for keys shorter
+/// than 256 bytes (addresses, domains), so a lookup allocates nothing.
+pub fn probe_with_nul<R>(key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; 256];
+    match buf.get_mut(..=key.len()) {
+        Some(probe) => {
+            probe[..key.len()].copy_from_slice(key);
+            f(probe)
+        }
+        None => f(&with_nul(key)),
+    }
+}
+
 /// ASCII lowercase a key when `fold` is set, as Postfix's `lowercase()`.
 /// Borrows when nothing changes.
 pub fn fold_key(key: &[u8], fold: bool) -> std::borrow::Cow<'_, [u8]> {
@@ -176,5 +198,22 @@ pub fn fold_key(key: &[u8], fold: bool) -> std::borrow::Cow<'_, [u8]> {
         std::borrow::Cow::Owned(key.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_key_has_one_nul_appended_at_any_length() {
+        for len in [0, 1, 254, 255, 256, 1000] {
+            let key = vec![b'k'; len];
+            let probe = probe_with_nul(&key, <[u8]>::to_vec);
+            assert_eq!(probe.len(), len + 1);
+            assert_eq!(&probe[..len], &key[..]);
+            assert_eq!(probe[len], 0);
+            assert_eq!(probe, with_nul(&key));
+        }
     }
 }

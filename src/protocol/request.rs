@@ -172,12 +172,14 @@ pub fn parse(buf: &[u8]) -> Parse<'_> {
 }
 
 fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
-    let name = s.string(Context::Name)?;
-    if name.is_empty() {
-        return Ok(Outcome::Ignored(Warning::Missing("request")));
-    }
-    if name != b"request" {
-        return Ok(Outcome::Ignored(Warning::Unexpected { got: name, expecting: "request" }));
+    if !s.name_is(b"request") {
+        let name = s.string(Context::Name)?;
+        if name.is_empty() {
+            return Ok(Outcome::Ignored(Warning::Missing("request")));
+        }
+        if name != b"request" {
+            return Ok(Outcome::Ignored(Warning::Unexpected { got: name, expecting: "request" }));
+        }
     }
     let request = s.string(Context::Value)?;
     let Some(op) = Op::from_bytes(request) else {
@@ -197,14 +199,17 @@ fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
     let bad = |dialect, warning| Ok(Outcome::Bad { op: Some(op), dialect, warning });
     let mut attrs = op.attrs().iter().copied().peekable();
     while let Some(&want) = attrs.peek() {
-        let name = s.string(Context::Name)?;
-        if name.is_empty() {
-            return bad(req.dialect, Some(Warning::Missing(want.name())));
-        }
-        let is_instance_flags = want == Attr::Flags && req.dialect == Dialect::V37 && name == INSTANCE_FLAGS;
-        if name != want.name().as_bytes() && !is_instance_flags {
-            return bad(req.dialect, Some(Warning::Unexpected { got: name, expecting: want.name() }));
-        }
+        let is_instance_flags = !s.name_is(want.name().as_bytes()) && {
+            let name = s.string(Context::Name)?;
+            if name.is_empty() {
+                return bad(req.dialect, Some(Warning::Missing(want.name())));
+            }
+            let is_instance_flags = want == Attr::Flags && req.dialect == Dialect::V37 && name == INSTANCE_FLAGS;
+            if name != want.name().as_bytes() && !is_instance_flags {
+                return bad(req.dialect, Some(Warning::Unexpected { got: name, expecting: want.name() }));
+            }
+            is_instance_flags
+        };
         let value = s.string(Context::Value)?;
         if is_instance_flags {
             req.dialect = Dialect::V311;
