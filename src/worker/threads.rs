@@ -52,9 +52,8 @@ struct Shared {
     /// Counts connections that ended; the event loop reads it.
     ended: EventFd,
     /// One slot per live thread: when its request in progress started
-    /// (nanoseconds since `epoch`, 0 = none), the watchdog's view.
+    /// ([`coarse_now`], 0 = none), the watchdog's view.
     busy: Mutex<Vec<Arc<AtomicU64>>>,
-    epoch: Instant,
     /// proxywrite: requests run under the read side; the process takes the
     /// write side before it exits, so that no update is cut short.
     gate: Option<RwLock<()>>,
@@ -93,7 +92,6 @@ impl Threads {
                 ready: Condvar::new(),
                 ended,
                 busy: Mutex::new(Vec::new()),
-                epoch: Instant::now(),
                 gate,
                 active: AtomicUsize::new(0),
             }),
@@ -145,7 +143,7 @@ impl Threads {
 
     /// How long the oldest request in progress has been running.
     pub fn oldest_request(&self) -> Option<Duration> {
-        let now = self.shared.epoch.elapsed().as_nanos() as u64;
+        let now = coarse_now();
         let oldest = lock(&self.shared.busy).iter().map(|b| b.load(Ordering::Relaxed)).filter(|&t| t != 0).min()?;
         Some(Duration::from_nanos(now.saturating_sub(oldest)))
     }
@@ -300,8 +298,7 @@ impl ThreadConn<'_> {
             },
             None => None,
         };
-        let now = self.shared.epoch.elapsed().as_nanos() as u64;
-        self.busy.store(now.max(1), Ordering::Relaxed);
+        self.busy.store(coarse_now().max(1), Ordering::Relaxed);
         // Always Done: this thread may wait.
         let _ = self.shared.service.handle(outcome, session, out);
         self.busy.store(0, Ordering::Relaxed);
@@ -341,7 +338,9 @@ impl ThreadConn<'_> {
     fn set_read_timeout(&mut self, t: Duration) -> bool {
         // Rounded to 10 ms, so that a partial request's shrinking budget does
         // not cost a system call per read.
-        let t = Duration::from_millis(t.as_millis().div_ceil(10).saturating_mul(10).min(u64::MAX as u128) as u64);
+        // In u64 milliseconds: `as_millis` would be a u128 division per read.
+        let ms = t.as_secs().saturating_mul(1000).saturating_add(u64::from(t.subsec_nanos().div_ceil(1_000_000)));
+        let t = Duration::from_millis(ms.div_ceil(10).saturating_mul(10));
         if self.read_timeout == Some(t) {
             return true;
         }
@@ -364,6 +363,15 @@ impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Nanoseconds on the coarse monotonic clock: a few milliseconds of
+/// resolution are plenty for a watchdog of seconds, and reading it costs a
+/// fraction of what `Instant::now` does on every request.
+fn coarse_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
+        .unwrap_or(0)
 }
 
 fn is_timeout(e: &io::Error) -> bool {
