@@ -274,11 +274,11 @@ impl State {
 /// Postfix's NUL discovery for a read: look `key` up with a trailing NUL
 /// and/or without, as the NUL bits `nul` still allow; the form that hit
 /// (TRY1NULL or TRY0NULL) and its value.
-fn probe(
+fn probe<T>(
     nul: u32,
     key: &[u8],
-    mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, mdb::Error>,
-) -> Result<Option<(u32, Vec<u8>)>, mdb::Error> {
+    mut get: impl FnMut(&[u8]) -> Result<Option<T>, mdb::Error>,
+) -> Result<Option<(u32, T)>, mdb::Error> {
     if nul & TRY1NULL != 0 {
         if let Some(v) = absent_if_unstorable(super::probe_with_nul(key, &mut get))? {
             return Ok(Some((TRY1NULL, v)));
@@ -347,18 +347,22 @@ impl State {
         };
         let lease = held.as_ref().and_then(Held::lease);
         let known = lease.is_some_and(|l| l == self.checked_lease.load(Ordering::Relaxed));
-        let found = probe(self.nul.load(Ordering::Relaxed), &key, |k| env.get_checked(k, known)).ok()?;
+        let nul = self.nul.load(Ordering::Relaxed);
+        let found = probe(nul, &key, |k| env.get_into(k, known, out).map(|hit| hit.then_some(()))).ok()?;
         if held.is_some() {
             self.checked_lease.store(lease.unwrap_or(0), Ordering::Relaxed);
         }
-        out.clear();
         Some(Ok(match found {
-            Some((which, value)) => {
+            Some((which, ())) => {
                 self.nul.store(which, Ordering::Relaxed);
-                out.extend_from_slice(until_nul(&value));
+                let value_len = until_nul(out).len();
+                out.truncate(value_len);
                 true
             }
-            None => false,
+            None => {
+                out.clear();
+                false
+            }
         }))
     }
 

@@ -94,7 +94,7 @@ pub struct Env {
 // SAFETY: LMDB allows an environment to be used from any thread as long as
 // each transaction stays in one thread; ours never outlive a method call.
 unsafe impl Send for Env {}
-// SAFETY: through `&Env` only read-only transactions begin (get_checked) and
+// SAFETY: through `&Env` only read-only transactions begin (get_into) and
 // the environment's recorded facts are read (fd, map_size, check_size).
 // LMDB runs read transactions of one environment side by side; with
 // MDB_NOLOCK it leaves excluding writers to the caller, and every write,
@@ -226,26 +226,32 @@ impl Env {
 
     /// Look `key` up in a read transaction of its own; the value is copied.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.get_checked(key, self.size_known)
+        let mut value = Vec::new();
+        Ok(self.get_into(key, self.size_known, &mut value)?.then_some(value))
     }
 
-    /// [`Env::get`] side by side with other reads; `size_known` as
-    /// [`Env::set_size_known`] says, for this read only.
-    pub fn get_checked(&self, key: &[u8], size_known: bool) -> Result<Option<Vec<u8>>, Error> {
+    /// [`Env::get`] side by side with other reads, the value copied into
+    /// `out` (no allocation per lookup); `size_known` as
+    /// [`Env::set_size_known`] says, for this read only. False: not found.
+    pub fn get_into(&self, key: &[u8], size_known: bool, out: &mut Vec<u8>) -> Result<bool, Error> {
         let txn = self.begin_read(size_known)?;
         let mut k = val(key);
         let mut v = ffi::MDB_val { mv_size: 0, mv_data: ptr::null_mut() };
         // SAFETY: `txn` is live, `dbi` is the main database, `k` points into
         // `key`, which outlives the call; LMDB does not write through it.
         let rc = unsafe { ffi::mdb_get(txn.0, self.dbi, &mut k, &mut v) };
-        let out = match rc {
-            // SAFETY: LMDB just set `v`, and `txn` is still live.
-            0 => Ok(Some(unsafe { copy(&v) })),
-            ffi::MDB_NOTFOUND => Ok(None),
+        out.clear();
+        let found = match rc {
+            0 => {
+                // SAFETY: LMDB just set `v`, and `txn` is still live.
+                out.extend_from_slice(unsafe { slice(&v) });
+                Ok(true)
+            }
+            ffi::MDB_NOTFOUND => Ok(false),
             e => Err(Error::Code(e)),
         };
         drop(txn); // the copy is made: now the map page may go
-        out
+        found
     }
 
     /// Store `key` → `value` in a write transaction of its own and commit it.
