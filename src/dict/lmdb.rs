@@ -292,7 +292,6 @@ fn probe<T>(
     Ok(None)
 }
 
-
 impl Dict for Lmdb {
     fn flags(&self) -> u32 {
         self.flags
