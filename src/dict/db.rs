@@ -568,7 +568,7 @@ fn with_db<T>(
 }
 
 fn cut_at_nul(v: &mut Vec<u8>) {
-    if let Some(i) = v.iter().position(|&b| b == 0) {
+    if let Some(i) = crate::protocol::attr::find_nul(v) {
         v.truncate(i);
     }
 }

@@ -27,7 +27,7 @@ pub fn trim(s: &[u8]) -> &[u8] {
 
 /// Postfix works on C strings: anything after an embedded NUL is invisible.
 pub fn until_nul(s: &[u8]) -> &[u8] {
-    match s.iter().position(|&b| b == 0) {
+    match crate::protocol::attr::find_nul(s) {
         Some(i) => &s[..i],
         None => s,
     }

@@ -69,10 +69,11 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Index of the first NUL, eight bytes at a time: a word has a zero byte
+/// Index of the first NUL (also used by the tables for C-string values),
+/// eight bytes at a time: a word has a zero byte
 /// where `(v - 0x01..01) & !v & 0x80..80` is set, and its lowest set byte is
 /// the first zero (higher ones may be borrows).
-fn find_nul(b: &[u8]) -> Option<usize> {
+pub fn find_nul(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut chunks = b.chunks_exact(8);
