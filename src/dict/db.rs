@@ -43,7 +43,7 @@
 
 use super::filelock::{FileLock, Held, Kind, Style};
 use super::hash_pages::HashPages;
-use super::postmap_text::until_nul;
+use super::postmap_text::{cut_at_nul, until_nul};
 use super::verified::{self, Verdicts};
 use super::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::config::Params;
@@ -565,12 +565,6 @@ fn with_db<T>(
     let mut st = write(&shared.state);
     prepare(shared, &mut st, refresh, lease)?;
     f(&mut st)
-}
-
-fn cut_at_nul(v: &mut Vec<u8>) {
-    if let Some(i) = crate::protocol::attr::find_nul(v) {
-        v.truncate(i);
-    }
 }
 
 /// Per-connection sequence state: a DB cursor on the shared handle.

@@ -33,7 +33,7 @@
 
 use super::filelock::{FileLock, Held, Kind, Style};
 use super::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
-use crate::dict::postmap_text::{self, until_nul};
+use crate::dict::postmap_text::{self, cut_at_nul, until_nul};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
@@ -354,8 +354,7 @@ impl State {
         Some(Ok(match found {
             Some((which, ())) => {
                 self.nul.store(which, Ordering::Relaxed);
-                let value_len = until_nul(out).len();
-                out.truncate(value_len);
+                cut_at_nul(out);
                 true
             }
             None => {

@@ -33,6 +33,12 @@ pub fn until_nul(s: &[u8]) -> &[u8] {
     }
 }
 
+/// [`until_nul`] in place.
+pub fn cut_at_nul(v: &mut Vec<u8>) {
+    let len = until_nul(v).len();
+    v.truncate(len);
+}
+
 /// One logical line and the number of the physical line where it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogicalLine {

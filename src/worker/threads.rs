@@ -338,9 +338,7 @@ impl ThreadConn<'_> {
     fn set_read_timeout(&mut self, t: Duration) -> bool {
         // Rounded to 10 ms, so that a partial request's shrinking budget does
         // not cost a system call per read.
-        // In u64 milliseconds: `as_millis` would be a u128 division per read.
-        let ms = t.as_secs().saturating_mul(1000).saturating_add(u64::from(t.subsec_nanos().div_ceil(1_000_000)));
-        let t = Duration::from_millis(ms.div_ceil(10).saturating_mul(10));
+        let t = Duration::from_millis(t.as_millis().div_ceil(10).saturating_mul(10).min(u64::MAX as u128) as u64);
         if self.read_timeout == Some(t) {
             return true;
         }
