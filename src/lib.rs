@@ -3,9 +3,10 @@
 //! Layout: `protocol` (wire codec, no I/O), `config` (main.cf, allowlists,
 //! standalone settings), `dict` (table backends), `service` (request handling),
 //! `worker` (connection event loop), `master` (standalone prefork supervisor),
-//! `sys` (the few raw system calls), `logging`.
+//! `sys` (the few raw system calls), `clock`, `logging`.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dict;
 pub mod logging;

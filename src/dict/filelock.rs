@@ -29,6 +29,7 @@
 //! use fcntl()'s open-file-description locks, which conflict with the
 //! classic fcntl() locks of postmap and Postfix exactly as those do.
 
+use crate::clock::{now_ns, since};
 use crate::sync::{lock, read_unless_busy, write, write_unless_busy};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which system call locks the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,19 +85,20 @@ struct State {
 #[derive(Clone, Copy)]
 struct Lease {
     number: u64,
-    taken: Instant,
+    /// [`now_ns`] when the lock was taken.
+    taken: u64,
     /// Shared by threads and ended by age, not by a pass.
     shared: bool,
 }
 
 impl Lease {
-    fn usable(&self, now: Instant) -> bool {
-        !self.shared || now.duration_since(self.taken) < LEASE_AGE
+    fn usable(&self, now: u64) -> bool {
+        !self.shared || since(now, self.taken) < LEASE_AGE.as_nanos() as u64
     }
 
     /// A shared lease that may end when no read uses it.
-    fn idle_may_end(&self, now: Instant) -> bool {
-        self.shared && now.duration_since(self.taken) >= LEASE_IDLE
+    fn idle_may_end(&self, now: u64) -> bool {
+        self.shared && since(now, self.taken) >= LEASE_IDLE.as_nanos() as u64
     }
 }
 
@@ -159,11 +161,18 @@ impl Drop for Held<'_> {
             // Still under the write side.
             fl.unlock_logged();
         }
-        drop(self.state.take());
-        if let Some(fl) = self.reader {
-            if fl.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
-                fl.end_if_idle(Instant::now());
+        // The last read of an old lease ends it (looked at through this
+        // read's own guard).
+        let end = match (&self.state, self.reader) {
+            (Some(Guard::Shared(st)), Some(fl)) if fl.readers.fetch_sub(1, Ordering::AcqRel) == 1 => {
+                let now = now_ns();
+                st.lease.is_some_and(|l| l.idle_may_end(now)).then_some((fl, now))
             }
+            _ => None,
+        };
+        drop(self.state.take());
+        if let Some((fl, now)) = end {
+            fl.end_idle_lease(now);
         }
     }
 }
@@ -244,7 +253,8 @@ impl FileLock {
                     return Ok(Held::covered(Guard::Shared(st)));
                 }
                 if let Some(lease) = st.lease {
-                    let renew = !lease.usable(Instant::now()) && !self.renewing.swap(true, Ordering::Acquire);
+                    let now = now_ns();
+                    let renew = !lease.usable(now) && !self.renewing.swap(true, Ordering::Acquire);
                     if !renew {
                         let reader = lease.shared.then(|| {
                             self.readers.fetch_add(1, Ordering::AcqRel);
@@ -272,7 +282,7 @@ impl FileLock {
                 return Ok(Held::covered(Guard::Own(st)));
             }
             if let Some(lease) = st.lease {
-                if kind == Kind::Shared && lease.usable(Instant::now()) {
+                if kind == Kind::Shared && lease.usable(now_ns()) {
                     // Another thread took it meanwhile.
                     continue;
                 }
@@ -286,7 +296,7 @@ impl FileLock {
                 match self.set(Some(Kind::Shared), false) {
                     Ok(()) => {
                         let number = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
-                        st.lease = Some(Lease { number, taken: Instant::now(), shared });
+                        st.lease = Some(Lease { number, taken: now_ns(), shared });
                         if shared {
                             let mut stale = lock(&STALE);
                             if !stale.iter().any(|fl| Arc::ptr_eq(fl, self)) {
@@ -402,13 +412,17 @@ impl FileLock {
 
     /// End a shared lease that no read uses, once it is [`LEASE_IDLE`] old,
     /// unless an access holds the state just now. True when no lease is left.
-    fn end_if_idle(&self, now: Instant) -> bool {
+    fn end_if_idle(&self, now: u64) -> bool {
         // Looked at first without keeping reads out.
         match crate::sync::try_read(&self.state).map(|st| st.lease.map(|l| l.idle_may_end(now))) {
-            Some(Some(false)) | None => return false,
-            Some(None) => return true,
-            Some(Some(true)) => {}
+            Some(Some(false)) | None => false,
+            Some(None) => true,
+            Some(Some(true)) => self.end_idle_lease(now),
         }
+    }
+
+    /// [`FileLock::end_if_idle`] once a look found the lease idle.
+    fn end_idle_lease(&self, now: u64) -> bool {
         let Some(mut st) = crate::sync::try_write(&self.state) else { return false };
         match st.lease {
             Some(l) if l.idle_may_end(now) => {
@@ -502,7 +516,7 @@ pub fn share_leases() {
 /// End the shared leases that no read uses (skipping a file whose state an
 /// access holds just now: it is tried at the next call).
 pub fn end_stale_leases() {
-    let now = Instant::now();
+    let now = now_ns();
     let files = std::mem::take(&mut *lock(&STALE));
     let mut left: Vec<Arc<FileLock>> = files.into_iter().filter(|fl| !fl.end_if_idle(now)).collect();
     let mut stale = lock(&STALE);

@@ -52,7 +52,8 @@ struct Shared {
     /// Counts connections that ended; the event loop reads it.
     ended: EventFd,
     /// One slot per live thread: when its request in progress started
-    /// ([`coarse_now`], 0 = none), the watchdog's view.
+    /// ([`crate::clock::coarse_ns`]: milliseconds of resolution are plenty
+    /// for a watchdog of seconds; 0 = none), the watchdog's view.
     busy: Mutex<Vec<Arc<AtomicU64>>>,
     /// proxywrite: requests run under the read side; the process takes the
     /// write side before it exits, so that no update is cut short.
@@ -143,7 +144,7 @@ impl Threads {
 
     /// How long the oldest request in progress has been running.
     pub fn oldest_request(&self) -> Option<Duration> {
-        let now = coarse_now();
+        let now = crate::clock::coarse_ns();
         let oldest = lock(&self.shared.busy).iter().map(|b| b.load(Ordering::Relaxed)).filter(|&t| t != 0).min()?;
         Some(Duration::from_nanos(now.saturating_sub(oldest)))
     }
@@ -298,7 +299,7 @@ impl ThreadConn<'_> {
             },
             None => None,
         };
-        self.busy.store(coarse_now().max(1), Ordering::Relaxed);
+        self.busy.store(crate::clock::coarse_ns().max(1), Ordering::Relaxed);
         // Always Done: this thread may wait.
         let _ = self.shared.service.handle(outcome, session, out);
         self.busy.store(0, Ordering::Relaxed);
@@ -361,15 +362,6 @@ impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Nanoseconds on the coarse monotonic clock: a few milliseconds of
-/// resolution are plenty for a watchdog of seconds, and reading it costs a
-/// fraction of what `Instant::now` does on every request.
-fn coarse_now() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
-        .unwrap_or(0)
 }
 
 fn is_timeout(e: &io::Error) -> bool {
