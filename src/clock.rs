@@ -25,3 +25,21 @@ pub fn coarse_ns() -> u64 {
 pub fn since(later: u64, earlier: u64) -> u64 {
     later.saturating_sub(earlier)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_move_forward_and_the_coarse_clock_stays_close() {
+        let a = now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = now_ns();
+        assert!(b > a && since(b, a) >= 2_000_000, "{a} then {b}");
+        assert_eq!(since(a, b), 0, "the wrong way round is no time, not a wrap");
+        // The coarse clock lags by at most a tick or so (a few ms), never leads.
+        let c = coarse_ns();
+        let d = now_ns();
+        assert!(c <= d && since(d, c) < 50_000_000, "coarse {c}, fine {d}");
+    }
+}

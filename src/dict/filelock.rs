@@ -163,13 +163,13 @@ impl Drop for Held<'_> {
         }
         // The last read of an old lease ends it (looked at through this
         // read's own guard).
-        let end = match (&self.state, self.reader) {
-            (Some(Guard::Shared(st)), Some(fl)) if fl.readers.fetch_sub(1, Ordering::AcqRel) == 1 => {
+        let mut end = None;
+        if let (Some(Guard::Shared(st)), Some(fl)) = (&self.state, self.reader) {
+            if fl.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let now = now_ns();
-                st.lease.is_some_and(|l| l.idle_may_end(now)).then_some((fl, now))
+                end = st.lease.is_some_and(|l| l.idle_may_end(now)).then_some((fl, now));
             }
-            _ => None,
-        };
+        }
         drop(self.state.take());
         if let Some((fl, now)) = end {
             fl.end_idle_lease(now);
