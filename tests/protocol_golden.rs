@@ -237,3 +237,128 @@ fn decision_stops_at_the_end_of_the_request() {
     let Parse::Done { consumed, .. } = parse(two) else { panic!() };
     assert_eq!(consumed, two.len() / 2);
 }
+
+/// Valid requests of every shape and dialect, the seeds of the mutation test.
+const SEEDS: &[&[u8]] = &[
+    b"request\0open\0table\0hash:/etc/postfix/a\0flags\x0064\0\0",
+    b"request\0lookup\0table\0hash:/x\0flags\x00540737\0key\0user@example.com\0\0",
+    b"request\0lookup\0table\0a:b\0instance_flags\x0065536\0flags\x0064\0key\0k\0\0",
+    b"request\0update\0table\0btree:/w\0flags\x0064\0key\0K1\0value\0V1\0\0",
+    b"request\0delete\0table\0btree:/w\0flags\x000\0key\0K1\0\0",
+    b"request\0sequence\0table\0btree:/w\0flags\x000\0function\x000\0\0",
+    b"request\0open\0table\0a:b\0instance_flags\x0016\0\0",
+];
+
+/// A small deterministic generator (xorshift64): reproducible failures.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One to four random edits of `seed`: a byte changed (often to NUL or a
+/// digit), bytes removed, a span repeated, random bytes inserted, or a cut.
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len() + 1);
+        match rng.below(6) {
+            0 if at < v.len() => v[at] = [0, b'0', b'9', b'-', b' ', 0xff][rng.below(6)],
+            1 if at < v.len() => {
+                let end = (at + 1 + rng.below(8)).min(v.len());
+                v.drain(at..end);
+            }
+            2 if at < v.len() => {
+                let end = (at + 1 + rng.below(24)).min(v.len());
+                let span = v[at..end].to_vec();
+                v.splice(at..at, span);
+            }
+            3 => {
+                let junk: Vec<u8> = (0..1 + rng.below(12)).map(|_| rng.next() as u8).collect();
+                v.splice(at..at, junk);
+            }
+            4 => v.truncate(at),
+            _ => v.insert(at.min(v.len()), 0),
+        }
+    }
+    v
+}
+
+#[test]
+fn mutated_requests_get_a_decision_that_depends_only_on_what_it_consumed() {
+    let mut rng = Rng(0x243f_6a88_85a3_08d3);
+    let mut decided = 0;
+    for round in 0..20_000 {
+        let seed = SEEDS[round % SEEDS.len()];
+        let input = mutate(&mut rng, seed);
+        // Never a panic, whatever the bytes.
+        match parse(&input) {
+            Parse::Done { consumed, outcome } => {
+                decided += 1;
+                assert!(consumed > 0 && consumed <= input.len(), "{input:?}: consumed {consumed}");
+                // The decision is made by the bytes it consumed alone: the
+                // same for them without what follows.
+                assert_eq!(
+                    parse(&input[..consumed]),
+                    Parse::Done { consumed, outcome },
+                    "{input:?}: decided differently without the rest"
+                );
+                // Whatever follows is the next request, parsed from scratch.
+                let _ = parse(&input[consumed..]);
+            }
+            Parse::NeedMore(_) => {
+                // Waiting for more: so must every shorter part of it.
+                for cut in 0..input.len() {
+                    assert!(matches!(parse(&input[..cut]), Parse::NeedMore(_)), "{input:?} cut at {cut}");
+                }
+            }
+        }
+    }
+    // Most mutations still end in a terminator: the test reaches decisions.
+    assert!(decided > 5_000, "only {decided} decisions");
+}
+
+#[test]
+fn random_bytes_never_stall_a_decision_past_a_double_nul_at_a_name() {
+    // A list ends at the first empty name: input that has one at a name's
+    // place is decided, however odd the bytes before it.
+    let mut rng = Rng(0x1319_8a2e_0370_7344);
+    let mut lists = 0;
+    for _ in 0..20_000 {
+        let len = rng.below(64);
+        let bytes: Vec<u8> = (0..len).map(|_| if rng.below(4) == 0 { 0 } else { rng.next() as u8 }).collect();
+        let r = parse(&bytes);
+        // Walk the attribute structure by hand: names and values end at NUL.
+        let mut fields = bytes.split(|&b| b == 0);
+        let mut at = 0;
+        let mut terminated = false;
+        while let Some(name) = fields.next() {
+            if at + name.len() >= bytes.len() {
+                break; // the name is not complete
+            }
+            if name.is_empty() {
+                terminated = true;
+                break;
+            }
+            at += name.len() + 1;
+            match fields.next() {
+                Some(value) if at + value.len() < bytes.len() => at += value.len() + 1,
+                _ => break,
+            }
+        }
+        if terminated {
+            lists += 1;
+            assert!(matches!(r, Parse::Done { .. }), "{bytes:?}: a list end was there, got {r:?}");
+        }
+    }
+    assert!(lists > 2_000, "only {lists} inputs held a list end");
+}
