@@ -13,7 +13,7 @@ cargo test --release --locked
 # The suites that drive the worker (in-process, standalone, under master(8)),
 # again with every request in the event loop (proxymap_connection_threads =
 # no), then with every request on a thread.
-PROXYMAP_TEST_THREADS=no cargo test --release --locked --test server --test standalone \
+PROXYMAP_TEST_THREADS=no cargo test --release --locked --test server --test standalone --test fd_limit \
     --test postfix_master --test postfix_diff --test postfix_tables --test postfix_verify \
     --test file_tables_stress
 PROXYMAP_TEST_THREADS=0 cargo test --release --locked --test server --test standalone \

@@ -6,6 +6,7 @@ use crate::config::allowlist::proxy_allowlist;
 use crate::logging;
 use crate::service::{Role, Service};
 use crate::sys::{self, Received};
+use crate::worker::accept_pause::AcceptPause;
 use crate::worker::{control, Intake, Worker};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
@@ -47,6 +48,8 @@ struct Listener {
     token: u64,
     socket: UnixListener,
     paused: bool,
+    /// accept() failed for want of descriptors or memory.
+    failing: AcceptPause,
 }
 
 pub struct Pool {
@@ -82,7 +85,13 @@ impl Pool {
             signals,
             listeners: listeners
                 .into_iter()
-                .map(|(role, token, socket)| Listener { role, token, socket, paused: false })
+                .map(|(role, token, socket)| Listener {
+                    role,
+                    token,
+                    socket,
+                    paused: false,
+                    failing: AcceptPause::default(),
+                })
                 .collect(),
             workers: HashMap::new(),
             next_id: TOKEN_WORKER_BASE,
@@ -154,12 +163,17 @@ impl Pool {
                 return;
             }
             match self.listeners[idx].socket.accept() {
-                Ok((stream, _)) => self.dispatch(role, stream),
+                Ok((stream, _)) => {
+                    self.listeners[idx].failing.accepted();
+                    self.dispatch(role, stream);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
                 Err(e) => {
-                    log::error!("accept connection: {e}");
+                    // The socket stays readable: trying again at once would spin.
+                    self.listeners[idx].failing.failed(&e, Instant::now());
+                    self.pause(idx, true);
                     return;
                 }
             }
@@ -326,8 +340,9 @@ impl Pool {
         }
         for idx in 0..self.listeners.len() {
             let role = self.listeners[idx].role;
-            let ready =
-                self.workers.values().any(|w| w.available(role)) && !self.pending.iter().any(|(r, _)| *r == role);
+            let ready = self.workers.values().any(|w| w.available(role))
+                && !self.pending.iter().any(|(r, _)| *r == role)
+                && !self.listeners[idx].failing.paused(Instant::now());
             if ready {
                 self.pause(idx, false);
             }

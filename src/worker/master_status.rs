@@ -26,6 +26,9 @@ pub struct MasterStatus {
     /// What master was last told: TAKEN makes it start another process for
     /// the next new connection.
     taken: bool,
+    /// Accepting is paused (out of descriptors): master is told TAKEN
+    /// meanwhile, so that another process serves new connections.
+    paused: bool,
     load: Load,
 }
 
@@ -49,6 +52,7 @@ impl MasterStatus {
             generation,
             reported_use: false,
             taken: false,
+            paused: false,
             load: Load { window_start: std::time::Instant::now(), busy: std::time::Duration::ZERO },
         }
     }
@@ -83,14 +87,32 @@ impl MasterStatus {
         }
         let share = self.load.busy.as_secs_f64() / elapsed.as_secs_f64();
         self.load = Load { window_start: now, busy: std::time::Duration::ZERO };
+        let before = self.taken || self.paused;
         if !self.taken && share > BUSY_ABOVE {
             self.taken = true;
-            let _ = self.send(TAKEN);
         } else if self.taken && share < IDLE_BELOW {
             self.taken = false;
-            self.send(AVAIL)?;
         }
-        Ok(())
+        self.tell(before)
+    }
+
+    /// Accepting paused (`true`, out of descriptors) or resumed.
+    pub fn set_paused(&mut self, paused: bool) -> io::Result<()> {
+        let before = self.taken || self.paused;
+        self.paused = paused;
+        self.tell(before)
+    }
+
+    /// Send a record if availability changed from `before`.
+    fn tell(&mut self, before: bool) -> io::Result<()> {
+        match (before, self.taken || self.paused) {
+            (false, true) => {
+                let _ = self.send(TAKEN);
+                Ok(())
+            }
+            (true, false) => self.send(AVAIL),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -125,6 +147,28 @@ mod tests {
         // short passes inside a window decide nothing yet
         s.account(Duration::from_millis(1), Instant::now().max(t0 + Duration::from_millis(601))).unwrap();
         assert!(records(&mut master).is_empty());
+    }
+
+    #[test]
+    fn a_paused_accept_is_taken_until_it_resumes() {
+        let (ours, mut master) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut s = MasterStatus::new(OwnedFd::from(ours), 3);
+        s.set_paused(true).unwrap();
+        s.set_paused(true).unwrap();
+        assert_eq!(records(&mut master), vec![TAKEN], "once");
+        // Quiet load does not make a paused process available.
+        let t0 = s.load.window_start;
+        s.account(Duration::from_millis(1), t0 + Duration::from_millis(200)).unwrap();
+        assert!(records(&mut master).is_empty());
+        s.set_paused(false).unwrap();
+        assert_eq!(records(&mut master), vec![AVAIL]);
+        // Saturated and paused: available again only when both are over.
+        s.account(Duration::from_millis(200), t0 + Duration::from_millis(400)).unwrap();
+        s.set_paused(true).unwrap();
+        s.set_paused(false).unwrap();
+        assert_eq!(records(&mut master), vec![TAKEN], "still saturated");
+        s.account(Duration::from_millis(1), t0 + Duration::from_millis(600)).unwrap();
+        assert_eq!(records(&mut master), vec![AVAIL]);
     }
 
     #[test]

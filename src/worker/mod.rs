@@ -5,6 +5,7 @@
 //! ([`Intake::Master`]) or from listening sockets accepted here ([`Intake::Listen`],
 //! used under Postfix's master(8) and by in-process tests).
 
+pub mod accept_pause;
 pub mod backoff;
 pub mod conn;
 pub mod master_status;
@@ -14,6 +15,7 @@ use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Served, Service, Session};
 use crate::sync::NoWait;
 use crate::sys::{self, Received};
+use accept_pause::AcceptPause;
 use backoff::Backoff;
 use conn::{Conn, ReadStatus};
 use master_status::MasterStatus;
@@ -99,6 +101,8 @@ pub struct Worker {
     retiring: bool,
     /// The master acknowledged our retirement by closing the control channel.
     intake_closed: bool,
+    /// accept() failed for want of descriptors or memory: listeners paused.
+    accept_pause: AcceptPause,
     idle_since: Option<Instant>,
     scratch: Vec<u8>,
     /// Under Postfix's master(8): the status channel (fd 5).
@@ -177,6 +181,7 @@ impl Worker {
             use_count: 0,
             retiring: false,
             intake_closed: false,
+            accept_pause: AcceptPause::default(),
             idle_since: Some(Instant::now()),
             scratch: vec![0; 64 * 1024],
             status: None,
@@ -261,6 +266,12 @@ impl Worker {
                 crate::dict::filelock::end_stale_leases();
             }
             let now = Instant::now();
+            if self.accept_pause.ends(now) {
+                self.listen(true);
+                if let Some(status) = &mut self.status {
+                    self.master_gone |= status.set_paused(false).is_err();
+                }
+            }
             if now.duration_since(last_sweep) >= TICK {
                 last_sweep = now;
                 self.sweep(now);
@@ -348,9 +359,32 @@ impl Worker {
         let Intake::Listen(listeners) = &self.intake else { return };
         let Some(listener) = listeners.get(index) else { return };
         match listener.accept() {
-            Ok((stream, _)) => self.add_conn(stream),
+            Ok((stream, _)) => {
+                self.accept_pause.accepted();
+                self.add_conn(stream);
+            }
             Err(e) if is_transient_accept_error(&e) => {}
-            Err(e) => log::error!("accept connection: {e}"),
+            Err(e) => {
+                // The socket stays readable: trying again at once would spin.
+                self.accept_pause.failed(&e, Instant::now());
+                self.listen(false);
+                // master(8) starts another process for new clients meanwhile.
+                if let Some(status) = &mut self.status {
+                    self.master_gone |= status.set_paused(true).is_err();
+                }
+            }
+        }
+    }
+
+    /// Watch the listening sockets (`on`) or leave them alone for a while.
+    fn listen(&mut self, on: bool) {
+        let Intake::Listen(listeners) = &self.intake else { return };
+        let flags = if on { EpollFlags::EPOLLIN } else { EpollFlags::empty() };
+        for (i, l) in listeners.iter().enumerate() {
+            let mut ev = EpollEvent::new(flags, INTAKE_TOKEN_BASE + i as u64);
+            if let Err(e) = self.epoll.modify(l, &mut ev) {
+                log::warn!("epoll_ctl on a listening socket: {e}");
+            }
         }
     }
 
@@ -613,7 +647,6 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
             | ENETDOWN
             | ENETUNREACH
             | ENOTCONN
-            | ENOBUFS
             | ECONNABORTED
             | EPROTO
     )
