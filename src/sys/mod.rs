@@ -77,7 +77,10 @@ pub fn recv_msg(sock: &impl AsRawFd) -> nix::Result<Received> {
         Err(e) => return Err(e),
     };
     let mut fd = None;
-    for cmsg in msg.cmsgs()? {
+    // MSG_CTRUNC: the kernel could not install the descriptor here (out of
+    // descriptors) and dropped it; the message itself still counts.
+    let cmsgs = msg.cmsgs().ok().into_iter().flatten();
+    for cmsg in cmsgs {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             for raw in fds {
                 // SAFETY: the kernel just installed `raw` in our table for us; nobody else owns it.

@@ -340,6 +340,13 @@ impl Worker {
             let Intake::Master(fd) = &self.intake else { return None };
             match sys::recv_msg(fd) {
                 Ok(Received::Message(control::CONNECTION, Some(fd))) => self.add_conn(UnixStream::from(fd)),
+                Ok(Received::Message(control::CONNECTION, None)) => {
+                    // The kernel could not install the descriptor here (out of
+                    // descriptors): the client sees its connection close. Tell
+                    // the master it is over, so that its count stays right.
+                    log::error!("connection from master arrived without its descriptor (too many open files?)");
+                    self.connection_ended();
+                }
                 Ok(Received::Message(cmd, _)) => log::warn!("unexpected control message {cmd:?} from master"),
                 Ok(Received::Empty) => return None,
                 Ok(Received::Eof) | Err(_) => {
