@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 /// At most this many connection threads; the event loop serves connections
 /// beyond them (thousands of idle clients must not mean thousands of threads).
 pub const MAX_THREADS: usize = 1024;
+/// After a thread could not be started (out of memory, or of tasks under a
+/// cgroup's pids limit), new connections stay on the event loop this long
+/// before another start is tried.
+const SPAWN_RETRY: Duration = Duration::from_secs(1);
 /// An idle thread waits this long for a new connection before it exits.
 const IDLE_THREAD: Duration = Duration::from_secs(60);
 /// Stack of a connection thread: table code (glibc regexec, PCRE2, Berkeley
@@ -62,6 +66,9 @@ struct Shared {
     /// blocking read): a thread polls for its client's next request only
     /// while it is the only one.
     active: AtomicUsize,
+    /// When a thread last failed to start ([`crate::clock::coarse_ns`]; 0:
+    /// never).
+    spawn_failed: AtomicU64,
 }
 
 /// A connection for a thread: new (the thread sends the greeting), or
@@ -95,6 +102,7 @@ impl Threads {
                 busy: Mutex::new(Vec::new()),
                 gate,
                 active: AtomicUsize::new(0),
+                spawn_failed: AtomicU64::new(0),
             }),
         })
     }
@@ -112,11 +120,20 @@ impl Threads {
     /// Can [`Threads::dispatch`] take another connection?
     pub fn has_room(&self) -> bool {
         let q = lock(&self.shared.queue);
-        q.idle > q.conns.len() || lock(&self.shared.busy).len() < MAX_THREADS
+        if q.idle > q.conns.len() {
+            return true;
+        }
+        drop(q);
+        let failed = self.shared.spawn_failed.load(Ordering::Relaxed);
+        if failed != 0 && crate::clock::since(crate::clock::coarse_ns(), failed) < SPAWN_RETRY.as_nanos() as u64 {
+            return false;
+        }
+        lock(&self.shared.busy).len() < MAX_THREADS
     }
 
     /// Serve a connection on an idle thread, or on a new one. Err: no
-    /// thread could be started (the connection is closed).
+    /// thread could be started (the connection is closed, and for a while
+    /// [`Threads::has_room`] says no: the loop serves new connections).
     pub fn dispatch(&self, conn: Handoff) -> io::Result<()> {
         conn.stream.set_nonblocking(false)?;
         let mut q = lock(&self.shared.queue);
@@ -138,6 +155,7 @@ impl Threads {
             .spawn(move || thread_main(&shared, conn, mine));
         if spawned.is_err() {
             lock(&self.shared.busy).retain(|b| !Arc::ptr_eq(b, &busy));
+            self.shared.spawn_failed.store(crate::clock::coarse_ns().max(1), Ordering::Relaxed);
         }
         spawned.map(drop)
     }
