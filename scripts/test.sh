@@ -16,5 +16,5 @@ cargo test --release --locked
 PROXYMAP_TEST_THREADS=no cargo test --release --locked --test server --test standalone --test fd_limit \
     --test postfix_master --test postfix_diff --test postfix_tables --test postfix_verify \
     --test file_tables_stress
-PROXYMAP_TEST_THREADS=0 cargo test --release --locked --test server --test standalone \
+PROXYMAP_TEST_THREADS=0 cargo test --release --locked --test server --test standalone --test postfix_master \
     --test postfix_diff --test file_tables_stress

@@ -155,3 +155,77 @@ fn max_use_from_master_cf() {
     assert!(seen.len() >= 2, "one reader process served all six clients: {seen:?}");
     assert!(!inst.log().contains("bad command startup"), "{}", inst.log());
 }
+
+/// Our reader and writer processes under `master`, by service.
+fn service_children(master: i32, writer: bool) -> Vec<i32> {
+    children(master).into_iter().filter(|p| cmdline(*p).contains("proxywrite") == writer).collect()
+}
+
+/// kill -9 every process of one service, and wait for master to reap them.
+fn kill_service(master: i32, writer: bool) -> Vec<i32> {
+    let pids = service_children(master, writer);
+    assert!(!pids.is_empty(), "no {} process to kill", if writer { "proxywrite" } else { "proxymap" });
+    for p in &pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(wait_until(10, || service_children(master, writer).iter().all(|p| !pids.contains(p))), "not reaped");
+    pids
+}
+
+/// A process killed after serving its first request, on every path a first
+/// request can take (the event loop; a thread, for a table that may wait;
+/// the writer's thread, after many updates), is a process that started
+/// fine: master(8) must not throttle the service, and the next client is
+/// answered at once by a new process (Postfix's proxymap: the same). A
+/// throttled service would leave the next lookup waiting about 60 s, past
+/// postmap's 20 s limit here.
+#[test]
+fn killed_after_first_request_is_not_throttled() {
+    let main_cf = "proxy_read_maps = proxy:inline:{k1=v1} proxy:hash:@TABLES@/h\n\
+                   proxy_write_maps = proxy:hash:@WTABLES@/w\n";
+    let mut inst = Instance::new("kill9", main_cf, Server::Ours);
+    std::fs::write(inst.tables.join("h"), "k1 v1\n").expect("h");
+    std::fs::write(inst.wtables.join("w"), "k0 v0\n").expect("w");
+    for spec in [format!("hash:{}/h", inst.tables.display()), format!("hash:{}/w", inst.wtables.display())] {
+        assert!(inst.postmap(&[&spec]).status.success(), "postmap {spec}");
+    }
+    let _ = std::process::Command::new("chown").args(["-R", "postfix:postfix"]).arg(&inst.wtables).status();
+    inst.start();
+    let master = inst.master_pid().expect("master pid");
+    let hash = format!("proxy:hash:{}/h", inst.tables.display());
+    let whash = format!("hash:{}/w", inst.wtables.display());
+
+    let answered_at_once = |inst: &Instance, table: &str, what: &str| {
+        let started = std::time::Instant::now();
+        let out = inst.postmap(&["-q", "k1", table]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n", "after {what}: {}", inst.log());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "after {what}: {:?}", started.elapsed());
+        assert!(!inst.log().contains("throttling"), "after {what}:\n{}", inst.log());
+    };
+
+    // Served by the event loop (an inline table never waits).
+    answered_at_once(&inst, "proxy:inline:{k1=v1}", "start");
+    kill_service(master, false);
+    answered_at_once(&inst, "proxy:inline:{k1=v1}", "kill -9 after an inline lookup");
+
+    // A file table may wait for its lock: its first request goes to a thread.
+    kill_service(master, false);
+    answered_at_once(&inst, &hash, "kill -9 of an idle process");
+    kill_service(master, false);
+    answered_at_once(&inst, &hash, "kill -9 after a hash lookup");
+
+    // The writer: every update is served by a thread.
+    let mut w = Raw::connect(&inst.socket("proxywrite"));
+    for i in 0..2000 {
+        let key = format!("k{i}");
+        let update = [("request", "update"), ("table", whash.as_str()), ("flags", "0"), ("key", &key), ("value", "v")];
+        assert_eq!(w.call(&update), list(&[("status", "0")]), "update {i}");
+    }
+    drop(w);
+    kill_service(master, true);
+    let mut w = Raw::connect(&inst.socket("proxywrite"));
+    let started = std::time::Instant::now();
+    assert_eq!(w.call(&lookup(&whash, "k1999")), found("v"), "{}", inst.log());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "writer back after {:?}", started.elapsed());
+    assert!(!inst.log().contains("throttling"), "{}", inst.log());
+}

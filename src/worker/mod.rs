@@ -403,10 +403,6 @@ impl Worker {
             self.active += 1;
             self.idle_since = None;
             self.to_thread(Handoff { stream, greet: true, session: Session::default(), pending: Vec::new() });
-            // master(8) counts a use when told of the first connection.
-            if let Some(status) = &mut self.status {
-                self.master_gone |= status.served().is_err();
-            }
             return;
         }
         if stream.set_nonblocking(true).is_err() {
@@ -492,9 +488,7 @@ impl Worker {
                         conn.served = conn.served.saturating_add(1);
                         self.write_reply(slot, now);
                         self.spin.served(slot);
-                        if let Some(status) = &mut self.status {
-                            self.master_gone |= status.served().is_err();
-                        }
+                        self.report_use();
                     }
                 }
             }
@@ -549,6 +543,20 @@ impl Worker {
             log::error!("start connection thread: {e}");
             self.active -= 1;
             self.connection_ended();
+            return;
+        }
+        // The thread serves what this loop did not: its first request, a
+        // request that may wait, or an update. Unless master(8) has counted
+        // a use by now, it would take a later crash (or kill -9) of this
+        // process for a failed start and throttle the service for a minute.
+        self.report_use();
+    }
+
+    /// Tell master(8) once that this process serves clients (a TAKEN/AVAIL
+    /// pair, which it counts as a use); later calls write nothing.
+    fn report_use(&mut self) {
+        if let Some(status) = &mut self.status {
+            self.master_gone |= status.served().is_err();
         }
     }
 
