@@ -28,6 +28,23 @@ impl Client {
         Ok(c)
     }
 
+    /// Connect, waiting up to `wait` for a server that is still starting
+    /// (no socket yet, or nobody listening on it); other errors at once.
+    pub fn connect_waiting(path: &Path, wait: Duration) -> io::Result<Client> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Client::connect(path) {
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Send one request (name/value pairs) and read the reply list.
     pub fn call(&mut self, pairs: &[(&str, &[u8])]) -> io::Result<Attrs> {
         let mut req = Vec::new();

@@ -12,9 +12,10 @@ usage:
   proxymap standalone [--config FILE] [-v]
       Run the proxymap and proxywrite services under our own prefork master.
       Without --config: the embedded demo (files and sockets in ./proxymap-demo/).
-  proxymap client [-s SOCKET] [-f FLAGS] open|lookup|update|delete|sequence TABLE [KEY [VALUE]]
+  proxymap client [-s SOCKET] [-f FLAGS] [-w SECONDS] open|lookup|update|delete|sequence TABLE [KEY [VALUE]]
       Send one request (sequence: walk the whole table) and print the result.
       Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete).
+      -w: wait up to SECONDS for a server that is still starting.
   proxymap --version
   proxymap -t unix [-u] [-n proxywrite] [-o name=value] ...
       As started by Postfix's master(8) from master.cf (see docs/postfix.md).";
@@ -37,10 +38,8 @@ fn main() -> ExitCode {
             let argv0 = std::env::args().next().unwrap_or_else(|| "proxymap".into());
             postfix_child::run(&argv0, &args)
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        Some(other) => usage_error(&format!("unknown command: {other}")),
+        None => usage_error("a command is needed"),
     }
 }
 
@@ -79,12 +78,33 @@ fn usage_error(msg: &str) -> ExitCode {
 fn client(args: &[String]) -> ExitCode {
     let mut socket = None;
     let mut flags = String::from("540737"); // what `postmap -q` sends
+    let mut wait = std::time::Duration::ZERO;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        let mut value = |what: &str| it.next().ok_or_else(|| format!("{a} needs {what}"));
         match a.as_str() {
-            "-s" => socket = it.next().map(PathBuf::from),
-            "-f" => flags = it.next().cloned().unwrap_or_default(),
+            "-s" => match value("a socket path") {
+                Ok(v) => socket = Some(PathBuf::from(v)),
+                Err(e) => return usage_error(&e),
+            },
+            "-f" => match value("a number") {
+                Ok(v) if v.parse::<u32>().is_ok() => flags.clone_from(v),
+                Ok(v) => return usage_error(&format!("-f {v}: not a number")),
+                Err(e) => return usage_error(&e),
+            },
+            "-w" => match value("a number of seconds") {
+                Ok(v) => match v.parse::<f64>() {
+                    Ok(s) if (0.0..=3600.0).contains(&s) => wait = std::time::Duration::from_secs_f64(s),
+                    _ => return usage_error(&format!("-w {v}: not a number of seconds from 0 to 3600")),
+                },
+                Err(e) => return usage_error(&e),
+            },
+            // Keys may start with '-': "--" ends the options.
+            "--" => rest.extend(it.by_ref().map(String::as_str)),
+            o if o.starts_with('-') && o.len() > 1 && rest.is_empty() => {
+                return usage_error(&format!("unknown option: {o}"))
+            }
             _ => rest.push(a.as_str()),
         }
     }
@@ -105,7 +125,7 @@ fn client(args: &[String]) -> ExitCode {
         let svc = if matches!(op, "update" | "delete") { "proxywrite" } else { "proxymap" };
         PathBuf::from("proxymap-demo/private").join(svc)
     });
-    match run_client(&socket, op, table, &flags, operands) {
+    match run_client(&socket, wait, op, table, &flags, operands) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("proxymap: {}: {e}", socket.display());
@@ -116,12 +136,13 @@ fn client(args: &[String]) -> ExitCode {
 
 fn run_client(
     socket: &std::path::Path,
+    wait: std::time::Duration,
     op: &str,
     table: &str,
     flags: &str,
     operands: &[&str],
 ) -> std::io::Result<ExitCode> {
-    let mut c = Client::connect(socket)?;
+    let mut c = Client::connect_waiting(socket, wait)?;
     let mut pairs: Vec<(&str, &[u8])> =
         vec![("request", op.as_bytes()), ("table", table.as_bytes()), ("flags", flags.as_bytes())];
     let names: &[&str] = match op {
