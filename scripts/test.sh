@@ -18,3 +18,5 @@ PROXYMAP_TEST_THREADS=no cargo test --release --locked --test server --test stan
     --test file_tables_stress
 PROXYMAP_TEST_THREADS=0 cargo test --release --locked --test server --test standalone --test postfix_master \
     --test postfix_diff --test file_tables_stress
+# The README's first command, literally, in a fresh clone.
+bash scripts/test-readme.sh
