@@ -1,36 +1,31 @@
 //! Lookup tables. Every table type implements [`Dict`]; [`registry`] maps Postfix
 //! type names (`hash`, `inline`, ...) to constructors.
 //!
-//! Adding a table type: one file here with an `open` function, plus one line in
-//! `registry.rs`.
+//! The folders are the table families, each with the machinery its tables
+//! share:
+//! * [`file`]: indexed files built by postmap (`hash`, `btree`, `lmdb`,
+//!   `cdb`) and `texthash`, with the file locks and change checks they share;
+//! * [`pattern`]: rule files matched in order (`regexp`, `pcre`, `cidr`);
+//! * [`builtin`]: tables with no file of their own (`inline`, `static`,
+//!   `fail`, `internal`, `environ`, `unix`);
+//! * [`composite`]: tables made of other tables (`pipemap`, `unionmap`,
+//!   `randmap`, nested `proxy`).
+//!
+//! Beside them: [`registry`] (type names), [`surrogate`] (the stand-in for a
+//! table that failed to open) and [`postmap_text`] (Postfix's text syntax).
+//!
+//! Adding a table type: one file in its family's folder with an `open`
+//! function, plus one line in `registry.rs`.
 
-pub mod cdb;
-pub mod cidr;
-pub mod components;
-pub mod db;
-pub mod environ;
-pub mod fail;
-pub mod filelock;
-pub mod hash_pages;
-pub mod inline;
-pub mod internal;
-pub mod lmdb;
-pub mod pattern_rules;
-pub mod pcre;
-pub mod pipemap;
+pub mod builtin;
+pub mod composite;
+pub mod file;
+pub mod pattern;
 pub mod postmap_text;
-pub mod proxy;
-pub mod randmap;
-pub mod regexp;
 pub mod registry;
-pub mod static_table;
 pub mod surrogate;
 #[cfg(test)]
 pub(crate) mod testutil;
-pub mod texthash;
-pub mod unionmap;
-pub mod unix;
-pub mod verified;
 
 use crate::config::Params;
 use std::any::Any;

@@ -240,7 +240,7 @@ impl Worker {
             }
             // Table locks taken for this batch of requests are kept until it
             // is answered (dict::filelock); the pass ends before any wait.
-            let pass = crate::dict::filelock::Pass::begin();
+            let pass = crate::dict::file::filelock::Pass::begin();
             for ev in &events[..n] {
                 let token = ev.data();
                 if token == STATUS_TOKEN {
@@ -262,8 +262,8 @@ impl Worker {
                 }
             }
             drop(pass);
-            if crate::dict::filelock::stale_leases_pending() {
-                crate::dict::filelock::end_stale_leases();
+            if crate::dict::file::filelock::stale_leases_pending() {
+                crate::dict::file::filelock::end_stale_leases();
             }
             let now = Instant::now();
             if self.accept_pause.ends(now) {
@@ -317,8 +317,8 @@ impl Worker {
             self.spin.backoff.miss();
         }
         // Leases shared by connection threads must end in time.
-        let tick = match crate::dict::filelock::stale_leases_pending() {
-            true => crate::dict::filelock::LEASE_TICK,
+        let tick = match crate::dict::file::filelock::stale_leases_pending() {
+            true => crate::dict::file::filelock::LEASE_TICK,
             false => TICK,
         };
         self.epoll.wait(events, tick.as_millis() as u16)

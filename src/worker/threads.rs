@@ -15,7 +15,7 @@
 
 use super::backoff::{self, Backoff};
 use super::Limits;
-use crate::dict::filelock;
+use crate::dict::file::filelock;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Role, Service, Session};
 use crate::sync::lock;

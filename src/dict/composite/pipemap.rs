@@ -1,8 +1,8 @@
 //! `pipemap:{t1:n1, t2:n2, ...}`: the result of each table is the key of the
 //! next; a miss or an error anywhere ends the lookup.
 
-use super::components::{self, Components};
-use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::composite::components::{self, Components};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 
 struct Pipemap {
     flags: u32,

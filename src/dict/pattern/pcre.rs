@@ -1,7 +1,7 @@
 //! `pcre:/path` and `pcre:{ {rule}, ... }`: PCRE2 rules (Postfix
 //! dict_pcre.c built with PCRE2, pcre_table(5)).
 //!
-//! Rule syntax, warnings and evaluation live in [`super::pattern_rules`];
+//! Rule syntax, warnings and evaluation live in [`crate::dict::pattern::pattern_rules`];
 //! this file has what is pcre's own: the flags `i` (CASELESS, on by
 //! default), `m` (MULTILINE), `s` (DOTALL, on by default), `x` (EXTENDED),
 //! `A` (ANCHORED), `E` (DOLLAR_ENDONLY), `U` (UNGREEDY), and `X`, which
@@ -9,8 +9,8 @@
 //! and keeps the rule. Compile errors read `error in regex at offset N:
 //! <PCRE2 message>`.
 
-use super::pattern_rules::{self, Dialect, Engine};
-use super::{Dict, OpenError, OpenRequest};
+use crate::dict::pattern::pattern_rules::{self, Dialect, Engine};
+use crate::dict::{Dict, OpenError, OpenRequest};
 use crate::sys::regex::{
     pcre2_error_message, Pcre2Code, Pcre2MatchData, PCRE2_ANCHORED, PCRE2_CASELESS, PCRE2_DOLLAR_ENDONLY, PCRE2_DOTALL,
     PCRE2_ERROR_NOMATCH, PCRE2_EXTENDED, PCRE2_MULTILINE, PCRE2_UNGREEDY,
@@ -141,7 +141,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::pattern_rules::RuleTable;
+    use crate::dict::pattern::pattern_rules::RuleTable;
     use crate::dict::Mode;
     use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
 

@@ -22,8 +22,8 @@
 //! whose mtime changed, that was removed, or whose path now names another
 //! file, so the read-only service reopens it.
 
-use super::postmap_text::{self, is_space, BraceTokens, LogicalLines};
-use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::postmap_text::{self, is_space, BraceTokens, LogicalLines};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

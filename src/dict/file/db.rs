@@ -41,12 +41,12 @@
 //! * Sequence NEXT without FIRST reports the end (Postfix panics); cursors
 //!   are per connection (Postfix: one per table).
 
-use super::filelock::{FileLock, Held, Kind, Style};
-use super::hash_pages::HashPages;
-use super::postmap_text::{cut_at_nul, until_nul};
-use super::verified::{self, Verdicts};
-use super::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::config::Params;
+use crate::dict::file::filelock::{FileLock, Held, Kind, Style};
+use crate::dict::file::hash_pages::HashPages;
+use crate::dict::file::verified::{self, Verdicts};
+use crate::dict::postmap_text::{cut_at_nul, until_nul};
+use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
 };
@@ -597,7 +597,7 @@ impl DbDict {
     ) -> Result<bool, E> {
         let mut found = false;
         if self.nul.load(Ordering::Relaxed) & TRY1NULL != 0 {
-            found = super::probe_with_nul(key, |k| get(k, out))?;
+            found = crate::dict::probe_with_nul(key, |k| get(k, out))?;
             if found {
                 self.nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
             }
@@ -1226,7 +1226,7 @@ mod tests {
 
     #[test]
     fn a_pass_checks_the_file_once_and_writers_wait_for_its_end() {
-        use crate::dict::filelock::Pass;
+        use crate::dict::file::filelock::Pass;
         let dir = Lab::new("db-pass");
         for t in TYPES {
             let name = dir.build(t, t, "a 1\n", &[]);

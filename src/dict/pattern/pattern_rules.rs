@@ -12,8 +12,8 @@
 //!
 //! An [`Engine`] supplies the pattern flags, compilation and matching.
 
-use super::postmap_text::{self, is_space, BraceTokens, LogicalLines};
-use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::postmap_text::{self, is_space, BraceTokens, LogicalLines};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN, SRC_RHS_IS_FILE};
 use crate::sync::lock;
 use std::os::unix::fs::MetadataExt;
@@ -2010,8 +2010,8 @@ mod tests {
 #[cfg(test)]
 mod differential {
     use super::*;
-    use crate::dict::pcre::Pcre;
-    use crate::dict::regexp::Posix;
+    use crate::dict::pattern::pcre::Pcre;
+    use crate::dict::pattern::regexp::Posix;
     use crate::protocol::flags::{DUP_WARN, FOLD_FIX, LOCK, UTF8_REQUEST};
     use std::io::Write;
     use std::path::PathBuf;
@@ -2371,8 +2371,8 @@ if /q/
 #[cfg(test)]
 mod speed {
     use super::*;
-    use crate::dict::pcre::Pcre;
-    use crate::dict::regexp::Posix;
+    use crate::dict::pattern::pcre::Pcre;
+    use crate::dict::pattern::regexp::Posix;
 
     fn table(n: usize) -> String {
         let mut t = String::new();
@@ -2447,8 +2447,8 @@ mod speed {
 #[cfg(test)]
 mod set_equivalence {
     use super::*;
-    use crate::dict::pcre::Pcre;
-    use crate::dict::regexp::Posix;
+    use crate::dict::pattern::pcre::Pcre;
+    use crate::dict::pattern::regexp::Posix;
 
     /// Pattern shapes (`{}` is replaced by a rule-dependent word); both
     /// dialects unless marked.

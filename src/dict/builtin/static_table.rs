@@ -3,8 +3,8 @@
 //! update, delete or sequence (Postfix exits on those; we answer the trait's
 //! "not supported" error). Open mode does not matter.
 
-use super::postmap_text;
-use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::postmap_text;
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, SRC_RHS_IS_FILE};
 
 pub struct Static {

@@ -13,7 +13,7 @@
 //! Postfix's warning `cannot access UNIX password database: <errno text>` is
 //! logged and the lookup fails with RETRY.
 
-use super::{Dict, DictError, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictError, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use crate::sys::passwd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,7 +115,7 @@ impl Dict for Unix {
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {
         out.clear();
-        let key = super::fold_key(super::postmap_text::until_nul(key), flags & FOLD_FIX != 0);
+        let key = crate::dict::fold_key(crate::dict::postmap_text::until_nul(key), flags & FOLD_FIX != 0);
         match self.find(&key) {
             Some(entry) => {
                 self.checked().store(true, Ordering::Relaxed);

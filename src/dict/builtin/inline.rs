@@ -8,9 +8,9 @@
 //! FOLD_FIX in the request flags. Sequence is supported (inherited from
 //! dict_ht in Postfix).
 
-use super::postmap_text::{self, BraceTokens};
-use super::texthash::{MemDict, MemTable};
-use super::{Dict, OpenError, OpenRequest};
+use crate::dict::file::texthash::{MemDict, MemTable};
+use crate::dict::postmap_text::{self, BraceTokens};
+use crate::dict::{Dict, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX, SRC_RHS_IS_FILE};
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
@@ -30,7 +30,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     for item in BraceTokens::new(&name[1..len - 1]) {
         match parse_item(item, files) {
             Ok((key, value)) => {
-                table.put(&super::fold_key(key, fold), &value);
+                table.put(&crate::dict::fold_key(key, fold), &value);
                 count += 1;
             }
             Err(err) => {

@@ -1,8 +1,8 @@
 //! The component list of `pipemap:{...}` and `unionmap:{...}`: each item a
 //! `type:name` table, opened in-process with the composite's mode and flags.
 
-use super::postmap_text::{balpar, BraceTokens};
-use super::{registry, Dict, OpenError, OpenRequest};
+use crate::dict::postmap_text::{balpar, BraceTokens};
+use crate::dict::{registry, Dict, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, PATTERN};
 
 pub struct Components {

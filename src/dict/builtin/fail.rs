@@ -3,7 +3,7 @@
 //! when the table was opened read-write; a read-only instance answers the
 //! trait's "not supported" for them (proxymap denies them before that anyway).
 
-use super::{Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::{Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::PATTERN;
 
 pub struct Fail {

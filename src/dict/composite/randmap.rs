@@ -1,8 +1,8 @@
 //! `randmap:{r1, r2, ...}`: every lookup returns one of the results, chosen at
 //! random (Postfix uses it to spread mail over relays).
 
-use super::postmap_text::{balpar, file_to_base64, BraceTokens};
-use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::postmap_text::{balpar, file_to_base64, BraceTokens};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,8 +1,8 @@
 //! `unionmap:{t1:n1, t2:n2, ...}`: every table is asked; the results are
 //! joined with commas; the first error ends the lookup.
 
-use super::components::{self, Components};
-use super::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::composite::components::{self, Components};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 
 struct Unionmap {
     flags: u32,

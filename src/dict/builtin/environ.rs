@@ -3,8 +3,8 @@
 //! both fold the key with FOLD_FIX in the request flags. Delete and sequence
 //! are not implemented (as in Postfix).
 
-use super::postmap_text::until_nul;
-use super::{Dict, DictError, DictResult, OpenError, OpenRequest};
+use crate::dict::postmap_text::until_nul;
+use crate::dict::{Dict, DictError, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -32,7 +32,7 @@ impl Dict for Environ {
             return Ok(false);
         }
         // Postfix passes C strings: a NUL ends the name.
-        let name = super::fold_key(until_nul(key), flags & FOLD_FIX != 0);
+        let name = crate::dict::fold_key(until_nul(key), flags & FOLD_FIX != 0);
         if name.is_empty() {
             return Ok(false);
         }
@@ -46,7 +46,7 @@ impl Dict for Environ {
     }
 
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
-        let name = super::fold_key(until_nul(key), flags & FOLD_FIX != 0);
+        let name = crate::dict::fold_key(until_nul(key), flags & FOLD_FIX != 0);
         // setenv(3) rejects these with EINVAL, which Postfix treats as fatal;
         // std::env::set_var would panic, so refuse before calling it.
         if name.is_empty() || name.contains(&b'=') {

@@ -13,7 +13,7 @@
 //! deleted since and returning current values. Order is unspecified, as in
 //! Postfix (hash order there, key order here).
 
-use super::{Cursor, Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use std::collections::HashMap;
 
@@ -29,7 +29,7 @@ struct Walk {
 }
 
 fn folded(key: &[u8], flags: u32) -> std::borrow::Cow<'_, [u8]> {
-    super::fold_key(super::postmap_text::until_nul(key), flags & FOLD_FIX != 0)
+    crate::dict::fold_key(crate::dict::postmap_text::until_nul(key), flags & FOLD_FIX != 0)
 }
 
 impl Dict for Internal {
@@ -49,7 +49,7 @@ impl Dict for Internal {
     }
 
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
-        let value = super::postmap_text::until_nul(value).to_vec();
+        let value = crate::dict::postmap_text::until_nul(value).to_vec();
         self.table.insert(folded(key, flags).into_owned(), value);
         Ok(true)
     }

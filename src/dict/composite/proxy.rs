@@ -1,7 +1,7 @@
 //! `proxy:type:name` inside the server (a component of a composite table):
 //! the table is opened directly, in this process, as Postfix's proxymap does.
 
-use super::{registry, Dict, OpenError, OpenRequest};
+use crate::dict::{registry, Dict, OpenError, OpenRequest};
 
 pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let mut name = req.name;

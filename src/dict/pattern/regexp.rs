@@ -2,14 +2,14 @@
 //! expression rules (Postfix dict_regexp.c, regexp_table(5)), matched with
 //! glibc's regcomp/regexec, so leftmost-longest exactly as in Postfix.
 //!
-//! Rule syntax, warnings and evaluation live in [`super::pattern_rules`];
+//! Rule syntax, warnings and evaluation live in [`crate::dict::pattern::pattern_rules`];
 //! this file has what is regexp's own: the flags `i` (toggles REG_ICASE, on
 //! by default), `m` (REG_NEWLINE), `x` (toggles REG_EXTENDED, on by
 //! default), the legacy `/p1/!/p2/` form, REG_NOSUB for rules whose result
 //! has no `$n`, and regerror texts.
 
-use super::pattern_rules::{self, Dialect, Engine};
-use super::{Dict, OpenError, OpenRequest};
+use crate::dict::pattern::pattern_rules::{self, Dialect, Engine};
+use crate::dict::{Dict, OpenError, OpenRequest};
 use crate::sys::regex::{regmatch_t, PosixRegex, REGMATCH_UNSET, REG_EXTENDED, REG_ICASE, REG_NEWLINE, REG_NOSUB};
 use std::ffi::{CStr, CString};
 
@@ -115,7 +115,7 @@ pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::pattern_rules::RuleTable;
+    use crate::dict::pattern::pattern_rules::RuleTable;
     use crate::dict::testutil::TempFile;
     use crate::dict::Mode;
     use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};

@@ -20,8 +20,8 @@
 //! process; a damaged file fails the open (or, for damage found only by a
 //! lookup, answers RETRY, logged once) where tinycdb makes Postfix exit.
 
-use super::postmap_text::io_error_text;
-use super::{fold_key, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::postmap_text::io_error_text;
+use crate::dict::{fold_key, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX, TRY0NULL, TRY1NULL};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -178,7 +178,7 @@ impl Dict for Cdb {
         // Threads racing here learn the same answer from the same file.
         let nul = self.nul.load(Ordering::Relaxed);
         if nul & TRY1NULL != 0 {
-            result = super::probe_with_nul(&key, |probe| find(&self.data, probe));
+            result = crate::dict::probe_with_nul(&key, |probe| find(&self.data, probe));
             if let Ok(Some(_)) = result {
                 self.nul.fetch_and(!TRY0NULL, Ordering::Relaxed);
             }
@@ -192,7 +192,7 @@ impl Dict for Cdb {
         match result {
             Ok(Some(value)) => {
                 // Postfix hands values on as C strings.
-                out.extend_from_slice(super::postmap_text::until_nul(value));
+                out.extend_from_slice(crate::dict::postmap_text::until_nul(value));
                 Ok(true)
             }
             Ok(None) => Ok(false),

@@ -9,8 +9,8 @@
 //! take part in table change detection (it records no file status), so
 //! `changed()` stays false.
 
-use super::postmap_text::{self, LogicalLines, SplitError};
-use super::{Cursor, Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::postmap_text::{self, LogicalLines, SplitError};
+use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, SRC_RHS_IS_FILE, UTF8_ACTIVE};
 use std::hash::BuildHasher;
 use std::io::Read;
@@ -247,7 +247,7 @@ fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
         } else {
             value.to_vec()
         };
-        let stored_key = super::fold_key(key, fold);
+        let stored_key = crate::dict::fold_key(key, fold);
         if !table.insert_new(&stored_key, &value) {
             if flags & DUP_IGNORE != 0 {
                 // keep the first value

@@ -31,9 +31,9 @@
 //! or longer than 511 bytes) are "not found" for lookup and delete instead of
 //! a fatal error. After MDB_PANIC the environment is reopened.
 
-use super::filelock::{FileLock, Held, Kind, Style};
-use super::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::file::filelock::{FileLock, Held, Kind, Style};
 use crate::dict::postmap_text::{self, cut_at_nul, until_nul};
+use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
@@ -280,7 +280,7 @@ fn probe<T>(
     mut get: impl FnMut(&[u8]) -> Result<Option<T>, mdb::Error>,
 ) -> Result<Option<(u32, T)>, mdb::Error> {
     if nul & TRY1NULL != 0 {
-        if let Some(v) = absent_if_unstorable(super::probe_with_nul(key, &mut get))? {
+        if let Some(v) = absent_if_unstorable(crate::dict::probe_with_nul(key, &mut get))? {
             return Ok(Some((TRY1NULL, v)));
         }
     }
@@ -800,7 +800,7 @@ mod tests {
         assert!(st.success());
         // Inside a worker's pass the shared lock is kept until the pass ends,
         // against Postfix's own (classic fcntl) locks.
-        let pass = crate::dict::filelock::Pass::begin();
+        let pass = crate::dict::file::filelock::Pass::begin();
         assert!(get(&mut d, "alice", LOCK).is_some());
         let st = std::process::Command::new("python3").args(["-c", script, &mdb_path]).status().unwrap();
         assert!(!st.success(), "the pass still holds the shared lock");
