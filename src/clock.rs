@@ -11,18 +11,18 @@ fn read(clock: ClockId) -> u64 {
 }
 
 /// CLOCK_MONOTONIC, the clock `Instant` reads.
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     read(ClockId::CLOCK_MONOTONIC)
 }
 
 /// CLOCK_MONOTONIC_COARSE: cheaper still, a few milliseconds' resolution.
-pub fn coarse_ns() -> u64 {
+pub(crate) fn coarse_ns() -> u64 {
     read(ClockId::CLOCK_MONOTONIC_COARSE)
 }
 
 /// Nanoseconds from `earlier` to `later`, 0 if the readings are the wrong
 /// way round.
-pub fn since(later: u64, earlier: u64) -> u64 {
+pub(crate) fn since(later: u64, earlier: u64) -> u64 {
     later.saturating_sub(earlier)
 }
 

@@ -6,14 +6,14 @@
 //! `sys` (the few raw system calls), `clock`, `logging`.
 
 pub mod client;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod dict;
-pub mod logging;
+pub(crate) mod logging;
 pub mod master;
 pub mod postfix_child;
 pub mod protocol;
 pub mod service;
-pub mod sync;
-pub mod sys;
+pub(crate) mod sync;
+pub(crate) mod sys;
 pub mod worker;

@@ -11,7 +11,7 @@ use syslog::{Facility, Formatter3164, LoggerBackend};
 
 /// Where log lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     Stderr,
     Syslog,
     /// Syslog, and a copy on stderr (Postfix's `-V`).
@@ -20,7 +20,7 @@ pub enum Destination {
 
 /// Postfix's `maillog_file` route: datagrams to the postlogd(8) socket.
 #[derive(Clone, Debug)]
-pub struct Postlog {
+pub(crate) struct Postlog {
     pub socket: std::path::PathBuf,
     /// `myhostname`; its first label goes into each record.
     pub hostname: String,
@@ -41,12 +41,12 @@ static LOGGER: PostfixLogger = PostfixLogger { sink: Mutex::new(None) };
 
 /// Install (or re-install) the logger. Call again after fork so the pid in
 /// syslog lines is the child's, and after the configuration changed the tag.
-pub fn init(tag: &str, destination: Destination, verbose: bool) {
+pub(crate) fn init(tag: &str, destination: Destination, verbose: bool) {
     init_with_postlog(tag, destination, None, verbose);
 }
 
 /// Like [`init`], with `maillog_file` logging through postlogd instead of syslog.
-pub fn init_with_postlog(tag: &str, destination: Destination, postlog: Option<Postlog>, verbose: bool) {
+pub(crate) fn init_with_postlog(tag: &str, destination: Destination, postlog: Option<Postlog>, verbose: bool) {
     let postlog = postlog.and_then(|p| {
         let sock = std::os::unix::net::UnixDatagram::unbound().ok()?;
         sock.connect(&p.socket).ok()?;
@@ -73,7 +73,7 @@ pub fn init_with_postlog(tag: &str, destination: Destination, postlog: Option<Po
 }
 
 /// Log a fatal error as Postfix does (`fatal: ...`) and exit with status 1.
-pub fn fatal(message: std::fmt::Arguments<'_>) -> ! {
+pub(crate) fn fatal(message: std::fmt::Arguments<'_>) -> ! {
     log::error!(target: "fatal", "{message}");
     std::process::exit(1)
 }

@@ -6,34 +6,25 @@
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The guard if nobody holds the lock just now.
-pub fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match m.try_lock() {
-        Ok(g) => Some(g),
-        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    }
-}
-
 /// The data of a lock nobody else can hold (`&mut`).
-pub fn get_mut<T>(m: &mut RwLock<T>) -> &mut T {
+pub(crate) fn get_mut<T>(m: &mut RwLock<T>) -> &mut T {
     m.get_mut().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The read guard if no writer holds or waits for the lock just now.
-pub fn try_read<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
+pub(crate) fn try_read<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
     match m.try_read() {
         Ok(g) => Some(g),
         Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
@@ -42,7 +33,7 @@ pub fn try_read<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
 }
 
 /// The write guard if nobody holds the lock just now.
-pub fn try_write<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
+pub(crate) fn try_write<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
     match m.try_write() {
         Ok(g) => Some(g),
         Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
@@ -59,13 +50,13 @@ thread_local! {
 /// [`crate::dict::DictError::WouldBlock`] instead, and the caller serves the
 /// request where waiting is harmless (the worker's event loop hands the
 /// connection to a thread of its own). Not `Send`: it is this thread's.
-pub struct NoWait {
+pub(crate) struct NoWait {
     was: bool,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl NoWait {
-    pub fn begin() -> NoWait {
+    pub(crate) fn begin() -> NoWait {
         NoWait { was: NO_WAIT.with(|f| f.replace(true)), _not_send: std::marker::PhantomData }
     }
 }
@@ -77,12 +68,12 @@ impl Drop for NoWait {
 }
 
 /// Whether this thread must not wait for locks (see [`NoWait`]).
-pub fn no_wait() -> bool {
+pub(crate) fn no_wait() -> bool {
     NO_WAIT.with(std::cell::Cell::get)
 }
 
 /// The read side; None only under [`NoWait`] when it is not free just now.
-pub fn read_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
+pub(crate) fn read_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
     if no_wait() {
         try_read(m)
     } else {
@@ -91,7 +82,7 @@ pub fn read_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
 }
 
 /// The write side; None only under [`NoWait`] when it is not free just now.
-pub fn write_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
+pub(crate) fn write_unless_busy<T>(m: &RwLock<T>) -> Option<RwLockWriteGuard<'_, T>> {
     if no_wait() {
         try_write(m)
     } else {

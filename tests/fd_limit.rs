@@ -125,8 +125,8 @@ fn out_of_descriptors_the_worker_pauses_accepting_and_then_serves_the_waiting_cl
 
 #[test]
 fn a_connection_that_arrives_without_its_descriptor_is_reported_done() {
-    use proxymap::sys::{self, Received};
     use proxymap::worker::control;
+    use proxymap::worker::control::{self as sys, Received};
     use std::os::fd::{AsRawFd, OwnedFd};
     let _turn = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
     let (master, ours) = UnixStream::pair().expect("socketpair");

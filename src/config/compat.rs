@@ -2,7 +2,7 @@
 
 /// Converts a compatibility level to a comparable tuple. The error is the
 /// warning text Postfix logs.
-pub fn compat_level_from_string(s: &str) -> Result<(u64, u64, u64), String> {
+pub(crate) fn compat_level_from_string(s: &str) -> Result<(u64, u64, u64), String> {
     let bad = || format!("malformed compatibility level syntax: \"{s}\"");
     // Postfix limits minor and patch to 10 bits each.
     const MAX_MINOR: u64 = 0x3ff;

@@ -43,7 +43,7 @@ fn strtol(s: &str) -> (i64, usize, bool) {
 }
 
 /// Integer parameter (C int range), as get_mail_conf_int() converts it.
-pub fn parse_int(name: &str, value: &str) -> Result<i32, ConfigError> {
+pub(crate) fn parse_int(name: &str, value: &str) -> Result<i32, ConfigError> {
     let (v, end, overflow) = strtol(value);
     match i32::try_from(v) {
         Ok(n) if !value.is_empty() && end == value.len() && !overflow => Ok(n),
@@ -52,7 +52,7 @@ pub fn parse_int(name: &str, value: &str) -> Result<i32, ConfigError> {
 }
 
 /// Long parameter, as get_mail_conf_long() converts it.
-pub fn parse_long(name: &str, value: &str) -> Result<i64, ConfigError> {
+pub(crate) fn parse_long(name: &str, value: &str) -> Result<i64, ConfigError> {
     let (v, end, overflow) = strtol(value);
     if value.is_empty() || end != value.len() || overflow {
         return Err(ConfigError::Invalid(format!("bad numerical configuration: {name} = {value}")));
@@ -61,7 +61,7 @@ pub fn parse_long(name: &str, value: &str) -> Result<i64, ConfigError> {
 }
 
 /// Boolean parameter: yes/no, case-insensitive.
-pub fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     if value.eq_ignore_ascii_case("yes") {
         Ok(true)
     } else if value.eq_ignore_ascii_case("no") {
@@ -73,7 +73,7 @@ pub fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
 
 /// Postfix's conv_time(): number plus optional unit (s, m, h, d, w); only
 /// the first character after the number is looked at, as in Postfix.
-pub fn conv_time(value: &str, def_unit: char) -> Option<u32> {
+pub(crate) fn conv_time(value: &str, def_unit: char) -> Option<u32> {
     let (v, end, overflow) = strtol(value);
     if value.is_empty() || overflow || v < 0 || v > i64::from(i32::MAX) {
         return None;
@@ -95,7 +95,7 @@ pub fn conv_time(value: &str, def_unit: char) -> Option<u32> {
 }
 
 /// Time parameter in seconds, with Postfix's fatal text on bad input.
-pub fn parse_time(name: &str, value: &str, def_unit: char) -> Result<u32, ConfigError> {
+pub(crate) fn parse_time(name: &str, value: &str, def_unit: char) -> Result<u32, ConfigError> {
     conv_time(value, def_unit)
         .ok_or_else(|| ConfigError::Invalid(format!("parameter {name}: bad time value or unit: {value}")))
 }

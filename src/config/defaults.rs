@@ -4,7 +4,7 @@
 
 /// How a parameter is evaluated and what is written back when unset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// String; the expanded default is written back.
     Str,
     /// String whose default is computed at run time (myhostname etc.).
@@ -21,7 +21,7 @@ pub enum Kind {
 
 /// One parameter: name, kind, default text, minimum and maximum (0 = none;
 /// string length bounds for strings).
-pub struct Def {
+pub(crate) struct Def {
     pub name: &'static str,
     pub kind: Kind,
     pub default: &'static str,
@@ -36,7 +36,7 @@ const fn d(name: &'static str, kind: Kind, default: &'static str, min: i64, max:
 use Kind::*;
 
 /// The proxy_read_maps default, verbatim from `postconf -d` of 3.7.11.
-pub const PROXY_READ_MAPS: &str = "$local_recipient_maps $mydestination $virtual_alias_maps \
+pub(crate) const PROXY_READ_MAPS: &str = "$local_recipient_maps $mydestination $virtual_alias_maps \
 $virtual_alias_domains $virtual_mailbox_maps $virtual_mailbox_domains $relay_recipient_maps \
 $relay_domains $canonical_maps $sender_canonical_maps $recipient_canonical_maps $relocated_maps \
 $transport_maps $mynetworks $smtpd_sender_login_maps $sender_bcc_maps $recipient_bcc_maps \
@@ -61,18 +61,18 @@ $lmtp_nested_header_checks $milter_header_checks $mime_header_checks $nested_hea
 $smtp_body_checks $smtp_header_checks $smtp_mime_header_checks $smtp_nested_header_checks";
 
 /// The proxy_write_maps default.
-pub const PROXY_WRITE_MAPS: &str =
+pub(crate) const PROXY_WRITE_MAPS: &str =
     "$smtp_sasl_auth_cache_name $lmtp_sasl_auth_cache_name $address_verify_map $postscreen_cache_map";
 
 /// Fallback domain when the host name has no dot.
-pub const DEF_MYDOMAIN: &str = "localdomain";
+pub(crate) const DEF_MYDOMAIN: &str = "localdomain";
 
 /// mynetworks is computed from interfaces in Postfix; it never yields
 /// `proxy:` entries, so a fixed loopback value stands in.
-pub const MYNETWORKS: &str = "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128";
+pub(crate) const MYNETWORKS: &str = "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128";
 
 /// Every registered parameter, in Postfix's evaluation order.
-pub static TABLE: &[Def] = &[
+pub(crate) static TABLE: &[Def] = &[
     // mail_params_init: compatibility level first.
     d("compatibility_level", Str, "0", 0, 0),
     d("mail_version", Str, "3.7.11", 1, 0),
@@ -228,18 +228,18 @@ pub static TABLE: &[Def] = &[
 ];
 
 /// Looks up a registered parameter.
-pub fn find(name: &str) -> Option<&'static Def> {
+pub(crate) fn find(name: &str) -> Option<&'static Def> {
     TABLE.iter().find(|d| d.name == name)
 }
 
 /// The machine's host name as gethostname() reports it.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// myhostname default: the host name, with `.$mydomain` (main.cf value,
 /// else "localdomain") appended when it has no dot.
-pub fn default_myhostname(mydomain_setting: Option<&str>) -> String {
+pub(crate) fn default_myhostname(mydomain_setting: Option<&str>) -> String {
     let host = hostname();
     if host.contains('.') {
         host
@@ -249,7 +249,7 @@ pub fn default_myhostname(mydomain_setting: Option<&str>) -> String {
 }
 
 /// mydomain default: what follows the first dot of myhostname.
-pub fn default_mydomain(myhostname: &str) -> String {
+pub(crate) fn default_mydomain(myhostname: &str) -> String {
     match myhostname.split_once('.') {
         Some((_, domain)) => domain.to_string(),
         None => DEF_MYDOMAIN.to_string(),

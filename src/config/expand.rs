@@ -14,7 +14,7 @@ const MAX_NESTING: i32 = 100;
 /// Expands `text`. `lookup` returns the raw (unexpanded) value of a name, or
 /// None when undefined; undefined names expand to nothing. Warnings are
 /// logged as Postfix logs them; the first one is kept in the error.
-pub fn expand<F>(text: &str, lookup: &F) -> Result<String, ConfigError>
+pub(crate) fn expand<F>(text: &str, lookup: &F) -> Result<String, ConfigError>
 where
     F: Fn(&str) -> Option<String>,
 {

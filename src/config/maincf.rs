@@ -5,7 +5,7 @@ use super::ConfigError;
 
 /// One `name = value` entry with the line number its logical line starts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: String,
     pub value: String,
     pub line: usize,
@@ -85,7 +85,7 @@ pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
 /// Splits `name = value` as Postfix's split_nameval(): name is the first run
 /// of non-space, non-'=' characters; the value is trimmed on both sides.
 /// The error is Postfix's text.
-pub fn split_nameval(line: &str) -> Result<(String, String), &'static str> {
+pub(crate) fn split_nameval(line: &str) -> Result<(String, String), &'static str> {
     let b = line.as_bytes();
     let np = b.iter().position(|c| !is_space(*c)).unwrap_or(b.len());
     if np == b.len() || b[np] == b'=' {
@@ -102,13 +102,13 @@ pub fn split_nameval(line: &str) -> Result<(String, String), &'static str> {
 
 /// Parses one `-o name=value` command-line argument as the Postfix server
 /// skeletons do; the error carries Postfix's fatal text.
-pub fn parse_override(arg: &str) -> Result<(String, String), ConfigError> {
+pub(crate) fn parse_override(arg: &str) -> Result<(String, String), ConfigError> {
     split_nameval(arg).map_err(|err| ConfigError::Invalid(format!("invalid \"-o {arg}\" option value: {err}")))
 }
 
 /// Reads main.cf text into entries in file order. Syntax errors are fatal
 /// in Postfix and come back as ConfigError with its text.
-pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ConfigError> {
+pub(crate) fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ConfigError> {
     let mut entries = Vec::new();
     for logical in logical_lines(text, file) {
         let (name, value) = split_nameval(&logical.text).map_err(|err| {

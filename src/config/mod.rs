@@ -3,20 +3,18 @@
 //! (TOML) settings of this drop-in.
 
 pub mod allowlist;
-pub mod compat;
-pub mod convert;
-pub mod defaults;
-pub mod expand;
-pub mod maincf;
-pub mod settings;
+pub(crate) mod compat;
+pub(crate) mod convert;
+pub(crate) mod defaults;
+pub(crate) mod expand;
+pub(crate) mod maincf;
+pub(crate) mod settings;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use defaults::Kind;
-
-pub use maincf::parse_override;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

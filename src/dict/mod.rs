@@ -17,13 +17,13 @@
 //! Adding a table type: one file in its family's folder with an `open`
 //! function, plus one line in `registry.rs`.
 
-pub mod builtin;
-pub mod composite;
-pub mod file;
-pub mod pattern;
-pub mod postmap_text;
+pub(crate) mod builtin;
+pub(crate) mod composite;
+pub(crate) mod file;
+pub(crate) mod pattern;
+pub(crate) mod postmap_text;
 pub mod registry;
-pub mod surrogate;
+pub(crate) mod surrogate;
 #[cfg(test)]
 pub(crate) mod testutil;
 

@@ -11,22 +11,22 @@
 
 /// Postfix `ISSPACE()`: C-locale `isspace` on ASCII, which (unlike
 /// `u8::is_ascii_whitespace`) includes vertical tab.
-pub fn is_space(b: u8) -> bool {
+pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// `CHARS_COMMA_SP`: list separators in `type:{a, b c}` names.
-pub const CHARS_COMMA_SP: &[u8] = b", \t\r\n";
+pub(crate) const CHARS_COMMA_SP: &[u8] = b", \t\r\n";
 
 /// Strip leading and trailing [`is_space`] bytes.
-pub fn trim(s: &[u8]) -> &[u8] {
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
     let end = s.iter().rposition(|&b| !is_space(b)).map_or(start, |i| i + 1);
     &s[start..end]
 }
 
 /// Postfix works on C strings: anything after an embedded NUL is invisible.
-pub fn until_nul(s: &[u8]) -> &[u8] {
+pub(crate) fn until_nul(s: &[u8]) -> &[u8] {
     match crate::protocol::attr::find_nul(s) {
         Some(i) => &s[..i],
         None => s,
@@ -34,14 +34,14 @@ pub fn until_nul(s: &[u8]) -> &[u8] {
 }
 
 /// [`until_nul`] in place.
-pub fn cut_at_nul(v: &mut Vec<u8>) {
+pub(crate) fn cut_at_nul(v: &mut Vec<u8>) {
     let len = until_nul(v).len();
     v.truncate(len);
 }
 
 /// One logical line and the number of the physical line where it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogicalLine {
+pub(crate) struct LogicalLine {
     pub line_no: usize,
     pub text: Vec<u8>,
 }
@@ -51,7 +51,7 @@ pub struct LogicalLine {
 /// between continuation lines); a line that starts with whitespace continues
 /// the previous one (joined without the newline); a logical line that would
 /// start with whitespace is warned about and skipped.
-pub struct LogicalLines<'a> {
+pub(crate) struct LogicalLines<'a> {
     data: &'a [u8],
     pos: usize,
     line_no: usize,
@@ -60,7 +60,7 @@ pub struct LogicalLines<'a> {
 }
 
 impl<'a> LogicalLines<'a> {
-    pub fn new(data: &'a [u8], origin: &'a str) -> Self {
+    pub(crate) fn new(data: &'a [u8], origin: &'a str) -> Self {
         LogicalLines { data, pos: 0, line_no: 0, origin }
     }
 
@@ -140,7 +140,7 @@ impl Iterator for LogicalLines<'_> {
 
 /// Why a texthash/postmap line was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplitError {
+pub(crate) enum SplitError {
     /// `unbalanced '"' in '<line>'`
     UnbalancedQuote,
     /// `expected format: key whitespace value`
@@ -151,7 +151,7 @@ pub enum SplitError {
 /// ends at the first whitespace outside double quotes (a backslash protects
 /// the next byte; quotes and backslashes stay in the key); the value is the
 /// rest with surrounding whitespace removed. Text after a NUL is ignored.
-pub fn split_key_value(line: &[u8]) -> Result<(&[u8], &[u8]), SplitError> {
+pub(crate) fn split_key_value(line: &[u8]) -> Result<(&[u8], &[u8]), SplitError> {
     let line = until_nul(line);
     let mut in_quotes = false;
     let mut i = 0;
@@ -176,7 +176,7 @@ pub fn split_key_value(line: &[u8]) -> Result<(&[u8], &[u8]), SplitError> {
 
 /// Postfix `balpar()`: length of the balanced `{...}` at the start of `s`
 /// (braces included), or 0 when `s` does not start with `{` or never closes.
-pub fn balpar(s: &[u8]) -> usize {
+pub(crate) fn balpar(s: &[u8]) -> usize {
     if s.first() != Some(&b'{') {
         return 0;
     }
@@ -198,7 +198,7 @@ pub fn balpar(s: &[u8]) -> usize {
 
 /// Postfix `extpar(..., "{}", EXTPAR_FLAG_STRIP)`: the text inside a leading
 /// `{...}`, whitespace-trimmed, or Postfix's error text.
-pub fn extpar(s: &[u8]) -> Result<&[u8], String> {
+pub(crate) fn extpar(s: &[u8]) -> Result<&[u8], String> {
     let shown = || String::from_utf8_lossy(s).into_owned();
     if s.first() != Some(&b'{') {
         return Err(format!("no '{{' at start of text in \"{}\"", shown()));
@@ -215,12 +215,12 @@ pub fn extpar(s: &[u8]) -> Result<&[u8], String> {
 
 /// Postfix `mystrtokq(&cp, CHARS_COMMA_SP, "{}")`: tokens separated by
 /// commas/whitespace, where separators inside `{...}` do not split.
-pub struct BraceTokens<'a> {
+pub(crate) struct BraceTokens<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> BraceTokens<'a> {
-    pub fn new(s: &'a [u8]) -> Self {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
         BraceTokens { rest: s }
     }
 }
@@ -250,7 +250,7 @@ impl<'a> Iterator for BraceTokens<'a> {
 /// Postfix `split_qnameval()`: `key = value` with a possibly quoted key (quotes
 /// and backslashes kept), value trimmed and possibly empty. Errors are
 /// Postfix's texts.
-pub fn split_qnameval(s: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
+pub(crate) fn split_qnameval(s: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
     let s = until_nul(s);
     let key_start = s.iter().position(|&b| !is_space(b)).ok_or("no key found; expected format: key = value")?;
     let mut in_quotes = false;
@@ -277,7 +277,7 @@ pub fn split_qnameval(s: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
 }
 
 /// strerror() text of an I/O error (what Postfix prints for `%m`).
-pub fn io_error_text(err: &std::io::Error) -> String {
+pub(crate) fn io_error_text(err: &std::io::Error) -> String {
     match err.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
         None => err.to_string(),
@@ -287,7 +287,7 @@ pub fn io_error_text(err: &std::io::Error) -> String {
 /// Postfix `dict_file_to_b64()`: the named files (comma/space separated)
 /// concatenated with newlines between them, base64-encoded; or Postfix's
 /// error text.
-pub fn file_to_base64(pathnames: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn file_to_base64(pathnames: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
 
@@ -309,7 +309,7 @@ pub fn file_to_base64(pathnames: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Standard base64 with `=` padding, as Postfix `base64_encode()`.
-pub fn base64_encode(data: &[u8]) -> Vec<u8> {
+pub(crate) fn base64_encode(data: &[u8]) -> Vec<u8> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

@@ -9,7 +9,7 @@ use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub struct Surrogate {
+pub(crate) struct Surrogate {
     flags: u32,
     message: String,
     log: Mutex<Logged>,
@@ -27,7 +27,7 @@ const REPEAT: Duration = Duration::from_secs(60);
 
 impl Surrogate {
     /// `open_flags`: the flags the open was attempted with.
-    pub fn new(full_name: &str, reason: &str, open_flags: u32) -> Self {
+    pub(crate) fn new(full_name: &str, reason: &str, open_flags: u32) -> Self {
         Surrogate {
             flags: open_flags | PATTERN,
             message: format!("{full_name} is unavailable. {reason}"),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Look `key` up and return the value as text; a miss must leave `out` empty.
-pub fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
+pub(crate) fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
     let mut out = b"garbage".to_vec();
     match d.lookup(key.as_bytes(), flags, &mut out).unwrap() {
         true => Some(String::from_utf8(out).unwrap()),
@@ -37,11 +37,11 @@ fn backdate(path: &Path) {
 }
 
 /// A temporary file removed on drop.
-pub struct TempFile(pub PathBuf);
+pub(crate) struct TempFile(pub PathBuf);
 
 impl TempFile {
     /// A new file with `content`; `tag` names the test module in the path.
-    pub fn new(tag: &str, content: impl AsRef<[u8]>) -> TempFile {
+    pub(crate) fn new(tag: &str, content: impl AsRef<[u8]>) -> TempFile {
         let path = unique_temp_path(tag);
         std::fs::write(&path, content).unwrap();
         TempFile(path)
@@ -49,12 +49,12 @@ impl TempFile {
 
     /// Set the modification time an hour back (texthash waits for a file
     /// changed in the last second to settle before reading it).
-    pub fn backdated(self) -> TempFile {
+    pub(crate) fn backdated(self) -> TempFile {
         backdate(&self.0);
         self
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.0.to_str().unwrap()
     }
 }
@@ -70,12 +70,12 @@ const POSTMAP_ADVICE: &str =
 
 /// A unique directory under the temp dir, removed on drop, with a
 /// minimal main.cf for `postmap -c`.
-pub struct Lab {
+pub(crate) struct Lab {
     pub dir: PathBuf,
 }
 
 impl Lab {
-    pub fn new(tag: &str) -> Lab {
+    pub(crate) fn new(tag: &str) -> Lab {
         let dir = unique_temp_path(tag);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
@@ -84,7 +84,7 @@ impl Lab {
     }
 
     /// `<dir>/<name>` as a string (a table name).
-    pub fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
@@ -97,7 +97,7 @@ impl Lab {
 
     /// Run `postmap -c <etc> ARGS`; fails the test with install advice
     /// when Postfix is missing.
-    pub fn postmap(&self, args: &[&str]) -> Output {
+    pub(crate) fn postmap(&self, args: &[&str]) -> Output {
         match self.postmap_command(args).stdin(Stdio::null()).output() {
             Ok(out) => out,
             Err(e) => panic!("cannot run postmap ({e}): {POSTMAP_ADVICE}"),
@@ -106,7 +106,7 @@ impl Lab {
 
     /// `postmap -c <etc> ARGS` with `stdin` on its standard input, started
     /// and left running (to watch it wait for a lock).
-    pub fn spawn_postmap(&self, args: &[&str], stdin: &str) -> Child {
+    pub(crate) fn spawn_postmap(&self, args: &[&str], stdin: &str) -> Child {
         let mut child = self
             .postmap_command(args)
             .stdin(Stdio::piped())
@@ -120,12 +120,12 @@ impl Lab {
     }
 
     /// `postmap -c <etc> ARGS` with `stdin` on its standard input (`-i`).
-    pub fn postmap_input(&self, args: &[&str], stdin: &str) -> Output {
+    pub(crate) fn postmap_input(&self, args: &[&str], stdin: &str) -> Output {
         self.spawn_postmap(args, stdin).wait_with_output().unwrap()
     }
 
     /// `postmap` that must succeed; returns stdout.
-    pub fn postmap_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn postmap_ok(&self, args: &[&str]) -> String {
         let out = self.postmap(args);
         assert!(
             out.status.success(),
@@ -138,7 +138,7 @@ impl Lab {
 
     /// Write `source` as text file `name` and build `type:name` with
     /// `postmap [extra] type:path`; returns the table name (path).
-    pub fn build(&self, kind: &str, name: &str, source: &str, extra: &[&str]) -> String {
+    pub(crate) fn build(&self, kind: &str, name: &str, source: &str, extra: &[&str]) -> String {
         let path = self.path(name);
         std::fs::write(&path, source).unwrap();
         // An old source file keeps the "older than source" warning quiet.
@@ -151,7 +151,7 @@ impl Lab {
     }
 
     /// `postmap -q KEY type:path`: Some(value) or None (exit 1).
-    pub fn query(&self, kind: &str, path: &str, key: &str) -> Option<String> {
+    pub(crate) fn query(&self, kind: &str, path: &str, key: &str) -> Option<String> {
         let out = self.postmap(&["-q", key, &format!("{kind}:{path}")]);
         match out.status.code() {
             Some(0) => Some(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_owned()),
@@ -161,14 +161,14 @@ impl Lab {
     }
 
     /// `postmap -s type:path`, sorted lines.
-    pub fn list(&self, kind: &str, path: &str) -> Vec<String> {
+    pub(crate) fn list(&self, kind: &str, path: &str) -> Vec<String> {
         let mut lines: Vec<String> =
             self.postmap_ok(&["-s", &format!("{kind}:{path}")]).lines().map(str::to_owned).collect();
         lines.sort();
         lines
     }
 
-    pub fn exists(&self, p: &str) -> bool {
+    pub(crate) fn exists(&self, p: &str) -> bool {
         Path::new(p).exists()
     }
 }

@@ -10,7 +10,7 @@ const VIRTUAL: &str = include_str!("../../examples/demo/virtual");
 
 /// Write the demo files under `dir` (keeping any the user edited) and return
 /// settings that serve them from `dir/private/`.
-pub fn settings(dir: &Path) -> Result<Settings, MasterError> {
+pub(crate) fn settings(dir: &Path) -> Result<Settings, MasterError> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let main_cf = dir.join("main.cf");

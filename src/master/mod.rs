@@ -6,7 +6,7 @@
 //! through a signalfd: SIGCHLD (reap and respawn), SIGHUP (reload), SIGTERM and
 //! SIGINT (stop).
 
-pub mod demo;
+pub(crate) mod demo;
 mod pool;
 
 use crate::config::settings::{LogTarget, Service as ServiceName, Settings};

@@ -52,7 +52,7 @@ struct Listener {
     failing: AcceptPause,
 }
 
-pub struct Pool {
+pub(super) struct Pool {
     epoll: Option<Epoll>,
     sigfd: Option<SignalFd>,
     signals: SigSet,
@@ -69,7 +69,7 @@ pub struct Pool {
 
 impl Pool {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         epoll: Epoll,
         sigfd: SignalFd,
         signals: SigSet,
@@ -112,7 +112,7 @@ impl Pool {
     }
 
     /// The master's main loop; returns after SIGTERM/SIGINT once every worker is gone.
-    pub fn serve(&mut self, source: &Source) -> Result<(), MasterError> {
+    pub(super) fn serve(&mut self, source: &Source) -> Result<(), MasterError> {
         self.maintain();
         let mut events = vec![EpollEvent::empty(); 64];
         loop {

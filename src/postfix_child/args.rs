@@ -6,7 +6,7 @@ use crate::config::maincf::parse_override;
 
 /// What the options ask for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChildArgs {
+pub(crate) struct ChildArgs {
     pub chroot: bool,
     /// `-d`: not detached from a terminal (skips the "by hand" check).
     pub foreground: bool,
@@ -33,14 +33,14 @@ pub struct ChildArgs {
 /// A fatal command-line error, worded as Postfix words it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
-pub struct ArgError(pub String);
+pub(crate) struct ArgError(pub String);
 
 /// Options that take a value.
 const WITH_VALUE: &[char] = &['i', 'm', 'n', 'o', 's', 't'];
 const FLAGS: &[char] = &['c', 'd', 'D', 'l', 'S', 'u', 'v', 'V', 'z'];
 
 /// Parse `args` (without argv[0]).
-pub fn parse(args: &[String]) -> Result<ChildArgs, ArgError> {
+pub(crate) fn parse(args: &[String]) -> Result<ChildArgs, ArgError> {
     let mut a = ChildArgs { socket_count: 1, ..ChildArgs::default() };
     let mut i = 0;
     while i < args.len() {

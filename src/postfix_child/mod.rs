@@ -2,7 +2,7 @@
 //! Postfix 3.7 (command line, environment, descriptors 5 and 6.., status
 //! records, privileges), then the same worker loop as standalone mode.
 
-pub mod args;
+pub(crate) mod args;
 
 use crate::config::allowlist::proxy_allowlist;
 use crate::config::Params;

@@ -3,37 +3,37 @@
 //! Values are part of the wire protocol: clients send them in `flags`, and the
 //! IMPL bits of an open reply decide how clients probe partial keys.
 
-pub const DUP_WARN: u32 = 1 << 0;
-pub const DUP_IGNORE: u32 = 1 << 1;
-pub const TRY0NULL: u32 = 1 << 2;
-pub const TRY1NULL: u32 = 1 << 3;
-pub const FIXED: u32 = 1 << 4;
-pub const PATTERN: u32 = 1 << 5;
-pub const LOCK: u32 = 1 << 6;
-pub const DUP_REPLACE: u32 = 1 << 7;
-pub const SYNC_UPDATE: u32 = 1 << 8;
-pub const DEBUG: u32 = 1 << 9;
-pub const NO_REGSUB: u32 = 1 << 11;
-pub const NO_PROXY: u32 = 1 << 12;
-pub const NO_UNAUTH: u32 = 1 << 13;
-pub const FOLD_FIX: u32 = 1 << 14;
-pub const FOLD_MUL: u32 = 1 << 15;
-pub const OPEN_LOCK: u32 = 1 << 16;
-pub const BULK_UPDATE: u32 = 1 << 17;
-pub const MULTI_WRITER: u32 = 1 << 18;
-pub const UTF8_REQUEST: u32 = 1 << 19;
-pub const UTF8_ACTIVE: u32 = 1 << 20;
-pub const SRC_RHS_IS_FILE: u32 = 1 << 21;
+pub(crate) const DUP_WARN: u32 = 1 << 0;
+pub(crate) const DUP_IGNORE: u32 = 1 << 1;
+pub(crate) const TRY0NULL: u32 = 1 << 2;
+pub(crate) const TRY1NULL: u32 = 1 << 3;
+pub(crate) const FIXED: u32 = 1 << 4;
+pub(crate) const PATTERN: u32 = 1 << 5;
+pub(crate) const LOCK: u32 = 1 << 6;
+pub(crate) const DUP_REPLACE: u32 = 1 << 7;
+pub(crate) const SYNC_UPDATE: u32 = 1 << 8;
+pub(crate) const DEBUG: u32 = 1 << 9;
+pub(crate) const NO_REGSUB: u32 = 1 << 11;
+pub(crate) const NO_PROXY: u32 = 1 << 12;
+pub(crate) const NO_UNAUTH: u32 = 1 << 13;
+pub(crate) const FOLD_FIX: u32 = 1 << 14;
+pub(crate) const FOLD_MUL: u32 = 1 << 15;
+pub(crate) const OPEN_LOCK: u32 = 1 << 16;
+pub(crate) const BULK_UPDATE: u32 = 1 << 17;
+pub(crate) const MULTI_WRITER: u32 = 1 << 18;
+pub(crate) const UTF8_REQUEST: u32 = 1 << 19;
+pub(crate) const UTF8_ACTIVE: u32 = 1 << 20;
+pub(crate) const SRC_RHS_IS_FILE: u32 = 1 << 21;
 
-pub const FOLD_ANY: u32 = FOLD_FIX | FOLD_MUL;
-pub const PARANOID: u32 = NO_REGSUB | NO_PROXY | NO_UNAUTH;
+pub(crate) const FOLD_ANY: u32 = FOLD_FIX | FOLD_MUL;
+pub(crate) const PARANOID: u32 = NO_REGSUB | NO_PROXY | NO_UNAUTH;
 /// Bits a table implementation sets; the only ones a 3.7 client keeps from an open reply.
-pub const IMPL_MASK: u32 = FIXED | PATTERN | MULTI_WRITER;
+pub(crate) const IMPL_MASK: u32 = FIXED | PATTERN | MULTI_WRITER;
 /// Bits a client may change from one request to the next.
-pub const RQST_MASK: u32 =
+pub(crate) const RQST_MASK: u32 =
     FOLD_ANY | LOCK | DUP_REPLACE | DUP_WARN | DUP_IGNORE | SYNC_UPDATE | PARANOID | UTF8_REQUEST;
 /// Instance bits: everything else. Two opens with different instance bits are two tables.
-pub const INST_MASK: u32 = !(IMPL_MASK | RQST_MASK);
+pub(crate) const INST_MASK: u32 = !(IMPL_MASK | RQST_MASK);
 
 /// Names in the order `dict_flags_str()` prints them.
 const NAMES: &[(u32, &str)] = &[
@@ -61,7 +61,7 @@ const NAMES: &[(u32, &str)] = &[
 ];
 
 /// `dict_flags_str()`: names joined with `|`, unknown bits once as `0x<hex>`, "" for 0.
-pub fn flags_str(flags: u32) -> String {
+pub(crate) fn flags_str(flags: u32) -> String {
     let mut out = String::new();
     let mut rest = flags;
     for &(bit, name) in NAMES {

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod attr;
-pub mod flags;
-pub mod reply;
+pub(crate) mod flags;
+pub(crate) mod reply;
 pub mod request;
 
 pub use flags::Status;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// An open table and the identity it was opened under.
-pub struct Entry {
+pub(crate) struct Entry {
     /// Never reused, so a connection's cursor cannot outlive a reopened table.
     pub id: u64,
     /// `type:name` without `proxy:`.
@@ -27,12 +27,12 @@ pub struct Entry {
 
 impl Entry {
     /// Postfix's instance key, `type:name:<dict_flags_str>`, used in log lines.
-    pub fn instance_key(&self) -> String {
+    pub(crate) fn instance_key(&self) -> String {
         format!("{}:{}", self.name, flags::flags_str(self.instance_flags))
     }
 }
 
-pub struct TableCache {
+pub(crate) struct TableCache {
     mode: Mode,
     /// `type:name` → slot in `slots`.
     index: HashMap<String, usize>,
@@ -42,14 +42,14 @@ pub struct TableCache {
 }
 
 impl TableCache {
-    pub fn new(mode: Mode) -> Self {
+    pub(crate) fn new(mode: Mode) -> Self {
         TableCache { mode, index: HashMap::new(), slots: Vec::new(), next_id: 1 }
     }
 
     /// The open instance of `name` (already approved and stripped of
     /// `proxy:`) with these instance flags. No allocation: this runs for
     /// every request.
-    pub fn find(&self, name: &str, instance_flags: u32) -> Option<Arc<Entry>> {
+    pub(crate) fn find(&self, name: &str, instance_flags: u32) -> Option<Arc<Entry>> {
         let &slot = self.index.get(name)?;
         self.slots[slot].iter().find(|e| e.instance_flags == instance_flags).map(Arc::clone)
     }
@@ -57,7 +57,7 @@ impl TableCache {
     /// Add a table opened by [`open`] (outside the cache's lock: an open may
     /// wait for a file lock or a server). When another thread added the same
     /// instance meanwhile, that one is kept and `dict` is dropped.
-    pub fn insert(&mut self, name: &str, instance_flags: u32, dict: Box<dyn Dict>) -> Arc<Entry> {
+    pub(crate) fn insert(&mut self, name: &str, instance_flags: u32, dict: Box<dyn Dict>) -> Arc<Entry> {
         if let Some(e) = self.find(name, instance_flags) {
             return e;
         }
@@ -84,13 +84,13 @@ impl TableCache {
         entry
     }
 
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode
     }
 
     /// Forget tables whose files changed on disk, so that the next request
     /// reopens them (Postfix restarts the whole process instead).
-    pub fn drop_changed(&mut self) {
+    pub(crate) fn drop_changed(&mut self) {
         for instances in &mut self.slots {
             instances.retain(|e| {
                 // A table in use (a connection thread may wait in it for a
@@ -104,18 +104,10 @@ impl TableCache {
             });
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.slots.iter().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Open `name` for the cache: a table that cannot be opened becomes a
 /// surrogate that answers RETRY, after one `error:` line, as in Postfix.
-pub fn open(name: &str, mode: Mode, instance_flags: u32, params: &Params) -> Box<dyn Dict> {
+pub(crate) fn open(name: &str, mode: Mode, instance_flags: u32, params: &Params) -> Box<dyn Dict> {
     crate::dict::registry::open_or_surrogate(name, mode, instance_flags, params)
 }

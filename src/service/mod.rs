@@ -1,8 +1,8 @@
 //! Request handling: allowlist checks, the table cache, and turning one parsed
 //! request into one reply. No socket I/O here: the worker owns the sockets.
 
-pub mod cache;
-pub mod status;
+pub(crate) mod cache;
+pub(crate) mod status;
 
 use crate::config::allowlist::Allowlist;
 use crate::config::Params;

@@ -19,7 +19,7 @@ type DB = c_void;
 type DBC = c_void;
 
 /// A key and its value, copied out of the database.
-pub type Pair = (Vec<u8>, Vec<u8>);
+pub(crate) type Pair = (Vec<u8>, Vec<u8>);
 
 type ErrCall = extern "C" fn(*const DB_ENV, *const c_char, *const c_char);
 
@@ -67,18 +67,18 @@ extern "C" {
 }
 
 /// A Berkeley DB status other than success.
-pub type Code = c_int;
+pub(crate) type Code = c_int;
 
 /// Access method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DbType {
+pub(crate) enum DbType {
     Hash,
     Btree,
 }
 
 /// `DB->open` flags we use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OpenFlags {
+pub(crate) struct OpenFlags {
     pub read_only: bool,
     pub create: bool,
 }
@@ -95,13 +95,13 @@ fn ucode(c: &c_uint) -> c_uint {
 }
 
 /// `DB_NOTFOUND`.
-pub fn notfound() -> Code {
+pub(crate) fn notfound() -> Code {
     // SAFETY: taking a shared reference to an immutable C constant.
     code(unsafe { &dbshim_notfound })
 }
 
 /// `DB_KEYEMPTY` (Postfix treats it as EINVAL).
-pub fn keyempty() -> Code {
+pub(crate) fn keyempty() -> Code {
     // SAFETY: taking a shared reference to an immutable C constant.
     code(unsafe { &dbshim_keyempty })
 }
@@ -112,13 +112,13 @@ fn keyexist() -> Code {
 }
 
 /// The header version the shim was compiled against.
-pub fn compiled_version() -> (i32, i32, i32) {
+pub(crate) fn compiled_version() -> (i32, i32, i32) {
     // SAFETY: taking shared references to immutable C constants.
     unsafe { (code(&dbshim_compiled_major), code(&dbshim_compiled_minor), code(&dbshim_compiled_patch)) }
 }
 
 /// The run-time library version (`db_version()`).
-pub fn runtime_version() -> (i32, i32, i32) {
+pub(crate) fn runtime_version() -> (i32, i32, i32) {
     let (mut a, mut b, mut c) = (0, 0, 0);
     // SAFETY: db_version only writes the three ints we pass.
     unsafe { dbshim_version(&mut a, &mut b, &mut c) };
@@ -127,7 +127,7 @@ pub fn runtime_version() -> (i32, i32, i32) {
 
 /// Text of a status as Postfix's `%m` shows it (strerror: errno texts, and
 /// "Unknown error -30973" for Berkeley DB's own negative codes).
-pub fn error_text(code: Code) -> String {
+pub(crate) fn error_text(code: Code) -> String {
     // std renders errno values with the C library's strerror_r (glibc texts,
     // "Unknown error N" for anything else), plus a suffix we drop.
     let text = std::io::Error::from_raw_os_error(code).to_string();
@@ -179,7 +179,7 @@ thread_local! {
 }
 
 /// A private database environment (`DB_ENV`), not yet opened or open.
-pub struct Env {
+pub(crate) struct Env {
     env: *mut DB_ENV,
     /// Berkeley DB keeps the pointer, not a copy: must live as long as `env`.
     _errpfx: CString,
@@ -191,7 +191,7 @@ unsafe impl Send for Env {}
 
 impl Env {
     /// `db_env_create()`, with error messages routed to the log, prefixed by `errpfx`.
-    pub fn create(errpfx: &str) -> Result<Env, Code> {
+    pub(crate) fn create(errpfx: &str) -> Result<Env, Code> {
         let errpfx = CString::new(errpfx.replace('\0', "")).unwrap_or_default();
         let mut env = std::ptr::null_mut();
         // SAFETY: the shim writes a new handle (or null) into `env`.
@@ -205,7 +205,7 @@ impl Env {
     }
 
     /// `DB_ENV->get_cachesize`: (gbytes, bytes, ncache).
-    pub fn cachesize(&mut self) -> Result<(u32, u32, i32), Code> {
+    pub(crate) fn cachesize(&mut self) -> Result<(u32, u32, i32), Code> {
         let (mut g, mut b, mut n) = (0u32, 0u32, 0 as c_int);
         // SAFETY: valid handle; the call only writes the three out-parameters.
         let rc = unsafe { dbshim_env_get_cachesize(self.env, &mut g, &mut b, &mut n) };
@@ -215,18 +215,18 @@ impl Env {
         Ok((g, b, n))
     }
 
-    pub fn set_cache_max(&mut self, gbytes: u32, bytes: u32) -> Result<(), Code> {
+    pub(crate) fn set_cache_max(&mut self, gbytes: u32, bytes: u32) -> Result<(), Code> {
         // SAFETY: valid, not yet opened handle; plain integer arguments.
         status(unsafe { dbshim_env_set_cache_max(self.env, gbytes, bytes) })
     }
 
-    pub fn set_cachesize(&mut self, gbytes: u32, bytes: u32, ncache: i32) -> Result<(), Code> {
+    pub(crate) fn set_cachesize(&mut self, gbytes: u32, bytes: u32, ncache: i32) -> Result<(), Code> {
         // SAFETY: valid, not yet opened handle; plain integer arguments.
         status(unsafe { dbshim_env_set_cachesize(self.env, gbytes, bytes, ncache) })
     }
 
     /// `DB_ENV->open(home, DB_INIT_MPOOL | DB_CREATE | DB_PRIVATE, 0)`.
-    pub fn open_private(&mut self, home: &CStr) -> Result<(), Code> {
+    pub(crate) fn open_private(&mut self, home: &CStr) -> Result<(), Code> {
         // SAFETY: taking a shared reference to an immutable C constant.
         let flags = ucode(unsafe { &dbshim_env_flags });
         // SAFETY: valid handle; `home` is NUL-terminated and only read during the call.
@@ -239,7 +239,7 @@ impl Db {
     /// on a separate handle: Err(first complaint) when the file is damaged.
     /// Verification reads every page, so later reads of a damaged file
     /// cannot crash inside Berkeley DB. Its many messages are not logged.
-    pub fn verify(&mut self, file: &CStr) -> Result<(), (Code, Option<String>)> {
+    pub(crate) fn verify(&mut self, file: &CStr) -> Result<(), (Code, Option<String>)> {
         CAPTURE.with(|c| *c.borrow_mut() = Some(None));
         // SAFETY: the environment is open (we have a Db in it); `file` is
         // NUL-terminated and only read; the shim makes and consumes its own handle.
@@ -272,7 +272,7 @@ fn status(rc: c_int) -> Result<(), Code> {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A database handle (`DB`) and the environment it lives in.
-pub struct Db {
+pub(crate) struct Db {
     db: *mut DB,
     id: u64,
     /// Dropped after `db` is closed (see Drop).
@@ -288,7 +288,7 @@ unsafe impl Sync for Db {}
 
 impl Db {
     /// `db_create()` in `env` (which must already be open).
-    pub fn create(env: Env) -> Result<Db, Code> {
+    pub(crate) fn create(env: Env) -> Result<Db, Code> {
         let mut db = std::ptr::null_mut();
         // SAFETY: `env.env` is a valid open environment; the shim writes a new handle into `db`.
         let rc = unsafe { dbshim_db_create(&mut db, env.env) };
@@ -298,13 +298,13 @@ impl Db {
         Ok(Db { db, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), _env: env })
     }
 
-    pub fn set_h_nelem(&mut self, nelem: u32) -> Result<(), Code> {
+    pub(crate) fn set_h_nelem(&mut self, nelem: u32) -> Result<(), Code> {
         // SAFETY: valid, not yet opened handle; plain integer argument.
         status(unsafe { dbshim_db_set_h_nelem(self.db, nelem) })
     }
 
     /// `DB->open(NULL, file, NULL, type, flags, mode)`.
-    pub fn open(&mut self, file: &CStr, ty: DbType, flags: OpenFlags, mode: i32) -> Result<(), Code> {
+    pub(crate) fn open(&mut self, file: &CStr, ty: DbType, flags: OpenFlags, mode: i32) -> Result<(), Code> {
         // SAFETY: taking shared references to immutable C constants.
         let (ty, rdonly, create) = unsafe {
             (
@@ -328,7 +328,7 @@ impl Db {
     }
 
     /// `DB->get`: the value copied into `out`; Ok(false) when not found.
-    pub fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, Code> {
+    pub(crate) fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, Code> {
         let klen = len32(key)?;
         let (mut v, mut vlen) = (std::ptr::null::<c_void>(), 0u32);
         // SAFETY: valid handle; `key` is readable for `klen` bytes during the call.
@@ -345,7 +345,7 @@ impl Db {
     }
 
     /// `DB->put`; with `no_overwrite` an existing key is kept and Ok(false) returned.
-    pub fn put(&mut self, key: &[u8], value: &[u8], no_overwrite: bool) -> Result<bool, Code> {
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8], no_overwrite: bool) -> Result<bool, Code> {
         let (klen, vlen) = (len32(key)?, len32(value)?);
         // SAFETY: taking a shared reference to an immutable C constant.
         let flags = if no_overwrite { ucode(unsafe { &dbshim_nooverwrite }) } else { 0 };
@@ -358,7 +358,7 @@ impl Db {
     }
 
     /// `DB->del`; Ok(false) when the key was not there.
-    pub fn del(&mut self, key: &[u8]) -> Result<bool, Code> {
+    pub(crate) fn del(&mut self, key: &[u8]) -> Result<bool, Code> {
         let klen = len32(key)?;
         // SAFETY: valid handle; `key` is readable for `klen` bytes during the call.
         let rc = unsafe { dbshim_db_del(self.db, key.as_ptr().cast(), klen) };
@@ -369,13 +369,13 @@ impl Db {
     }
 
     /// `DB->sync`: write dirty cache pages to the file.
-    pub fn sync(&mut self) -> Result<(), Code> {
+    pub(crate) fn sync(&mut self) -> Result<(), Code> {
         // SAFETY: valid handle.
         status(unsafe { dbshim_db_sync(self.db) })
     }
 
     /// A new cursor on this handle, usable only with this handle.
-    pub fn cursor(&mut self) -> Result<Dbc, Code> {
+    pub(crate) fn cursor(&mut self) -> Result<Dbc, Code> {
         let mut c = std::ptr::null_mut();
         // SAFETY: valid handle; the shim writes a new cursor into `c`.
         let rc = unsafe { dbshim_db_cursor(self.db, &mut c) };
@@ -386,7 +386,7 @@ impl Db {
     }
 
     /// Identity of this handle (never reused within the process).
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 }
@@ -403,7 +403,7 @@ impl Drop for Db {
 /// A cursor (`DBC`). Every operation needs the `Db` it was made from, by
 /// `&mut`: it can neither outlive nor race its database. Dropping it without
 /// [`Dbc::close`] leaves it to `DB->close`.
-pub struct Dbc {
+pub(crate) struct Dbc {
     c: *mut DBC,
     owner: u64,
 }
@@ -414,12 +414,12 @@ unsafe impl Send for Dbc {}
 
 impl Dbc {
     /// The handle this cursor belongs to.
-    pub fn owner(&self) -> u64 {
+    pub(crate) fn owner(&self) -> u64 {
         self.owner
     }
 
     /// `DBC->get(DB_FIRST or DB_NEXT)`: Ok(None) at the end.
-    pub fn get(&mut self, db: &mut Db, next: bool) -> Result<Option<Pair>, Code> {
+    pub(crate) fn get(&mut self, db: &mut Db, next: bool) -> Result<Option<Pair>, Code> {
         if db.id != self.owner {
             return Err(libc::EINVAL);
         }
@@ -438,7 +438,7 @@ impl Dbc {
     }
 
     /// `DBC->close`. A cursor of another handle is left alone.
-    pub fn close(self, db: &mut Db) -> Result<(), Code> {
+    pub(crate) fn close(self, db: &mut Db) -> Result<(), Code> {
         if db.id != self.owner {
             return Err(libc::EINVAL);
         }

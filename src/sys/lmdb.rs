@@ -33,7 +33,7 @@ const SPARE_READS: usize = 8;
 
 /// An LMDB return code, or our own size check's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// An LMDB or errno code, as `mdb_strerror()` names it.
     Code(c_int),
     /// The file is shorter than its meta page says.
@@ -43,12 +43,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub const NOTFOUND: Error = Error::Code(ffi::MDB_NOTFOUND);
-    pub const KEYEXIST: Error = Error::Code(ffi::MDB_KEYEXIST);
-    pub const MAP_FULL: Error = Error::Code(ffi::MDB_MAP_FULL);
-    pub const MAP_RESIZED: Error = Error::Code(ffi::MDB_MAP_RESIZED);
-    pub const PANIC: Error = Error::Code(ffi::MDB_PANIC);
-    pub const BAD_VALSIZE: Error = Error::Code(ffi::MDB_BAD_VALSIZE);
+    pub(crate) const MAP_FULL: Error = Error::Code(ffi::MDB_MAP_FULL);
+    pub(crate) const MAP_RESIZED: Error = Error::Code(ffi::MDB_MAP_RESIZED);
+    pub(crate) const PANIC: Error = Error::Code(ffi::MDB_PANIC);
+    pub(crate) const BAD_VALSIZE: Error = Error::Code(ffi::MDB_BAD_VALSIZE);
 }
 
 impl std::fmt::Display for Error {
@@ -66,7 +64,7 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// `mdb_strerror()`: LMDB's own texts for its codes, strerror() otherwise.
-pub fn strerror(code: c_int) -> String {
+pub(crate) fn strerror(code: c_int) -> String {
     if code >= 0 {
         // strerror() without Rust's " (os error N)" suffix, as Postfix's %m.
         return nix::errno::Errno::from_raw(code).desc().to_string();
@@ -88,10 +86,10 @@ fn check(code: c_int) -> Result<(), Error> {
 
 /// The flags Postfix opens every LMDB table with: a plain file (no
 /// subdirectory) and no LMDB lock file (Postfix locks with fcntl() itself).
-pub const POSTFIX_ENV_FLAGS: c_uint = ffi::MDB_NOSUBDIR | ffi::MDB_NOLOCK;
+pub(crate) const POSTFIX_ENV_FLAGS: c_uint = ffi::MDB_NOSUBDIR | ffi::MDB_NOLOCK;
 
 /// One open LMDB environment with its unnamed main database.
-pub struct Env {
+pub(crate) struct Env {
     env: NonNull<ffi::MDB_env>,
     dbi: ffi::MDB_dbi,
     read_only: bool,
@@ -114,11 +112,11 @@ unsafe impl Send for Env {}
 unsafe impl Sync for Env {}
 
 /// A key and its value, copied out of the map.
-pub type Entry = (Vec<u8>, Vec<u8>);
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 /// Outcome of [`Env::put`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Put {
+pub(crate) enum Put {
     Stored,
     /// `no_overwrite` was asked and the key exists.
     KeyExists,
@@ -128,7 +126,7 @@ impl Env {
     /// Open `path` (the data file itself) with Postfix's flags; `read_only`
     /// adds MDB_RDONLY, otherwise the file is created with mode 0644 (less the
     /// umask) when missing. `map_size` is the initial memory map size.
-    pub fn open(path: &CStr, read_only: bool, map_size: usize) -> Result<Env, Error> {
+    pub(crate) fn open(path: &CStr, read_only: bool, map_size: usize) -> Result<Env, Error> {
         let mut raw = ptr::null_mut();
         // SAFETY: `raw` is a valid out-pointer; on success it holds a new env.
         check(unsafe { ffi::mdb_env_create(&mut raw) })?;
@@ -163,7 +161,7 @@ impl Env {
 
     /// The data file's descriptor, for fcntl() locks and fstat(). Valid while
     /// `self` lives.
-    pub fn fd(&self) -> Result<BorrowedFd<'_>, Error> {
+    pub(crate) fn fd(&self) -> Result<BorrowedFd<'_>, Error> {
         let mut fd: ffi::mdb_filehandle_t = -1;
         // SAFETY: the env is open; `fd` is a valid out-pointer.
         check(unsafe { ffi::mdb_env_get_fd(self.env.as_ptr(), &mut fd) })?;
@@ -176,7 +174,7 @@ impl Env {
     }
 
     /// Current memory map size.
-    pub fn map_size(&self) -> usize {
+    pub(crate) fn map_size(&self) -> usize {
         let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::zeroed();
         // SAFETY: the env is open; mdb_env_info fills the struct, which is
         // plain data and valid when zeroed in case it fails.
@@ -189,7 +187,7 @@ impl Env {
     /// Change the memory map size; 0 adopts the size recorded in the file by
     /// another process (recovery from MDB_MAP_RESIZED). Callers hold no
     /// transaction (none of ours outlives a method).
-    pub fn set_map_size(&mut self, size: usize) -> Result<(), Error> {
+    pub(crate) fn set_map_size(&mut self, size: usize) -> Result<(), Error> {
         // Reset transactions hold nothing of the map, but LMDB's contract
         // is "no transactions": end them too.
         self.free_spares();
@@ -201,13 +199,13 @@ impl Env {
     /// While `known`, transactions skip the length check: the caller holds a
     /// lock under which this environment's file was checked, so no writer
     /// that honours the lock can have shortened it since.
-    pub fn set_size_known(&mut self, known: bool) {
+    pub(crate) fn set_size_known(&mut self, known: bool) {
         self.size_known = known;
     }
 
     /// Refuse a file shorter than the pages its newest meta page claims, so
     /// that no access can fault on a page beyond the end of the file.
-    pub fn check_size(&self) -> Result<(), Error> {
+    pub(crate) fn check_size(&self) -> Result<(), Error> {
         let fd = self.fd()?;
         let size = nix::sys::stat::fstat(fd).map_err(|e| Error::Code(e as c_int))?.st_size.max(0) as u64;
         let mut stat = std::mem::MaybeUninit::<ffi::MDB_stat>::zeroed();
@@ -241,7 +239,7 @@ impl Env {
     }
 
     /// Look `key` up in a read transaction of its own; the value is copied.
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    pub(crate) fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let mut value = Vec::new();
         Ok(self.get_into(key, self.size_known, &mut value)?.then_some(value))
     }
@@ -249,7 +247,7 @@ impl Env {
     /// [`Env::get`] side by side with other reads, the value copied into
     /// `out` (no allocation per lookup); `size_known` as
     /// [`Env::set_size_known`] says, for this read only. False: not found.
-    pub fn get_into(&self, key: &[u8], size_known: bool, out: &mut Vec<u8>) -> Result<bool, Error> {
+    pub(crate) fn get_into(&self, key: &[u8], size_known: bool, out: &mut Vec<u8>) -> Result<bool, Error> {
         let txn = self.begin_read(size_known)?;
         let mut k = val(key);
         let mut v = ffi::MDB_val { mv_size: 0, mv_data: ptr::null_mut() };
@@ -271,7 +269,7 @@ impl Env {
     }
 
     /// Store `key` → `value` in a write transaction of its own and commit it.
-    pub fn put(&mut self, key: &[u8], value: &[u8], no_overwrite: bool) -> Result<Put, Error> {
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8], no_overwrite: bool) -> Result<Put, Error> {
         let txn = self.begin_write()?;
         let mut k = val(key);
         let mut v = val(value);
@@ -288,7 +286,7 @@ impl Env {
     }
 
     /// Remove `key` (all its data) and commit; false when it was absent.
-    pub fn del(&mut self, key: &[u8]) -> Result<bool, Error> {
+    pub(crate) fn del(&mut self, key: &[u8]) -> Result<bool, Error> {
         let txn = self.begin_write()?;
         let mut k = val(key);
         // SAFETY: `txn` is a live write transaction; `k` points into `key`.
@@ -302,7 +300,7 @@ impl Env {
 
     /// The first entry (`after` = None) or the first entry whose key sorts
     /// after `after`, in a read transaction of its own; copied out.
-    pub fn next_after(&mut self, after: Option<&[u8]>) -> Result<Option<Entry>, Error> {
+    pub(crate) fn next_after(&mut self, after: Option<&[u8]>) -> Result<Option<Entry>, Error> {
         let txn = self.begin_read(self.size_known)?;
         let mut cursor = ptr::null_mut();
         // SAFETY: `txn` is live; `cursor` is a valid out-pointer.

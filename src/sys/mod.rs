@@ -4,10 +4,10 @@
 //! LMDB, POSIX regex and PCRE2, the passwd/group database). The rest of the
 //! crate calls only the safe functions of this module tree.
 
-pub mod db;
-pub mod lmdb;
-pub mod passwd;
-pub mod regex;
+pub(crate) mod db;
+pub(crate) mod lmdb;
+pub(crate) mod passwd;
+pub(crate) mod regex;
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// A connected pair of SOCK_SEQPACKET sockets, close-on-exec: message
 /// boundaries are kept, so one message carries one command and at most one fd.
 /// Blocking; callers choose per call (see [`send_msg`], [`recv_msg`]).
-pub fn seqpacket_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn seqpacket_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
     socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
 }
 
@@ -101,14 +101,14 @@ pub fn recv_msg(sock: &impl AsRawFd) -> nix::Result<Received> {
 ///
 /// Call only while the process is single-threaded (the standalone master is):
 /// the child then has a consistent copy of every lock and allocator state.
-pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
+pub(crate) fn fork() -> nix::Result<nix::unistd::ForkResult> {
     // SAFETY: callers guarantee a single-threaded process (see above).
     unsafe { nix::unistd::fork() }
 }
 
 /// Raise the soft open-files limit to the hard limit: a worker may hold
 /// thousands of idle client connections.
-pub fn raise_nofile_limit() {
+pub(crate) fn raise_nofile_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if soft < hard {
@@ -120,7 +120,7 @@ pub fn raise_nofile_limit() {
 /// Take ownership of a descriptor inherited from our parent (Postfix's
 /// master(8) passes the status channel as 5 and listeners from 6 on).
 /// Fails unless `fd` is open.
-pub fn inherited_fd(fd: RawFd) -> nix::Result<OwnedFd> {
+pub(crate) fn inherited_fd(fd: RawFd) -> nix::Result<OwnedFd> {
     nix::fcntl::fcntl(borrowed(fd)?, nix::fcntl::FcntlArg::F_GETFD)?;
     // SAFETY: `fd` is open (checked above) and, being inherited across exec,
     // is owned by no other object in this process.
@@ -130,7 +130,7 @@ pub fn inherited_fd(fd: RawFd) -> nix::Result<OwnedFd> {
 }
 
 /// An inherited listening socket; fails unless `fd` is a socket.
-pub fn inherited_listener(fd: RawFd) -> nix::Result<std::os::unix::net::UnixListener> {
+pub(crate) fn inherited_listener(fd: RawFd) -> nix::Result<std::os::unix::net::UnixListener> {
     let stat = nix::sys::stat::fstat(borrowed(fd)?)?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(nix::errno::Errno::ENOTSOCK);
@@ -154,7 +154,7 @@ fn set_cloexec(fd: &OwnedFd) -> nix::Result<()> {
 
 /// Postfix's chroot_uid(): switch group, supplementary groups, optionally
 /// chroot, then user. Errors carry Postfix's texts.
-pub fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>) -> Result<(), String> {
+pub(crate) fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>) -> Result<(), String> {
     use nix::unistd::{chdir, chroot, initgroups, setgid, setuid, User};
     let account = match user {
         Some(name) => match User::from_name(name) {
@@ -180,7 +180,7 @@ pub fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>) -> Re
 
 /// Local time as `Mon DD HH:MM:SS` (strftime `%b %d %H:%M:%S`, C locale), the
 /// time stamp of Postfix's own log records.
-pub fn syslog_timestamp() -> String {
+pub(crate) fn syslog_timestamp() -> String {
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let now: libc::time_t =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as libc::time_t);
@@ -197,7 +197,7 @@ pub fn syslog_timestamp() -> String {
 /// Give memory freed to malloc back to the kernel. Worth it after a one-off
 /// burst of allocations (a Berkeley DB verify pass allocates per page of the
 /// file and frees it all), so that the resident set reflects what stays.
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own heap under its own lock.
     unsafe { libc::malloc_trim(0) };
 }

@@ -6,7 +6,7 @@ use std::ffi::{c_char, CStr, CString};
 
 /// A password entry, fields as the C library returns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passwd {
+pub(crate) struct Passwd {
     pub name: Vec<u8>,
     pub passwd: Vec<u8>,
     pub uid: u32,
@@ -18,7 +18,7 @@ pub struct Passwd {
 
 /// A group entry, fields as the C library returns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
+pub(crate) struct Group {
     pub name: Vec<u8>,
     pub passwd: Vec<u8>,
     pub gid: u32,
@@ -27,7 +27,7 @@ pub struct Group {
 
 /// Not found is `Ok(None)`; a failure is the errno value the C library
 /// reported (what getpwnam() would leave in errno).
-pub type LookupResult<T> = Result<Option<T>, nix::errno::Errno>;
+pub(crate) type LookupResult<T> = Result<Option<T>, nix::errno::Errno>;
 
 /// Largest buffer tried before giving up with ERANGE.
 const MAX_BUFFER: usize = 1 << 24;
@@ -65,7 +65,7 @@ fn with_buffer<T>(mut call: impl FnMut(&mut [u8]) -> (i32, Option<T>)) -> Lookup
 /// The errno of a failed lookup, as the non-reentrant call leaves it: the
 /// return code, or errno after the call when the code is 0 (not found).
 /// Call right after the lookup, on the same thread.
-pub fn failure_errno(result: &LookupResult<impl Sized>) -> nix::errno::Errno {
+pub(crate) fn failure_errno(result: &LookupResult<impl Sized>) -> nix::errno::Errno {
     match result {
         Err(e) => *e,
         Ok(_) => nix::errno::Errno::from_raw(CALL_ERRNO.with(std::cell::Cell::get)),
@@ -136,7 +136,7 @@ fn group_call(f: impl Fn(*mut libc::group, *mut c_char, usize, *mut *mut libc::g
 }
 
 /// getpwnam_r(3). A name with a NUL byte is looked up up to the NUL, as C would.
-pub fn getpwnam(name: &[u8]) -> LookupResult<Passwd> {
+pub(crate) fn getpwnam(name: &[u8]) -> LookupResult<Passwd> {
     let name = c_name(name);
     passwd_call(|pw, buf, len, result| {
         // SAFETY: all pointers are valid for the call; `buf` has `len` bytes.
@@ -145,7 +145,7 @@ pub fn getpwnam(name: &[u8]) -> LookupResult<Passwd> {
 }
 
 /// getpwuid_r(3).
-pub fn getpwuid(uid: u32) -> LookupResult<Passwd> {
+pub(crate) fn getpwuid(uid: u32) -> LookupResult<Passwd> {
     passwd_call(|pw, buf, len, result| {
         // SAFETY: all pointers are valid for the call; `buf` has `len` bytes.
         unsafe { libc::getpwuid_r(uid, pw, buf, len, result) }
@@ -153,7 +153,7 @@ pub fn getpwuid(uid: u32) -> LookupResult<Passwd> {
 }
 
 /// getgrnam_r(3). A name with a NUL byte is looked up up to the NUL.
-pub fn getgrnam(name: &[u8]) -> LookupResult<Group> {
+pub(crate) fn getgrnam(name: &[u8]) -> LookupResult<Group> {
     let name = c_name(name);
     group_call(|gr, buf, len, result| {
         // SAFETY: all pointers are valid for the call; `buf` has `len` bytes.
@@ -162,7 +162,7 @@ pub fn getgrnam(name: &[u8]) -> LookupResult<Group> {
 }
 
 /// getgrgid_r(3).
-pub fn getgrgid(gid: u32) -> LookupResult<Group> {
+pub(crate) fn getgrgid(gid: u32) -> LookupResult<Group> {
     group_call(|gr, buf, len, result| {
         // SAFETY: all pointers are valid for the call; `buf` has `len` bytes.
         unsafe { libc::getgrgid_r(gid, gr, buf, len, result) }

@@ -13,7 +13,7 @@
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
 
-pub use libc::{regmatch_t, REG_EXTENDED, REG_ICASE, REG_NEWLINE, REG_NOSUB};
+pub(crate) use libc::{regmatch_t, REG_EXTENDED, REG_ICASE, REG_NEWLINE, REG_NOSUB};
 
 /// glibc's `regex_t` with its public member `re_nsub` visible (the `libc`
 /// crate keeps every field private). Same layout: checked below.
@@ -33,7 +33,7 @@ const _: () = assert!(std::mem::size_of::<GlibcRegex>() == std::mem::size_of::<l
 const _: () = assert!(std::mem::align_of::<GlibcRegex>() == std::mem::align_of::<libc::regex_t>());
 
 /// A compiled POSIX regular expression (`regcomp`), freed with `regfree`.
-pub struct PosixRegex {
+pub(crate) struct PosixRegex {
     /// Boxed: the compiled object stays at one address for its whole life.
     inner: Box<GlibcRegex>,
 }
@@ -50,12 +50,12 @@ unsafe impl Send for PosixRegex {}
 unsafe impl Sync for PosixRegex {}
 
 /// An empty `regmatch_t` for capture buffers.
-pub const REGMATCH_UNSET: regmatch_t = regmatch_t { rm_so: -1, rm_eo: -1 };
+pub(crate) const REGMATCH_UNSET: regmatch_t = regmatch_t { rm_so: -1, rm_eo: -1 };
 
 impl PosixRegex {
     /// `regcomp(pattern, cflags)`; on failure the `regerror` text (at most
     /// 255 bytes, as with Postfix's 256-byte buffer).
-    pub fn new(pattern: &CStr, cflags: c_int) -> Result<PosixRegex, String> {
+    pub(crate) fn new(pattern: &CStr, cflags: c_int) -> Result<PosixRegex, String> {
         // SAFETY: GlibcRegex is plain old data (pointers and integers); an
         // all-zero value is valid storage for regcomp to fill in.
         let mut inner: Box<GlibcRegex> = Box::new(unsafe { std::mem::zeroed() });
@@ -71,13 +71,13 @@ impl PosixRegex {
     }
 
     /// Number of parenthesised subexpressions (`re_nsub`).
-    pub fn nsub(&self) -> usize {
+    pub(crate) fn nsub(&self) -> usize {
         self.inner.re_nsub
     }
 
     /// `regexec(subject, nmatch = pmatch.len(), pmatch, 0)`: Ok(true) on a
     /// match, Ok(false) for REG_NOMATCH, Err(regerror text) otherwise.
-    pub fn exec(&self, subject: &CStr, pmatch: &mut [regmatch_t]) -> Result<bool, String> {
+    pub(crate) fn exec(&self, subject: &CStr, pmatch: &mut [regmatch_t]) -> Result<bool, String> {
         let preg = (&*self.inner as *const GlibcRegex).cast::<libc::regex_t>();
         let pm = if pmatch.is_empty() { std::ptr::null_mut() } else { pmatch.as_mut_ptr() };
         // SAFETY: `preg` is a successfully compiled regex_t; `subject` is
@@ -110,13 +110,13 @@ fn error_text(code: c_int, preg: *const libc::regex_t) -> String {
     String::from_utf8_lossy(text).into_owned()
 }
 
-pub use pcre2_sys::{
+pub(crate) use pcre2_sys::{
     PCRE2_ANCHORED, PCRE2_CASELESS, PCRE2_DOLLAR_ENDONLY, PCRE2_DOTALL, PCRE2_ERROR_NOMATCH, PCRE2_EXTENDED,
     PCRE2_MULTILINE, PCRE2_UNGREEDY,
 };
 
 /// A compiled PCRE2 pattern (`pcre2_compile`), freed with `pcre2_code_free`.
-pub struct Pcre2Code {
+pub(crate) struct Pcre2Code {
     code: NonNull<pcre2_sys::pcre2_code_8>,
     captures: u32,
 }
@@ -134,7 +134,7 @@ unsafe impl Sync for Pcre2Code {}
 impl Pcre2Code {
     /// `pcre2_compile(pattern, length, options)`; on failure the error code
     /// and the offset in the pattern.
-    pub fn new(pattern: &[u8], options: u32) -> Result<Pcre2Code, (i32, usize)> {
+    pub(crate) fn new(pattern: &[u8], options: u32) -> Result<Pcre2Code, (i32, usize)> {
         let mut error: c_int = 0;
         let mut offset: usize = 0;
         // SAFETY: `pattern` is valid for its length (no NUL needed with an
@@ -168,14 +168,14 @@ impl Pcre2Code {
     }
 
     /// Number of capturing groups in the pattern.
-    pub fn capture_count(&self) -> u32 {
+    pub(crate) fn capture_count(&self) -> u32 {
         self.captures
     }
 
     /// `pcre2_match(subject, start 0, options 0)` into `md`, which must have
     /// room for this pattern's groups. Returns PCRE2's code: > 0 on a match
     /// (highest set group + 1), PCRE2_ERROR_NOMATCH, or another error.
-    pub fn matches(&self, subject: &[u8], md: &mut Pcre2MatchData) -> i32 {
+    pub(crate) fn matches(&self, subject: &[u8], md: &mut Pcre2MatchData) -> i32 {
         // SAFETY: code and match data are valid; the subject is valid for its
         // length; `md` is exclusively borrowed for the call.
         unsafe {
@@ -201,7 +201,7 @@ impl Drop for Pcre2Code {
 
 /// A PCRE2 match data block (offset vector plus the matcher's reusable heap
 /// frames), so that matching allocates nothing once warmed up.
-pub struct Pcre2MatchData {
+pub(crate) struct Pcre2MatchData {
     md: NonNull<pcre2_sys::pcre2_match_data_8>,
     pairs: usize,
 }
@@ -211,7 +211,7 @@ unsafe impl Send for Pcre2MatchData {}
 
 impl Pcre2MatchData {
     /// Room for `pairs` (start, end) offset pairs (at least 1).
-    pub fn new(pairs: u32) -> Pcre2MatchData {
+    pub(crate) fn new(pairs: u32) -> Pcre2MatchData {
         let pairs = pairs.max(1);
         // SAFETY: a null general context means default malloc.
         let raw = unsafe { pcre2_sys::pcre2_match_data_create_8(pairs, std::ptr::null_mut()) };
@@ -223,7 +223,7 @@ impl Pcre2MatchData {
 
     /// Offsets of group `n` after a match whose return code was `rc`; None
     /// when the group did not take part.
-    pub fn group(&self, rc: i32, n: usize) -> Option<(usize, usize)> {
+    pub(crate) fn group(&self, rc: i32, n: usize) -> Option<(usize, usize)> {
         if rc <= 0 || n >= rc as usize || n >= self.pairs {
             return None;
         }
@@ -246,7 +246,7 @@ impl Drop for Pcre2MatchData {
 
 /// PCRE2's text for an error code (`pcre2_get_error_message` with a
 /// 256-byte buffer, as Postfix), or Postfix's fallback text.
-pub fn pcre2_error_message(code: i32) -> String {
+pub(crate) fn pcre2_error_message(code: i32) -> String {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is writable for its length; PCRE2 NUL-terminates.
     let len = unsafe { pcre2_sys::pcre2_get_error_message_8(code, buf.as_mut_ptr(), buf.len()) };
@@ -258,7 +258,7 @@ pub fn pcre2_error_message(code: i32) -> String {
 }
 
 /// Whether this PCRE2 build's default newline convention is LF.
-pub fn pcre2_default_newline_is_lf() -> bool {
+pub(crate) fn pcre2_default_newline_is_lf() -> bool {
     let mut nl: u32 = 0;
     // SAFETY: PCRE2_CONFIG_NEWLINE writes one uint32_t to the valid pointer.
     let rc = unsafe { pcre2_sys::pcre2_config_8(pcre2_sys::PCRE2_CONFIG_NEWLINE, (&mut nl as *mut u32).cast()) };

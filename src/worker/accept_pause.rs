@@ -12,7 +12,7 @@ const FIRST: Duration = Duration::from_millis(250);
 const LONGEST: Duration = Duration::from_secs(8);
 
 #[derive(Default)]
-pub struct AcceptPause {
+pub(crate) struct AcceptPause {
     until: Option<Instant>,
     /// The pause the next failure starts (0: FIRST).
     next: Duration,
@@ -21,7 +21,7 @@ pub struct AcceptPause {
 impl AcceptPause {
     /// accept() failed with `e` (not a transient error): log it and pause
     /// from `now`. Returns how long.
-    pub fn failed(&mut self, e: &std::io::Error, now: Instant) -> Duration {
+    pub(crate) fn failed(&mut self, e: &std::io::Error, now: Instant) -> Duration {
         let length = if self.next.is_zero() { FIRST } else { self.next };
         self.next = (length * 2).min(LONGEST);
         self.until = Some(now + length);
@@ -31,17 +31,17 @@ impl AcceptPause {
     }
 
     /// A connection was accepted: the next failure pauses briefly again.
-    pub fn accepted(&mut self) {
+    pub(crate) fn accepted(&mut self) {
         self.next = Duration::ZERO;
     }
 
     /// Paused just now?
-    pub fn paused(&self, now: Instant) -> bool {
+    pub(crate) fn paused(&self, now: Instant) -> bool {
         self.until.is_some_and(|t| now < t)
     }
 
     /// True once, when a pause is over: the caller resumes accepting.
-    pub fn ends(&mut self, now: Instant) -> bool {
+    pub(crate) fn ends(&mut self, now: Instant) -> bool {
         match self.until {
             Some(t) if now >= t => {
                 self.until = None;

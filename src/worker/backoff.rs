@@ -8,21 +8,21 @@
 use std::time::Duration;
 
 /// How long to poll before sleeping.
-pub const POLL: Duration = Duration::from_micros(50);
+pub(crate) const POLL: Duration = Duration::from_micros(50);
 /// After this many misses in a row, skip 2^MAX_MISSES - 1 chances to poll.
-pub const MAX_MISSES: u32 = 10;
+pub(crate) const MAX_MISSES: u32 = 10;
 
 /// After each miss the next 2^misses chances to poll are skipped (up to
 /// 1023); a hit ends that.
 #[derive(Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub(super) misses: u32,
     pub(super) skip: u32,
 }
 
 impl Backoff {
     /// May this chance poll? (Counts a skipped chance.)
-    pub fn due(&mut self) -> bool {
+    pub(crate) fn due(&mut self) -> bool {
         if self.skip > 0 {
             self.skip -= 1;
             return false;
@@ -30,11 +30,11 @@ impl Backoff {
         true
     }
 
-    pub fn hit(&mut self) {
+    pub(crate) fn hit(&mut self) {
         self.misses = 0;
     }
 
-    pub fn miss(&mut self) {
+    pub(crate) fn miss(&mut self) {
         self.misses = (self.misses + 1).min(MAX_MISSES);
         self.skip = (1 << self.misses) - 1;
     }

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-pub struct Conn {
+pub(crate) struct Conn {
     pub stream: UnixStream,
     pub inbuf: Vec<u8>,
     pub outbuf: Vec<u8>,
@@ -25,7 +25,7 @@ pub struct Conn {
 
 /// Postfix's warning for a client that closed in the middle of a request
 /// (`inc`: where the parser stopped), on the stream named `svc`.
-pub fn warn_end_of_input(svc: &str, inc: Incomplete) {
+pub(crate) fn warn_end_of_input(svc: &str, inc: Incomplete) {
     if inc.partial {
         log::warn!("unexpected end-of-input from {svc} while reading {}", inc.context.as_str());
     } else {
@@ -34,14 +34,14 @@ pub fn warn_end_of_input(svc: &str, inc: Incomplete) {
 }
 
 /// Result of a read attempt.
-pub enum ReadStatus {
+pub(crate) enum ReadStatus {
     Data,
     WouldBlock,
     Eof,
 }
 
 impl Conn {
-    pub fn new(stream: UnixStream, now: Instant) -> Self {
+    pub(crate) fn new(stream: UnixStream, now: Instant) -> Self {
         Conn {
             stream,
             inbuf: Vec::new(),
@@ -57,7 +57,7 @@ impl Conn {
     }
 
     /// One read of whatever the client sent, appended to `inbuf`.
-    pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadStatus> {
+    pub(crate) fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadStatus> {
         match self.stream.read(scratch) {
             Ok(0) => Ok(ReadStatus::Eof),
             Ok(n) => {
@@ -70,13 +70,13 @@ impl Conn {
         }
     }
 
-    pub fn has_output(&self) -> bool {
+    pub(crate) fn has_output(&self) -> bool {
         self.out_pos < self.outbuf.len()
     }
 
     /// Write as much pending output as the socket takes. Ok(true) when all of
     /// it went out.
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         while self.out_pos < self.outbuf.len() {
             match self.stream.write(&self.outbuf[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

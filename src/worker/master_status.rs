@@ -4,11 +4,11 @@
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 
-pub const TAKEN: i32 = 0;
-pub const AVAIL: i32 = 1;
+pub(crate) const TAKEN: i32 = 0;
+pub(crate) const AVAIL: i32 = 1;
 
 /// One record, as master(8) reads it.
-pub fn record(pid: i32, generation: u32, avail: i32) -> [u8; 12] {
+pub(crate) fn record(pid: i32, generation: u32, avail: i32) -> [u8; 12] {
     let mut r = [0u8; 12];
     r[0..4].copy_from_slice(&pid.to_ne_bytes());
     r[4..8].copy_from_slice(&generation.to_ne_bytes());

@@ -5,11 +5,11 @@
 //! ([`Intake::Master`]) or from listening sockets accepted here ([`Intake::Listen`],
 //! used under Postfix's master(8) and by in-process tests).
 
-pub mod accept_pause;
-pub mod backoff;
-pub mod conn;
-pub mod master_status;
-pub mod threads;
+pub(crate) mod accept_pause;
+pub(crate) mod backoff;
+pub(crate) mod conn;
+pub(crate) mod master_status;
+pub(crate) mod threads;
 
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Served, Service, Session};
@@ -34,6 +34,9 @@ pub mod control {
     pub const DONE: u8 = b'D';
     /// worker → master: send no more connections; I exit once my clients leave.
     pub const RETIRING: u8 = b'R';
+
+    /// The channel's send and receive, for a test that plays the master.
+    pub use crate::sys::{recv_msg, send_msg, Received, Send};
 }
 
 /// Where new client connections come from.

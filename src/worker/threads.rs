@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 /// At most this many connection threads; the event loop serves connections
 /// beyond them (thousands of idle clients must not mean thousands of threads).
-pub const MAX_THREADS: usize = 1024;
+pub(crate) const MAX_THREADS: usize = 1024;
 /// After a thread could not be started (out of memory, or of tasks under a
 /// cgroup's pids limit), new connections stay on the event loop this long
 /// before another start is tried.
@@ -44,7 +44,7 @@ const IDLE_THREAD: Duration = Duration::from_secs(60);
 const STACK: usize = 2 << 20;
 
 /// The connection threads of one worker process.
-pub struct Threads {
+pub(crate) struct Threads {
     shared: Arc<Shared>,
 }
 
@@ -74,7 +74,7 @@ struct Shared {
 /// A connection for a thread: new (the thread sends the greeting), or
 /// moved from the event loop with its session and what the loop already
 /// read of its next request.
-pub struct Handoff {
+pub(crate) struct Handoff {
     pub stream: UnixStream,
     pub greet: bool,
     pub session: Session,
@@ -89,7 +89,7 @@ struct Queue {
 }
 
 impl Threads {
-    pub fn new(service: Arc<Service>, limits: Limits) -> io::Result<Threads> {
+    pub(crate) fn new(service: Arc<Service>, limits: Limits) -> io::Result<Threads> {
         let ended = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         let gate = (service.role() == Role::Writer).then(|| RwLock::new(()));
         Ok(Threads {
@@ -108,17 +108,17 @@ impl Threads {
     }
 
     /// Readable when connections ended (see [`Threads::take_ended`]).
-    pub fn ended_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn ended_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.shared.ended.as_fd()
     }
 
     /// How many connections ended since the last call.
-    pub fn take_ended(&self) -> u64 {
+    pub(crate) fn take_ended(&self) -> u64 {
         self.shared.ended.read().unwrap_or(0)
     }
 
     /// Can [`Threads::dispatch`] take another connection?
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         let q = lock(&self.shared.queue);
         if q.idle > q.conns.len() {
             return true;
@@ -134,7 +134,7 @@ impl Threads {
     /// Serve a connection on an idle thread, or on a new one. Err: no
     /// thread could be started (the connection is closed, and for a while
     /// [`Threads::has_room`] says no: the loop serves new connections).
-    pub fn dispatch(&self, conn: Handoff) -> io::Result<()> {
+    pub(crate) fn dispatch(&self, conn: Handoff) -> io::Result<()> {
         conn.stream.set_nonblocking(false)?;
         let mut q = lock(&self.shared.queue);
         if q.idle > q.conns.len() {
@@ -161,7 +161,7 @@ impl Threads {
     }
 
     /// How long the oldest request in progress has been running.
-    pub fn oldest_request(&self) -> Option<Duration> {
+    pub(crate) fn oldest_request(&self) -> Option<Duration> {
         let now = crate::clock::coarse_ns();
         let oldest = lock(&self.shared.busy).iter().map(|b| b.load(Ordering::Relaxed)).filter(|&t| t != 0).min()?;
         Some(Duration::from_nanos(now.saturating_sub(oldest)))
@@ -169,7 +169,7 @@ impl Threads {
 
     /// Before the process exits: wait for updates in progress to finish and
     /// start no more. The returned guard is held until exit.
-    pub fn quiesce(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
+    pub(crate) fn quiesce(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
         self.shared.gate.as_ref().map(|g| g.write().unwrap_or_else(|e| e.into_inner()))
     }
 }

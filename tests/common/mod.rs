@@ -2,7 +2,7 @@
 //! protocol exchanges, and the standalone daemon as a child process.
 #![allow(dead_code)]
 
-pub mod postfix;
+pub(crate) mod postfix;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("pm-test-{tag}-{}-{n}", std::process::id()));
@@ -26,11 +26,11 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.0.join(name);
         std::fs::write(&p, text).expect("write file");
         p
@@ -44,7 +44,7 @@ impl Drop for TempDir {
 }
 
 /// Encode name/value pairs as one attribute list.
-pub fn list(pairs: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn list(pairs: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (n, v) in pairs {
         out.extend_from_slice(n.as_bytes());
@@ -57,13 +57,13 @@ pub fn list(pairs: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// A raw connection: exact bytes in, exact bytes out.
-pub struct Raw {
+pub(crate) struct Raw {
     pub stream: UnixStream,
 }
 
 impl Raw {
     /// Connect and check the 28-byte announcement.
-    pub fn connect(path: &Path) -> Raw {
+    pub(crate) fn connect(path: &Path) -> Raw {
         let stream = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let mut raw = Raw { stream };
@@ -72,12 +72,12 @@ impl Raw {
         raw
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
 
     /// Read exactly `n` complete attribute lists and return their bytes.
-    pub fn read_lists(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn read_lists(&mut self, n: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let mut done = 0;
         let mut at_name_start = true;
@@ -112,13 +112,13 @@ impl Raw {
     }
 
     /// Send a request and return the reply bytes.
-    pub fn call(&mut self, pairs: &[(&str, &str)]) -> Vec<u8> {
+    pub(crate) fn call(&mut self, pairs: &[(&str, &str)]) -> Vec<u8> {
         self.send(&list(pairs));
         self.read_lists(1)
     }
 
     /// True when nothing arrives within `wait` (the server stays silent).
-    pub fn silent_for(&mut self, wait: Duration) -> bool {
+    pub(crate) fn silent_for(&mut self, wait: Duration) -> bool {
         self.stream.set_read_timeout(Some(wait)).expect("timeout");
         let mut b = [0u8; 1];
         use std::os::fd::AsRawFd;
@@ -128,19 +128,19 @@ impl Raw {
     }
 
     /// True when the server closes the connection within `wait`.
-    pub fn closed_within(&mut self, wait: Duration) -> bool {
+    pub(crate) fn closed_within(&mut self, wait: Duration) -> bool {
         self.stream.set_read_timeout(Some(wait)).expect("timeout");
         let mut b = [0u8; 64];
         matches!(self.stream.read(&mut b), Ok(0))
     }
 }
 
-pub fn lookup<'a>(table: &'a str, key: &'a str) -> [(&'a str, &'a str); 4] {
+pub(crate) fn lookup<'a>(table: &'a str, key: &'a str) -> [(&'a str, &'a str); 4] {
     [("request", "lookup"), ("table", table), ("flags", "540737"), ("key", key)]
 }
 
 /// The reply bytes of a lookup answered with `value`.
-pub fn found(value: &str) -> Vec<u8> {
+pub(crate) fn found(value: &str) -> Vec<u8> {
     list(&[("status", "0"), ("value", value)])
 }
 
@@ -150,7 +150,7 @@ pub fn found(value: &str) -> Vec<u8> {
 /// in the event loop. `PROXYMAP_TEST_THREADS` chooses: unset, the default
 /// (threads, N = 2); `no`; or N (scripts/test.sh runs the worker's suites
 /// in each design).
-pub fn test_threads() -> Option<u32> {
+pub(crate) fn test_threads() -> Option<u32> {
     match std::env::var("PROXYMAP_TEST_THREADS").ok().as_deref() {
         None => Some(proxymap::config::Params::DEFAULT_THREAD_AFTER),
         Some("no") => None,
@@ -160,7 +160,7 @@ pub fn test_threads() -> Option<u32> {
 
 /// The main.cf lines that select the worker design [`test_threads`] asks for
 /// (none for the default).
-pub fn worker_main_cf() -> String {
+pub(crate) fn worker_main_cf() -> String {
     if std::env::var_os("PROXYMAP_TEST_THREADS").is_none() {
         return String::new();
     }
@@ -171,7 +171,7 @@ pub fn worker_main_cf() -> String {
 }
 
 /// The standalone daemon, stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub child: Child,
     pub dir: TempDir,
     pub config: PathBuf,
@@ -180,7 +180,7 @@ pub struct Daemon {
 impl Daemon {
     /// Start `proxymap standalone --config` with this TOML (its `@DIR@` replaced
     /// by the test directory) and this main.cf, and wait for both sockets.
-    pub fn start(tag: &str, toml: &str, main_cf: &str) -> Daemon {
+    pub(crate) fn start(tag: &str, toml: &str, main_cf: &str) -> Daemon {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
         dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + &worker_main_cf()));
@@ -197,11 +197,11 @@ impl Daemon {
         daemon
     }
 
-    pub fn socket(&self, service: &str) -> PathBuf {
+    pub(crate) fn socket(&self, service: &str) -> PathBuf {
         self.dir.path().join("private").join(service)
     }
 
-    pub fn wait_for_socket(&self, service: &str) {
+    pub(crate) fn wait_for_socket(&self, service: &str) {
         let path = self.socket(service);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -213,20 +213,20 @@ impl Daemon {
         panic!("{} never appeared; log:\n{}", path.display(), self.log());
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// PIDs of the master's worker processes.
-    pub fn workers(&self) -> Vec<i32> {
+    pub(crate) fn workers(&self) -> Vec<i32> {
         children_of(self.pid())
     }
 
-    pub fn signal(&self, sig: Signal) {
+    pub(crate) fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("signal the daemon");
     }
 }
@@ -249,7 +249,7 @@ impl Drop for Daemon {
 }
 
 /// Processes whose parent is `pid`.
-pub fn children_of(pid: i32) -> Vec<i32> {
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else { return out };
     for e in dir.flatten() {
@@ -267,7 +267,7 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 }
 
 /// Poll `cond` until it holds or `secs` pass.
-pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if cond() {

@@ -9,16 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const POSTFIX_SBIN: &str = "/usr/lib/postfix/sbin";
+pub(crate) const POSTFIX_SBIN: &str = "/usr/lib/postfix/sbin";
 
 /// Which proxymap serves the instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Server {
+pub(crate) enum Server {
     Postfix,
     Ours,
 }
 
-pub struct Instance {
+pub(crate) struct Instance {
     pub dir: TempDir,
     pub config: PathBuf,
     pub queue: PathBuf,
@@ -30,7 +30,7 @@ pub struct Instance {
     attached: Option<std::process::Child>,
 }
 
-pub fn ours_binary() -> PathBuf {
+pub(crate) fn ours_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_proxymap"))
 }
 
@@ -48,7 +48,7 @@ fn check(cmd: &mut Command) -> Output {
 impl Instance {
     /// A new stopped instance; `extra_main_cf` is appended to main.cf with
     /// `@TABLES@` / `@WTABLES@` replaced by the table directories.
-    pub fn new(tag: &str, extra_main_cf: &str, server: Server) -> Instance {
+    pub(crate) fn new(tag: &str, extra_main_cf: &str, server: Server) -> Instance {
         assert!(
             Path::new("/usr/sbin/postfix").exists(),
             "Postfix is not installed: run scripts/install-test-deps.sh (scripts/test.sh does)"
@@ -109,13 +109,13 @@ impl Instance {
         inst
     }
 
-    pub fn postconf(&self, args: &[&str]) -> String {
+    pub(crate) fn postconf(&self, args: &[&str]) -> String {
         let out = check(Command::new("postconf").arg("-c").arg(&self.config).args(args));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Point the instance's `proxymap` command at Postfix's binary or ours.
-    pub fn select(&self, server: Server) {
+    pub(crate) fn select(&self, server: Server) {
         let link = self.libexec.join("proxymap");
         let _ = std::fs::remove_file(&link);
         let target = match server {
@@ -125,7 +125,7 @@ impl Instance {
         std::os::unix::fs::symlink(target, link).expect("symlink proxymap");
     }
 
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         check(Command::new("postfix").arg("-c").arg(&self.config).arg("start"));
         self.wait_for_socket("proxymap");
     }
@@ -137,7 +137,7 @@ impl Instance {
     /// time between sessions: across two sessions a client and its server
     /// run very differently (docs/performance.md). `postfix start` runs
     /// first once, for what it sets up; `postfix stop` ends both kinds.
-    pub fn start_attached(&mut self) {
+    pub(crate) fn start_attached(&mut self) {
         self.start();
         let daemonized = self.master_pid();
         self.stop();
@@ -160,7 +160,7 @@ impl Instance {
     }
 
     /// Swap the proxymap binary and `postfix reload`.
-    pub fn switch(&mut self, server: Server) {
+    pub(crate) fn switch(&mut self, server: Server) {
         self.server = server;
         self.select(server);
         check(Command::new("postfix").arg("-c").arg(&self.config).arg("reload"));
@@ -169,7 +169,7 @@ impl Instance {
 
     /// Swap the proxymap binary with a full stop and start, so that every
     /// client starts afresh (a reload keeps clients connected across the swap).
-    pub fn restart_with(&mut self, server: Server) {
+    pub(crate) fn restart_with(&mut self, server: Server) {
         check(Command::new("postfix").arg("-c").arg(&self.config).arg("stop"));
         self.server = server;
         self.select(server);
@@ -179,15 +179,15 @@ impl Instance {
     }
 
     /// `postfix stop` (also done on drop).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let _ = run(Command::new("timeout").args(["20", "postfix", "-c"]).arg(&self.config).arg("stop"));
     }
 
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         check(Command::new("postfix").arg("-c").arg(&self.config).arg("reload"));
     }
 
-    pub fn socket(&self, service: &str) -> PathBuf {
+    pub(crate) fn socket(&self, service: &str) -> PathBuf {
         self.queue.join("private").join(service)
     }
 
@@ -204,12 +204,12 @@ impl Instance {
 
     /// `postmap -c CONFIG ARGS...`, with a time limit (a client stuck in its
     /// retry loop must fail the test, not hang it).
-    pub fn postmap(&self, args: &[&str]) -> Output {
+    pub(crate) fn postmap(&self, args: &[&str]) -> Output {
         let out = run(Command::new("timeout").args(["20", "postmap", "-c"]).arg(&self.config).args(args));
         out
     }
 
-    pub fn postmap_stdin(&self, args: &[&str], input: &str) -> Output {
+    pub(crate) fn postmap_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new("timeout")
             .args(["60", "postmap", "-c"])
@@ -226,11 +226,11 @@ impl Instance {
         child.wait_with_output().expect("postmap output")
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default()
     }
 
-    pub fn master_pid(&self) -> Option<i32> {
+    pub(crate) fn master_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.queue.join("pid/master.pid")).ok()?;
         text.trim().parse().ok()
     }

@@ -9,7 +9,7 @@ use crate::protocol::flags::{FIXED, FOLD_FIX};
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-pub struct Environ {
+pub(crate) struct Environ {
     flags: u32,
 }
 
@@ -58,7 +58,7 @@ impl Dict for Environ {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     Ok(Box::new(Environ { flags: req.flags | FIXED }))
 }
 

@@ -6,7 +6,7 @@
 use crate::dict::{Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
 use crate::protocol::flags::PATTERN;
 
-pub struct Fail {
+pub(crate) struct Fail {
     flags: u32,
     writable: bool,
     full_name: String,
@@ -48,7 +48,7 @@ impl Dict for Fail {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     Ok(Box::new(Fail { flags: req.flags | PATTERN, writable: req.mode == Mode::ReadWrite, full_name: req.full_name() }))
 }
 

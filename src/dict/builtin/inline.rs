@@ -13,7 +13,7 @@ use crate::dict::postmap_text::{self, BraceTokens};
 use crate::dict::{Dict, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX, SRC_RHS_IS_FILE};
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
     let name = req.name.as_bytes();
     // Postfix's "bad UTF-8 syntax" check of the name cannot fail here:

@@ -17,7 +17,7 @@ use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use std::collections::HashMap;
 
-pub struct Internal {
+pub(crate) struct Internal {
     flags: u32,
     table: HashMap<Vec<u8>, Vec<u8>>,
 }
@@ -83,7 +83,7 @@ impl Dict for Internal {
 }
 
 /// Any name, any mode; the table starts empty.
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     Ok(Box::new(Internal { flags: req.flags | FIXED, table: HashMap::new() }))
 }
 

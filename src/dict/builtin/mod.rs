@@ -2,9 +2,9 @@
 //! (`inline`, `static`, `fail`), in the process (`internal`, `environ`) or
 //! in the system's password database (`unix`).
 
-pub mod environ;
-pub mod fail;
-pub mod inline;
-pub mod internal;
-pub mod static_table;
-pub mod unix;
+pub(crate) mod environ;
+pub(crate) mod fail;
+pub(crate) mod inline;
+pub(crate) mod internal;
+pub(crate) mod static_table;
+pub(crate) mod unix;

@@ -7,7 +7,7 @@ use crate::dict::postmap_text;
 use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, SRC_RHS_IS_FILE};
 
-pub struct Static {
+pub(crate) struct Static {
     flags: u32,
     value: Vec<u8>,
 }
@@ -24,7 +24,7 @@ impl Dict for Static {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let name = req.name.as_bytes();
     let text = if name.first() == Some(&b'{') {
         postmap_text::extpar(name).map_err(|err| OpenError::new(format!("bad static:name syntax: {err}")))?

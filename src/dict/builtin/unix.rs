@@ -30,7 +30,7 @@ enum Database {
 static PASSWD_CHECKED: AtomicBool = AtomicBool::new(false);
 static GROUP_CHECKED: AtomicBool = AtomicBool::new(false);
 
-pub struct Unix {
+pub(crate) struct Unix {
     flags: u32,
     db: Database,
 }
@@ -135,7 +135,7 @@ impl Dict for Unix {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
     let db = match req.name {
         "passwd.byname" => Database::Passwd,

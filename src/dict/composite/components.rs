@@ -5,14 +5,14 @@ use crate::dict::postmap_text::{balpar, BraceTokens};
 use crate::dict::{registry, Dict, OpenError, OpenRequest};
 use crate::protocol::flags::{FIXED, PATTERN};
 
-pub struct Components {
+pub(crate) struct Components {
     pub tables: Vec<Box<dyn Dict>>,
     /// FIXED or PATTERN of the first component: the composite reports it.
     pub match_flags: u32,
 }
 
 /// Parse and open the components, with Postfix's refusal and syntax errors.
-pub fn open(req: &OpenRequest) -> Result<Components, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Components, OpenError> {
     req.require_read_only()?;
     let syntax = || {
         OpenError::new(format!(

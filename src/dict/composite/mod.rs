@@ -2,8 +2,8 @@
 //! `unionmap` (every result), `randmap` (one of a list), and a nested
 //! `proxy:` (the named table, opened here). [`components`] opens the parts.
 
-pub mod components;
-pub mod pipemap;
-pub mod proxy;
-pub mod randmap;
-pub mod unionmap;
+pub(crate) mod components;
+pub(crate) mod pipemap;
+pub(crate) mod proxy;
+pub(crate) mod randmap;
+pub(crate) mod unionmap;

@@ -10,7 +10,7 @@ struct Pipemap {
     parts: Components,
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let parts = components::open(req)?;
     Ok(Box::new(Pipemap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts }))
 }

@@ -3,7 +3,7 @@
 
 use crate::dict::{registry, Dict, OpenError, OpenRequest};
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let mut name = req.name;
     while let Some(rest) = name.strip_prefix("proxy:") {
         name = rest;

@@ -12,7 +12,7 @@ struct Randmap {
     state: AtomicU64,
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
     let syntax = || OpenError::new(format!("bad syntax: \"randmap:{}\"; need \"randmap:{{value...}}\"", req.name));
     let name = req.name.as_bytes();

@@ -10,7 +10,7 @@ struct Unionmap {
     parts: Components,
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let parts = components::open(req)?;
     Ok(Box::new(Unionmap { flags: req.flags | parts.match_flags, open_flags: req.flags, parts }))
 }

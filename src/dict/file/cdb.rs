@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// 256 (position, slot count) pairs of little-endian u32 at the start.
 const TOC_SIZE: usize = 2048;
 
-pub struct Cdb {
+pub(crate) struct Cdb {
     /// `/path/name.cdb`, Postfix's dict->name for cdb.
     cdb_path: String,
     data: Vec<u8>,
@@ -48,7 +48,7 @@ pub struct Cdb {
 #[derive(Debug)]
 struct Corrupt;
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     if req.mode == Mode::ReadWrite {
         return Err(OpenError::new(
             "dict_cdb_open: inappropriate open flags for cdb database - specify O_RDONLY or O_WRONLY|O_CREAT|O_TRUNC",

@@ -69,11 +69,11 @@ const DEFAULT_READ_BUFFER: i32 = 128 * 1024;
 /// looking up the path.
 const PATH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn open_hash(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open_hash(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     open(req, DbType::Hash)
 }
 
-pub fn open_btree(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open_btree(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     open(req, DbType::Btree)
 }
 
@@ -506,7 +506,7 @@ fn warn_if_older_than_source(db_path: &str, source: &str, db: Option<Stamp>) {
 // ---------------------------------------------------------------------------
 // The table.
 
-pub struct DbDict {
+pub(crate) struct DbDict {
     shared: Arc<Shared>,
     mode: Mode,
     /// Open flags | FIXED (the NUL bits are in `nul`).

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 /// Which system call locks the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Style {
+pub(crate) enum Style {
     /// flock(): Berkeley DB (Postfix's MYFLOCK_STYLE_FLOCK).
     Flock,
     /// A whole-file fcntl() lock: LMDB (MYFLOCK_STYLE_FCNTL).
@@ -49,14 +49,14 @@ pub enum Style {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Shared,
     Exclusive,
 }
 
 /// The lock state of one file in this process, shared by every table
 /// instance that uses the file.
-pub struct FileLock {
+pub(crate) struct FileLock {
     file: File,
     style: Style,
     dev: u64,
@@ -104,13 +104,14 @@ impl Lease {
 
 /// Longest time a lease shared by connection threads is used while reads
 /// overlap without a pause.
-pub const LEASE_AGE: Duration = Duration::from_millis(10);
+pub(crate) const LEASE_AGE: Duration = Duration::from_millis(10);
 /// A shared lease this old ends as soon as no read uses it: a writer's
 /// wait stays short, and busy readers still share one lock for a while.
 /// (Longer in unit tests, which look at a young lease.)
-pub const LEASE_IDLE: Duration = if cfg!(test) { Duration::from_millis(100) } else { Duration::from_micros(200) };
+pub(crate) const LEASE_IDLE: Duration =
+    if cfg!(test) { Duration::from_millis(100) } else { Duration::from_micros(200) };
 /// How often the worker's loop ([`end_stale_leases`]) must look.
-pub const LEASE_TICK: Duration = Duration::from_millis(1);
+pub(crate) const LEASE_TICK: Duration = Duration::from_millis(1);
 
 /// Lease numbers; 0 is never used, so a handle that has checked nothing yet
 /// can remember 0.
@@ -122,7 +123,7 @@ fn would_block(e: &std::io::Error) -> bool {
 
 /// A lock held for one access. While it lives, no other thread of this
 /// process changes the file's lock state.
-pub struct Held<'a> {
+pub(crate) struct Held<'a> {
     /// None only while being dropped.
     state: Option<Guard<'a>>,
     /// Unlock when dropped (a lock for this access only).
@@ -144,7 +145,7 @@ impl Held<'_> {
     /// The lease this access runs under, if the lock is a lease. A table
     /// that checked its file for changes under this same lease need not check
     /// again: no other process can have written since.
-    pub fn lease(&self) -> Option<u64> {
+    pub(crate) fn lease(&self) -> Option<u64> {
         self.lease
     }
 }
@@ -193,7 +194,7 @@ impl FileLock {
     /// style read-only and read-write descriptors get separate locks (which
     /// conflict like two processes' locks; a worker process is either a
     /// reader or the writer, so they meet only in tests).
-    pub fn for_fd(fd: BorrowedFd<'_>, style: Style, name: &str) -> std::io::Result<Arc<FileLock>> {
+    pub(crate) fn for_fd(fd: BorrowedFd<'_>, style: Style, name: &str) -> std::io::Result<Arc<FileLock>> {
         let meta = nix::sys::stat::fstat(fd).map_err(std::io::Error::from)?;
         let writable = style == Style::Fcntl
             && nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(std::io::Error::from)? & libc::O_ACCMODE
@@ -219,16 +220,16 @@ impl FileLock {
         Ok(fl)
     }
 
-    pub fn dev(&self) -> u64 {
+    pub(crate) fn dev(&self) -> u64 {
         self.dev
     }
 
-    pub fn ino(&self) -> u64 {
+    pub(crate) fn ino(&self) -> u64 {
         self.ino
     }
 
     /// The descriptor the lock is on.
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.file
     }
 
@@ -237,7 +238,7 @@ impl FileLock {
     /// Under [`crate::sync::NoWait`], a lock held elsewhere (by another
     /// process, or by a thread here that may be waiting for one) fails with
     /// `ErrorKind::WouldBlock` instead of waiting.
-    pub fn hold(self: &Arc<Self>, kind: Kind) -> std::io::Result<Held<'_>> {
+    pub(crate) fn hold(self: &Arc<Self>, kind: Kind) -> std::io::Result<Held<'_>> {
         if kind == Kind::Exclusive {
             end_leases();
         }
@@ -327,7 +328,7 @@ impl FileLock {
 
     /// OPEN_LOCK: take the exclusive lock for the life of an instance,
     /// trying for about a second. Counted: released with the last instance.
-    pub fn acquire_persistent(&self) -> std::io::Result<()> {
+    pub(crate) fn acquire_persistent(&self) -> std::io::Result<()> {
         end_leases();
         let mut st = write(&self.state);
         if st.persistent == 0 {
@@ -348,7 +349,7 @@ impl FileLock {
         Ok(())
     }
 
-    pub fn release_persistent(&self) {
+    pub(crate) fn release_persistent(&self) {
         let mut st = write(&self.state);
         st.persistent = st.persistent.saturating_sub(1);
         if st.persistent == 0 {
@@ -462,14 +463,14 @@ thread_local! {
 /// One event-loop pass: shared locks taken while it is open are kept until it
 /// ends (dropped). Only the worker's loop opens passes; elsewhere (tests,
 /// tools, other threads) every access locks and unlocks.
-pub struct Pass {
+pub(crate) struct Pass {
     /// Only the outermost guard ends the pass.
     outer: bool,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Pass {
-    pub fn begin() -> Pass {
+    pub(crate) fn begin() -> Pass {
         let outer = LEASES.with(|l| {
             let mut l = l.borrow_mut();
             let outer = l.is_none();
@@ -508,14 +509,14 @@ thread_local! {
 /// connection threads, whose requests are not batched in passes; the process
 /// must then call [`end_stale_leases`] every [`LEASE_TICK`] while
 /// [`stale_leases_pending`] says so.
-pub fn share_leases() {
+pub(crate) fn share_leases() {
     SHARING.with(|s| s.set(true));
     ANY_SHARING.store(true, Ordering::Relaxed);
 }
 
 /// End the shared leases that no read uses (skipping a file whose state an
 /// access holds just now: it is tried at the next call).
-pub fn end_stale_leases() {
+pub(crate) fn end_stale_leases() {
     let now = now_ns();
     let files = std::mem::take(&mut *lock(&STALE));
     let mut left: Vec<Arc<FileLock>> = files.into_iter().filter(|fl| !fl.end_if_idle(now)).collect();
@@ -530,7 +531,7 @@ pub fn end_stale_leases() {
 }
 
 /// Are there shared leases that [`end_stale_leases`] must end in time?
-pub fn stale_leases_pending() -> bool {
+pub(crate) fn stale_leases_pending() -> bool {
     ANY_SHARING.load(Ordering::Relaxed) && !lock(&STALE).is_empty()
 }
 
@@ -547,7 +548,7 @@ fn keep(fl: Arc<FileLock>) {
 }
 
 /// End this thread's leases now; the pass stays open.
-pub fn end_leases() {
+pub(crate) fn end_leases() {
     let held = LEASES.with(|l| l.borrow_mut().as_mut().map(std::mem::take));
     for fl in held.into_iter().flatten() {
         fl.end_lease();

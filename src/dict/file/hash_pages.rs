@@ -47,7 +47,7 @@ const META_LEN: usize = 224;
 const CHARKEY: &[u8] = b"%$sniglet^&\0";
 
 #[derive(Debug, thiserror::Error)]
-pub enum PageError {
+pub(crate) enum PageError {
     #[error("not a hash file of the layout read directly: {0}")]
     Unsupported(&'static str),
     #[error("page {pgno}: {what}")]
@@ -84,7 +84,7 @@ fn log2_ceil(n: u32) -> usize {
 
 /// What the meta page says, and when it was read.
 #[derive(Clone, Copy, Default)]
-pub struct Meta {
+pub(crate) struct Meta {
     max_bucket: u32,
     high_mask: u32,
     low_mask: u32,
@@ -109,7 +109,7 @@ thread_local! {
 }
 
 /// A reader of one file, shared by lookups on any thread (`&self`).
-pub struct HashPages {
+pub(crate) struct HashPages {
     file: File,
     pagesize: usize,
     meta: RwLock<Meta>,
@@ -118,7 +118,7 @@ pub struct HashPages {
 impl HashPages {
     /// Open `path` for direct reads; Unsupported when the file is not of the
     /// layout this reader knows.
-    pub fn open(path: &str) -> Result<HashPages, PageError> {
+    pub(crate) fn open(path: &str) -> Result<HashPages, PageError> {
         let file = File::open(path)?;
         let mut head = [0u8; META_LEN];
         file.read_exact_at(&mut head, 0)?;
@@ -133,7 +133,7 @@ impl HashPages {
 
     /// Read the meta page and the file's length again (bucket count and
     /// masks change as a writer adds keys), under `lease`.
-    pub fn reload_meta(&self, lease: Option<u64>) -> Result<Meta, PageError> {
+    pub(crate) fn reload_meta(&self, lease: Option<u64>) -> Result<Meta, PageError> {
         let mut head = [0u8; META_LEN];
         self.file.read_exact_at(&mut head, 0)?;
         let meta = self.meta_of(&head, lease)?;
@@ -160,7 +160,7 @@ impl HashPages {
     /// a time. A miss, or a page past the known end of the file, may come
     /// from an old meta page: then it is read again (at most once per lease)
     /// and the key looked up once more.
-    pub fn get(&self, key: &[u8], out: &mut Vec<u8>, lease: Option<u64>) -> Result<bool, PageError> {
+    pub(crate) fn get(&self, key: &[u8], out: &mut Vec<u8>, lease: Option<u64>) -> Result<bool, PageError> {
         BUFFERS.with(|b| {
             let mut fresh = (Vec::new(), Vec::new());
             // Only a lookup inside a lookup would find them borrowed.

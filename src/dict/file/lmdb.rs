@@ -49,12 +49,12 @@ const FUDGE: usize = 10240;
 /// Map size growth factor on MDB_MAP_FULL (Postfix DICT_LMDB_SIZE_INCR).
 const SIZE_INCR: usize = 2;
 /// Recoveries per request (slmdb's default; Postfix's dict_lmdb uses 1).
-pub const RETRY_LIMIT: u32 = 30;
+pub(crate) const RETRY_LIMIT: u32 = 30;
 
 /// An lmdb table. Lookups run side by side under the read side of its
 /// state; one that fails is retried under the write side, which recovery
 /// (growing the map, reopening the environment) needs, as do writes.
-pub struct Lmdb {
+pub(crate) struct Lmdb {
     flags: u32,
     state: RwLock<State>,
 }
@@ -82,7 +82,7 @@ struct State {
 /// A connection's sequence position: the stored key last returned.
 struct SeqPos(Vec<u8>);
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let name = req.name;
     if req.flags & OPEN_LOCK != 0 && req.flags & LOCK != 0 {
         return Err(OpenError::new(format!(

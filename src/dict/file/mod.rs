@@ -3,10 +3,10 @@
 //! Postfix takes them ([`filelock`]) and the check that a file changed since
 //! it was opened ([`verified`]).
 
-pub mod cdb;
-pub mod db;
-pub mod filelock;
-pub mod hash_pages;
-pub mod lmdb;
-pub mod texthash;
-pub mod verified;
+pub(crate) mod cdb;
+pub(crate) mod db;
+pub(crate) mod filelock;
+pub(crate) mod hash_pages;
+pub(crate) mod lmdb;
+pub(crate) mod texthash;
+pub(crate) mod verified;

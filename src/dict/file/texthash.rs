@@ -181,7 +181,7 @@ impl Dict for MemDict {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
     let path = req.name;
     loop {

@@ -20,24 +20,24 @@ const MAX_ENTRIES: usize = 200;
 
 /// The verdict file of one data directory.
 #[derive(Clone, Debug)]
-pub struct Verdicts {
+pub(crate) struct Verdicts {
     file: PathBuf,
 }
 
 impl Verdicts {
-    pub fn in_dir(dir: &Path) -> Verdicts {
+    pub(crate) fn in_dir(dir: &Path) -> Verdicts {
         Verdicts { file: dir.join(FILE_NAME) }
     }
 
     /// Did the file at `path`, as `meta` describes it now, pass before?
-    pub fn known(&self, path: &str, meta: &Metadata) -> bool {
+    pub(crate) fn known(&self, path: &str, meta: &Metadata) -> bool {
         let Some(entry) = entry(path, meta) else { return false };
         std::fs::read_to_string(&self.file).is_ok_and(|text| text.lines().any(|l| l == entry))
     }
 
     /// Remember that the file at `path`, as `meta` describes it, passed.
     /// Failures only cost a later process another verify pass.
-    pub fn remember(&self, path: &str, meta: &Metadata) {
+    pub(crate) fn remember(&self, path: &str, meta: &Metadata) {
         let Some(entry) = entry(path, meta) else { return };
         let old = std::fs::read_to_string(&self.file).unwrap_or_default();
         let same_path = format!(" {path}");
@@ -72,7 +72,7 @@ fn entry(path: &str, m: &Metadata) -> Option<String> {
 }
 
 /// Whether `a` and `b` describe the same state of one file.
-pub fn unchanged(a: &Metadata, b: &Metadata) -> bool {
+pub(crate) fn unchanged(a: &Metadata, b: &Metadata) -> bool {
     entry("", a) == entry("", b)
 }
 

@@ -168,7 +168,7 @@ impl Block {
     }
 }
 
-pub struct Cidr {
+pub(crate) struct Cidr {
     flags: u32,
     root: Block,
     /// Result text by rule number (empty for `if`/`endif`).
@@ -217,7 +217,7 @@ impl Dict for Cidr {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
     let name = req.name;
     let (text, source) = if name.starts_with('{') {

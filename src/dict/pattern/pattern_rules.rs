@@ -29,7 +29,7 @@ macro_rules! warn {
 /// What differs between the regexp and pcre tables. An engine holds no
 /// state of its own: compiled patterns are shared by every lookup, and
 /// what a match writes goes to the lookup's [`Engine::Scratch`].
-pub trait Engine: Default + Send + Sync + 'static {
+pub(crate) trait Engine: Default + Send + Sync + 'static {
     type Regex: Send + Sync;
     /// The match buffers of one lookup in progress.
     type Scratch: Send;
@@ -134,7 +134,7 @@ struct Rule<R> {
 
 /// A loaded rule table: rules, compiled patterns and the rule set, shared
 /// by concurrent lookups; each lookup borrows its buffers from a pool.
-pub struct RuleTable<E: Engine> {
+pub(crate) struct RuleTable<E: Engine> {
     map: String,
     engine: E,
     rules: Vec<Rule<E::Regex>>,
@@ -248,7 +248,7 @@ struct RawPattern<'a> {
 }
 
 /// Where a table came from, for change detection.
-pub struct Source {
+pub(crate) struct Source {
     pub text: Vec<u8>,
     /// (device, inode, mtime seconds, mtime nanoseconds) of a file table.
     pub identity: Option<(u64, u64, i64, i64)>,
@@ -256,7 +256,7 @@ pub struct Source {
 
 /// Read the rules of `req`: the inline `{ {rule}, ... }` form or a file.
 /// Errors are Postfix's texts. Read-only opens only.
-pub fn read_source(req: &OpenRequest) -> Result<Source, OpenError> {
+pub(crate) fn read_source(req: &OpenRequest) -> Result<Source, OpenError> {
     req.require_read_only()?;
     let name = req.name.as_bytes();
     if name.first() == Some(&b'{') {
@@ -285,7 +285,7 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64, i64, i64) {
 }
 
 /// True when the file at `path` is gone or is not the one read at open.
-pub fn source_changed(path: &str, recorded: Option<(u64, u64, i64, i64)>) -> bool {
+pub(crate) fn source_changed(path: &str, recorded: Option<(u64, u64, i64, i64)>) -> bool {
     match recorded {
         None => false,
         Some(id) => std::fs::metadata(path).map_or(true, |m| identity(&m) != id),
@@ -296,7 +296,7 @@ impl<E: Engine> RuleTable<E> {
     /// Parse and compile every rule; bad rules are logged and skipped.
     /// `map` is the table name as Postfix prints it (the part after `type:`);
     /// `flags` are the open flags.
-    pub fn load(engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>) -> RuleTable<E> {
+    pub(crate) fn load(engine: E, map: &str, text: &[u8], flags: u32, w: &mut Vec<String>) -> RuleTable<E> {
         Self::load_capped(engine, map, text, flags, w, E::RESIDENT_SET_RULES)
     }
 
@@ -420,18 +420,15 @@ impl<E: Engine> RuleTable<E> {
     }
 
     /// Number of rules kept (match, if and endif rules).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 
     /// Evaluate the rules top-down against `key` (ASCII-lowercased first
     /// when `fold`); on a hit write the expanded result into `out`. Lookups
     /// run side by side: each takes buffers of its own from the pool.
-    pub fn lookup(&self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
+    pub(crate) fn lookup(&self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
         let mut lent = Lent { pool: &self.pool, scratch: Some(self.take_scratch()) };
         lent.scratch.as_mut().is_some_and(|scratch| self.evaluate(scratch, key, fold, out))
     }
@@ -623,7 +620,7 @@ impl<E: Engine> Matcher<'_, E> {
 
 /// A regexp or pcre table: the rules, loaded and compiled once at open and
 /// shared by every client of the worker.
-pub struct PatternDict<E: Engine> {
+pub(crate) struct PatternDict<E: Engine> {
     flags: u32,
     path: String,
     identity: Option<(u64, u64, i64, i64)>,
@@ -649,7 +646,7 @@ impl<E: Engine> Dict for PatternDict<E> {
 
 /// Open a regexp/pcre table with `engine`: Postfix's refusals and texts,
 /// flags = open flags | PATTERN.
-pub fn open_table<E: Engine>(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open_table<E: Engine>(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let source = read_source(req)?;
     let mut warnings = Vec::new();
     let table = RuleTable::load(E::default(), req.name, &source.text, req.flags, &mut warnings);
@@ -969,7 +966,7 @@ fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<S
 
 /// Pattern dialect for [`required_literal`].
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     /// glibc POSIX extended syntax.
     PosixExtended,
     /// PCRE2 syntax without the extended (`x`) option.
@@ -982,7 +979,7 @@ pub enum Dialect {
 /// top level of a pattern without top-level alternation. None whenever the
 /// pattern uses a construct this scanner does not fully understand.
 /// Returned lowercased.
-pub fn required_literal(pattern: &[u8], dialect: Dialect) -> Option<Vec<u8>> {
+pub(crate) fn required_literal(pattern: &[u8], dialect: Dialect) -> Option<Vec<u8>> {
     let pcre = dialect == Dialect::Pcre;
     if pcre {
         // Verbs such as (*ACCEPT), (*UTF); quoting; comments; inline option
@@ -1186,7 +1183,7 @@ fn skip_bracket(p: &[u8], open: usize, pcre: bool) -> Option<usize> {
 
 /// How a pattern is to be read by [`translate`].
 #[derive(Clone, Copy)]
-pub struct SetSyntax {
+pub(crate) struct SetSyntax {
     pub dialect: Dialect,
     /// ASCII case-insensitive (REG_ICASE / PCRE2_CASELESS, C locale).
     pub icase: bool,
@@ -1311,7 +1308,7 @@ struct Translator<'a> {
 
 /// Translate `pattern` into a byte-oriented regex-syntax pattern whose
 /// language includes the real pattern's (see above); None when unsure.
-pub fn translate(pattern: &[u8], syn: SetSyntax) -> Option<String> {
+pub(crate) fn translate(pattern: &[u8], syn: SetSyntax) -> Option<String> {
     let mut t = Translator { p: pattern, i: 0, out: String::new(), syn, depth: 0 };
     t.out.push_str(if syn.icase { "(?i-u)" } else { "(?-u)" });
     if syn.anchored {

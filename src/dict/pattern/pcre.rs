@@ -18,11 +18,11 @@ use crate::sys::regex::{
 
 /// The PCRE2 engine.
 #[derive(Default)]
-pub struct Pcre;
+pub(crate) struct Pcre;
 
 /// A lookup's match data, big enough for every rule of its table, and the
 /// return code of its last match.
-pub struct Matches {
+pub(crate) struct Matches {
     md: Pcre2MatchData,
     rc: i32,
 }
@@ -133,7 +133,7 @@ fn newline_is_lf() -> bool {
     *LF.get_or_init(crate::sys::regex::pcre2_default_newline_is_lf)
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     pattern_rules::open_table::<Pcre>(req)
 }
 

@@ -15,7 +15,7 @@ use std::ffi::{CStr, CString};
 
 /// The glibc engine; a lookup's capture buffer is its scratch.
 #[derive(Default)]
-pub struct Posix;
+pub(crate) struct Posix;
 
 impl Engine for Posix {
     type Regex = PosixRegex;
@@ -107,7 +107,7 @@ impl Engine for Posix {
     }
 }
 
-pub fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     pattern_rules::open_table::<Posix>(req)
 }
 
