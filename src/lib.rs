@@ -16,4 +16,6 @@ pub mod protocol;
 pub mod service;
 pub(crate) mod sync;
 pub(crate) mod sys;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod worker;

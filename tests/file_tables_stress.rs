@@ -57,22 +57,6 @@ impl Drop for SetOnPanic<'_> {
     }
 }
 
-/// A small deterministic generator (xorshift64*): reproducible runs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A directory for table files, with a main.cf of its own for `postmap -c`
 /// (a fixed host name keeps postmap from probing the network setup).
 fn table_dir(tag: &str) -> TempDir {
@@ -236,9 +220,9 @@ fn acknowledged_updates_survive_writer_kills(kind: &str) {
         // opens it in this test); a freshly respawned writer that has not
         // opened it yet is left alone until it has.
         let killer = s.spawn(|| {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
             while !done.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(100 + rng.below(201)));
+                std::thread::sleep(Duration::from_millis(100 + rng.below(201) as u64));
                 let writers: Vec<i32> = children_of(master).into_iter().filter(|&p| holds_file(p, &file)).collect();
                 if let [pid] = writers[..] {
                     // still our master's child (not reaped and reused meanwhile)
@@ -400,15 +384,15 @@ fn readers_see_only_written_values(kind: &str) {
     // The writer's whole plan, fixed in advance: the values each key may
     // ever have (a value names its key and the write that produced it), and
     // the exact status each write must get.
-    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut rng = Rng::new(0x0123_4567_89ab_cdef);
     let mut plan: Vec<(usize, Op)> = Vec::new();
     for j in 0..WRITES {
-        let k = rng.below(KEYS as u64) as usize;
+        let k = rng.below(KEYS);
         if rng.below(4) == 0 {
             plan.push((k, Op::Delete));
         } else {
             // mostly small values, now and then one big enough for overflow pages
-            let pad = if rng.below(25) == 0 { 2000 + rng.below(3000) } else { rng.below(100) } as usize;
+            let pad = if rng.below(25) == 0 { 2000 + rng.below(3000) } else { rng.below(100) };
             plan.push((k, Op::Update(format!("{}={j}:{}", keys[k], "x".repeat(pad)))));
         }
     }
@@ -456,7 +440,7 @@ fn readers_see_only_written_values(kind: &str) {
             let reader_failed = &reader_failed;
             readers.push(s.spawn(move || {
                 let _failed = SetOnPanic(reader_failed);
-                let mut rng = Rng(0x5151_0000 + r as u64 + 1);
+                let mut rng = Rng::new(0x5151_0000 + r as u64 + 1);
                 let sock = d.socket("proxymap");
                 start_line.wait();
                 let mut n = 0usize;
@@ -466,7 +450,7 @@ fn readers_see_only_written_values(kind: &str) {
                     let mut c = Client::connect(&sock)
                         .unwrap_or_else(|e| panic!("reader {r}: connect: {e}; log:\n{}", log_tail(d)));
                     for _ in 0..LOOKUPS_PER_CONNECTION {
-                        let key = &keys[rng.below(KEYS as u64) as usize];
+                        let key = &keys[rng.below(KEYS)];
                         let request: [(&str, &[u8]); 4] = [
                             ("request", b"lookup"),
                             ("table", table.as_bytes()),

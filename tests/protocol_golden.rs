@@ -2,9 +2,13 @@
 //! every reply shape, and what the parser decides for well-formed, malformed
 //! and incomplete input.
 
+#[path = "../src/test_support.rs"]
+mod test_support;
+
 use proxymap::protocol::attr::{Context, Incomplete};
 use proxymap::protocol::request::{parse, Dialect, Op, Outcome, Parse, Request, Warning};
 use proxymap::protocol::{Reply, Status, ANNOUNCEMENT};
+use test_support::Rng;
 
 fn encode(r: Reply<'_>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -249,22 +253,6 @@ const SEEDS: &[&[u8]] = &[
     b"request\0open\0table\0a:b\0instance_flags\x0016\0\0",
 ];
 
-/// A small deterministic generator (xorshift64): reproducible failures.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One to four random edits of `seed`: a byte changed (often to NUL or a
 /// digit), bytes removed, a span repeated, random bytes inserted, or a cut.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -295,7 +283,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_requests_get_a_decision_that_depends_only_on_what_it_consumed() {
-    let mut rng = Rng(0x243f_6a88_85a3_08d3);
+    let mut rng = Rng::new(0x243f_6a88_85a3_08d3);
     let mut decided = 0;
     for round in 0..20_000 {
         let seed = SEEDS[round % SEEDS.len()];
@@ -331,7 +319,7 @@ fn mutated_requests_get_a_decision_that_depends_only_on_what_it_consumed() {
 fn random_bytes_never_stall_a_decision_past_a_double_nul_at_a_name() {
     // A list ends at the first empty name: input that has one at a name's
     // place is decided, however odd the bytes before it.
-    let mut rng = Rng(0x1319_8a2e_0370_7344);
+    let mut rng = Rng::new(0x1319_8a2e_0370_7344);
     let mut lists = 0;
     for _ in 0..20_000 {
         let len = rng.below(64);

@@ -4,8 +4,6 @@ use super::Dict;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
 
 /// Look `key` up and return the value as text; a miss must leave `out` empty.
 pub(crate) fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String> {
@@ -19,51 +17,8 @@ pub(crate) fn get(d: &mut Box<dyn Dict>, key: &str, flags: u32) -> Option<String
     }
 }
 
-/// A path under the temp dir no other test uses; `tag` names the test
-/// module in it.
-fn unique_temp_path(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
-        "proxymap-{tag}-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Set a file's modification time an hour back.
-fn backdate(path: &Path) {
-    let file = std::fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
-}
-
-/// A temporary file removed on drop.
-pub(crate) struct TempFile(pub PathBuf);
-
-impl TempFile {
-    /// A new file with `content`; `tag` names the test module in the path.
-    pub(crate) fn new(tag: &str, content: impl AsRef<[u8]>) -> TempFile {
-        let path = unique_temp_path(tag);
-        std::fs::write(&path, content).unwrap();
-        TempFile(path)
-    }
-
-    /// Set the modification time an hour back (texthash waits for a file
-    /// changed in the last second to settle before reading it).
-    pub(crate) fn backdated(self) -> TempFile {
-        backdate(&self.0);
-        self
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+pub(crate) use crate::test_support::TempFile;
+use crate::test_support::{backdate, unique_temp_path};
 
 const POSTMAP_ADVICE: &str =
     "Postfix 3.7 with postfix-lmdb and postfix-cdb is needed; run scripts/install-test-deps.sh";
