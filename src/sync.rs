@@ -49,7 +49,11 @@ thread_local! {
 /// another thread or process holds: they fail with
 /// [`crate::dict::DictError::WouldBlock`] instead, and the caller serves the
 /// request where waiting is harmless (the worker's event loop hands the
-/// connection to a thread of its own). Not `Send`: it is this thread's.
+/// connection to a thread of its own). Set by the service, on the event
+/// loop, around lookups of tables that declared
+/// [`crate::dict::Waits::OnContention`]: those tables honour it; tables that
+/// may wait otherwise are not called there at all. Not `Send`: it is this
+/// thread's.
 pub(crate) struct NoWait {
     was: bool,
     _not_send: std::marker::PhantomData<*const ()>,

@@ -23,6 +23,7 @@ pub(crate) mod file;
 pub(crate) mod pattern;
 pub(crate) mod postmap_text;
 pub mod registry;
+pub(crate) mod serving;
 pub(crate) mod surrogate;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -121,6 +122,28 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// whatever it needs in it (an index, a database cursor).
 pub type Cursor = Box<dyn Any + Send>;
 
+/// Whether a table's lookups may wait, and for what: every table type
+/// declares it ([`Dict::waits`]), and the request path alone decides from it
+/// where a lookup runs, so that a worker's event loop never waits for a
+/// table (`service::Service::handle`). Opening a table, updates, deletes
+/// and sequence steps may always wait: they never run on the event loop
+/// when there is a thread to run them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Waits {
+    /// Lookups answer from memory or a local file read, never waiting for
+    /// anything another thread or process holds.
+    Never,
+    /// Lookups may wait only for something another thread or process holds
+    /// (a file lock, a shared buffer). Run where waiting is not allowed
+    /// ([`crate::sync::NoWait`]), such a table answers
+    /// [`DictError::WouldBlock`] instead of waiting, and the request moves
+    /// to a thread.
+    OnContention,
+    /// Lookups may wait for something that cannot be tried without waiting:
+    /// a server, a name service. They never run on the event loop.
+    Always,
+}
+
 /// One open table. Methods take the effective request flags (instance bits plus
 /// this request's bits), so per-request behaviour such as case folding needs no
 /// shared mutable flag state.
@@ -128,6 +151,10 @@ pub trait Dict: Send + Sync {
     /// Flags of the freshly opened table: its IMPL bits (FIXED, PATTERN,
     /// MULTI_WRITER) plus the instance bits it keeps. Reported in open replies.
     fn flags(&self) -> u32;
+
+    /// Whether lookups may wait (see [`Waits`]). No default: a new table
+    /// type says it.
+    fn waits(&self) -> Waits;
 
     /// Look `key` up; on a hit write the value into `out` (cleared first) and
     /// return true. Takes `&self`: connection threads look up in one table

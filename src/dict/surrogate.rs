@@ -3,7 +3,7 @@
 //! surrogate tables do; unlike Postfix, the line is repeated at most once a
 //! minute, so a broken table does not flood the log with one line per request.
 
-use super::{Cursor, Dict, DictError, DictResult};
+use super::{Cursor, Dict, DictError, DictResult, Waits};
 use crate::protocol::flags::PATTERN;
 use crate::sync::lock;
 use std::sync::Mutex;
@@ -56,6 +56,10 @@ impl Surrogate {
 impl Dict for Surrogate {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        Waits::Never
     }
     fn lookup(&self, _: &[u8], _: u32, _: &mut Vec<u8>) -> DictResult<bool> {
         self.fail()

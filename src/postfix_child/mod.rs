@@ -8,7 +8,7 @@ use crate::config::allowlist::proxy_allowlist;
 use crate::config::Params;
 use crate::logging::{self, fatal};
 use crate::protocol::{self, Parse};
-use crate::service::{Role, Service, Session};
+use crate::service::{Place, Role, Service, Session};
 use crate::sys;
 use crate::worker::master_status::MasterStatus;
 use crate::worker::{Intake, Limits, Worker};
@@ -160,8 +160,8 @@ fn serve_stdio(service: &mut Service) {
     loop {
         if let Parse::Done { outcome, .. } = protocol::parse(&input) {
             let mut out = Vec::new();
-            // Always Done: no NoWait here.
-            let _ = service.handle(&outcome, &mut Session::default(), &mut out);
+            // Always Done: one client, who may wait.
+            let _ = service.handle(&outcome, &mut Session::default(), &mut out, Place::MayWait);
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
             return;

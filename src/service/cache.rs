@@ -2,7 +2,7 @@
 //! of its clients and never closed when a client goes away.
 
 use crate::config::Params;
-use crate::dict::{Dict, Mode};
+use crate::dict::{Dict, Mode, Waits};
 use crate::protocol::flags;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,8 @@ pub(crate) struct Entry {
     /// Lookups share the table (each table type guards what its lookups
     /// change); updates, deletes and sequence steps have it to themselves.
     pub dict: RwLock<Box<dyn Dict>>,
+    /// What the table declared at open: where its lookups may run.
+    pub waits: Waits,
     /// Flags of the freshly opened instance: what every open reply reports.
     pub open_flags: u32,
     /// Set when the cache forgot this entry (its file changed): sessions
@@ -72,11 +74,13 @@ impl TableCache {
         let id = self.next_id;
         self.next_id += 1;
         let open_flags = dict.flags();
+        let waits = dict.waits();
         let entry = Arc::new(Entry {
             id,
             name: name.to_owned(),
             instance_flags,
             open_flags,
+            waits,
             dict: RwLock::new(dict),
             retired: AtomicBool::new(false),
         });

@@ -6,10 +6,10 @@ pub(crate) mod status;
 
 use crate::config::allowlist::Allowlist;
 use crate::config::Params;
-use crate::dict::{Cursor, DictError, KeyValue, Mode};
+use crate::dict::{Cursor, DictError, KeyValue, Mode, Waits};
 use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
 use crate::protocol::{Op, Outcome, Reply, Request, Status};
-use crate::sync::{lock, read, read_unless_busy, write};
+use crate::sync::{lock, read, try_read, write, NoWait};
 use cache::{Entry, TableCache};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,14 +46,26 @@ impl Role {
     }
 }
 
+/// Where a request is being served: the one thing the request path needs to
+/// know to keep an event loop from waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A worker's event loop, with connection threads to hand waiting work
+    /// to: nothing here may wait (see [`crate::dict::Waits`]).
+    EventLoop,
+    /// A connection thread, or a process that serves one client at a time:
+    /// waiting stalls no other client.
+    MayWait,
+}
+
 /// What became of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Served {
     /// Answered (the reply, if any, is in the output buffer).
     Done,
-    /// Not done: it would wait, on a thread that must not (see
-    /// [`Service::handle`]). The caller serves it again elsewhere.
+    /// Not done: it would wait, at [`Place::EventLoop`] (see
+    /// [`Service::handle`]). The caller serves it again on a thread.
     WouldBlock,
 }
 
@@ -141,10 +153,15 @@ impl Service {
     }
 
     /// Answer one parse outcome, appending the reply (if any) to `out`.
-    /// Under [`crate::sync::NoWait`], a request that would wait for a table
-    /// (not open yet, locked elsewhere), or that changes or walks one, is
-    /// left undone: [`Served::WouldBlock`], with nothing logged or written.
-    pub fn handle(&self, outcome: &Outcome<'_>, session: &mut Session, out: &mut Vec<u8>) -> Served {
+    ///
+    /// At [`Place::EventLoop`] only lookups and opens of tables already open
+    /// run, and a lookup only as far as its table's [`Waits`] allows: a
+    /// table that may always wait is not called at all, one that may wait
+    /// on contention is called under [`NoWait`] and gives up rather than
+    /// wait. Anything else (opening a table, update, delete, sequence, a
+    /// request with a warning to log) is left undone: [`Served::WouldBlock`],
+    /// with nothing logged or written, and the caller serves it on a thread.
+    pub fn handle(&self, outcome: &Outcome<'_>, session: &mut Session, out: &mut Vec<u8>, place: Place) -> Served {
         match *outcome {
             Outcome::Ignored(w) => log::warn!("{}", w.display(&self.stream)),
             Outcome::Bad { op, dialect, warning } => {
@@ -154,20 +171,19 @@ impl Service {
                 Reply::status(op, dialect, Status::Bad).encode(out);
             }
             Outcome::Request { req, warning } => {
-                let no_wait = crate::sync::no_wait();
-                if no_wait && (warning.is_some() || !matches!(req.op, Op::Open | Op::Lookup)) {
+                if place == Place::EventLoop && (warning.is_some() || !matches!(req.op, Op::Open | Op::Lookup)) {
                     return Served::WouldBlock;
                 }
                 if let Some(w) = warning {
                     log::warn!("{}", w.display(&self.stream));
                 }
-                return self.serve(&req, session, out);
+                return self.serve(&req, session, out, place);
             }
         }
         Served::Done
     }
 
-    fn serve(&self, req: &Request<'_>, session: &mut Session, out: &mut Vec<u8>) -> Served {
+    fn serve(&self, req: &Request<'_>, session: &mut Session, out: &mut Vec<u8>, place: Place) -> Served {
         let mut reply = Reply::status(Some(req.op), req.dialect, Status::Bad);
         if matches!(req.op, Op::Update | Op::Delete) && self.role == Role::Reader {
             log::warn!(
@@ -192,20 +208,20 @@ impl Service {
                         return Served::Done;
                     }
                 };
-                let Some(entry) = self.table(name, req.instance_flags) else { return Served::WouldBlock };
+                let Some(entry) = self.table(name, req.instance_flags, place) else { return Served::WouldBlock };
                 let mut requested = recycled.map(|l| l.requested).unwrap_or_default();
                 requested.clear();
                 requested.extend_from_slice(req.table);
                 LastTable { requested, entry }
             }
         };
-        let served = self.run(req, &last.entry, session, out);
+        let served = self.run(req, &last.entry, session, out, place);
         session.last = Some(last);
         served
     }
 
     /// Run an approved request on its open table.
-    fn run(&self, req: &Request<'_>, entry: &Entry, session: &mut Session, out: &mut Vec<u8>) -> Served {
+    fn run(&self, req: &Request<'_>, entry: &Entry, session: &mut Session, out: &mut Vec<u8>, place: Place) -> Served {
         let mut reply = Reply::status(Some(req.op), req.dialect, Status::Bad);
         // The instance's own bits plus this request's bits: per-request state is
         // passed down, never left behind in the shared table.
@@ -215,10 +231,7 @@ impl Service {
                 reply.flags = entry.open_flags;
                 Ok(Status::Ok)
             }
-            Op::Lookup => match read_unless_busy(&entry.dict) {
-                Some(dict) => dict.lookup(req.key, flags, &mut session.value).map(status::of_bool),
-                None => Err(DictError::WouldBlock),
-            },
+            Op::Lookup => lookup(entry, place, req.key, flags, &mut session.value).map(status::of_bool),
             Op::Update => {
                 flags |= SYNC_UPDATE | DUP_REPLACE;
                 write(&entry.dict).update(req.key, req.value, flags).map(status::of_bool)
@@ -243,7 +256,7 @@ impl Service {
         }
         reply.status = match result {
             Ok(s) => s,
-            Err(DictError::WouldBlock) if crate::sync::no_wait() => return Served::WouldBlock,
+            Err(DictError::WouldBlock) if place == Place::EventLoop => return Served::WouldBlock,
             Err(e) => {
                 if let DictError::Unsupported(op) = e {
                     log::warn!("table {}: {} operation is not supported", entry.name, op);
@@ -263,15 +276,15 @@ impl Service {
     }
 
     /// The open table, opened on first use without holding the cache's lock
-    /// (by one thread at a time per table). None under
-    /// [`crate::sync::NoWait`] when it is not open yet: opening may take
-    /// long (a large pattern table, a database server).
-    fn table(&self, name: &str, instance_flags: u32) -> Option<Arc<Entry>> {
+    /// (by one thread at a time per table). None at [`Place::EventLoop`]
+    /// when it is not open yet: opening may take long (a large pattern
+    /// table, a database server).
+    fn table(&self, name: &str, instance_flags: u32, place: Place) -> Option<Arc<Entry>> {
         let find = || read(&self.tables).find(name, instance_flags);
         if let Some(e) = find() {
             return Some(e);
         }
-        if crate::sync::no_wait() {
+        if place == Place::EventLoop {
             return None;
         }
         let key = format!("{instance_flags:x}:{name}");
@@ -315,6 +328,24 @@ impl Service {
     }
 }
 
+/// A lookup, at `place` as far as the table's [`Waits`] allows.
+/// [`DictError::WouldBlock`]: not done, it would have waited.
+fn lookup(entry: &Entry, place: Place, key: &[u8], flags: u32, out: &mut Vec<u8>) -> Result<bool, DictError> {
+    if place == Place::MayWait {
+        return read(&entry.dict).lookup(key, flags, out);
+    }
+    // The table's own lock: an update on a thread may hold it.
+    let try_dict = || try_read(&entry.dict).ok_or(DictError::WouldBlock);
+    match entry.waits {
+        Waits::Never => try_dict()?.lookup(key, flags, out),
+        Waits::OnContention => {
+            let _no_wait = NoWait::begin();
+            try_dict()?.lookup(key, flags, out)
+        }
+        Waits::Always => Err(DictError::WouldBlock),
+    }
+}
+
 fn sequence(entry: &Entry, session: &mut Session, first: bool, flags: u32) -> Result<Option<KeyValue>, DictError> {
     let mut cursor = session.cursors.remove(&entry.id);
     let r = write(&entry.dict).sequence(&mut cursor, first, flags);
@@ -332,6 +363,12 @@ mod tests {
     use crate::protocol::{self, Parse};
 
     fn lookup(svc: &Service, session: &mut Session, table: &str, key: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert_eq!(lookup_at(svc, session, table, key, Place::MayWait, &mut out), Served::Done);
+        out
+    }
+
+    fn lookup_at(svc: &Service, session: &mut Session, table: &str, key: &str, at: Place, out: &mut Vec<u8>) -> Served {
         let mut req = Vec::new();
         Writer::new(&mut req)
             .str("request", b"lookup")
@@ -340,9 +377,67 @@ mod tests {
             .str("key", key.as_bytes())
             .end();
         let Parse::Done { outcome, .. } = protocol::parse(&req) else { panic!("incomplete request") };
-        let mut out = Vec::new();
-        assert_eq!(svc.handle(&outcome, session, &mut out), Served::Done);
-        out
+        svc.handle(&outcome, session, out, at)
+    }
+
+    /// A table that records how it was called and, under NoWait, gives up
+    /// as a table waiting on contention does.
+    struct Probe {
+        waits: Waits,
+        calls: Arc<std::sync::Mutex<Vec<bool>>>,
+    }
+
+    impl crate::dict::Dict for Probe {
+        fn flags(&self) -> u32 {
+            0
+        }
+        fn waits(&self) -> Waits {
+            self.waits
+        }
+        fn lookup(&self, _: &[u8], _: u32, out: &mut Vec<u8>) -> crate::dict::DictResult<bool> {
+            let no_wait = crate::sync::no_wait();
+            lock(&self.calls).push(no_wait);
+            if no_wait {
+                return Err(DictError::WouldBlock);
+            }
+            out.clear();
+            out.extend_from_slice(b"v");
+            Ok(true)
+        }
+    }
+
+    /// The rule that keeps an event loop from waiting, for each kind of
+    /// table: where its lookup runs is decided by what it declared, not by
+    /// the table checking a flag.
+    #[test]
+    fn where_a_lookup_runs_follows_what_its_table_declares() {
+        let main_cf = "proxy_read_maps = proxy:t:Never proxy:t:OnContention proxy:t:Always\n";
+        let params = Arc::new(Params::from_text(main_cf, "main.cf", &[]).unwrap());
+        let allowlist = crate::config::allowlist::proxy_allowlist(&params, false);
+        let svc = Service::new(Role::Reader, params, allowlist);
+        for (waits, on_loop) in [
+            (Waits::Never, Some(false)),       // called, free to finish
+            (Waits::OnContention, Some(true)), // called, told not to wait
+            (Waits::Always, None),             // never called on the loop
+        ] {
+            let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let probe = Probe { waits, calls: Arc::clone(&calls) };
+            let table = format!("t:{waits:?}");
+            let instance_flags = 16448 & crate::protocol::flags::INST_MASK;
+            write(&svc.tables).insert(&table, instance_flags, Box::new(probe));
+            let mut session = Session::default();
+            let mut out = Vec::new();
+            let served = lookup_at(&svc, &mut session, &table, "k", Place::EventLoop, &mut out);
+            let expected = if on_loop == Some(false) { Served::Done } else { Served::WouldBlock };
+            assert_eq!(served, expected, "{waits:?} on the loop");
+            assert_eq!(lock(&calls).clone(), on_loop.into_iter().collect::<Vec<_>>(), "{waits:?} on the loop");
+            if served == Served::WouldBlock {
+                assert!(out.is_empty(), "nothing written for a request that moves");
+            }
+            lock(&calls).clear();
+            assert_eq!(lookup(&svc, &mut Session::default(), &table, "k"), reply(0, "v"), "{waits:?} on a thread");
+            assert_eq!(lock(&calls).clone(), vec![false], "{waits:?}: a thread may wait");
+        }
     }
 
     fn reply(status: u32, value: &str) -> Vec<u8> {

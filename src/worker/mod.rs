@@ -12,8 +12,7 @@ pub(crate) mod master_status;
 pub(crate) mod threads;
 
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
-use crate::service::{Served, Service, Session};
-use crate::sync::NoWait;
+use crate::service::{Place, Served, Service, Session};
 use crate::sys::{self, Received};
 use accept_pause::AcceptPause;
 use backoff::Backoff;
@@ -242,8 +241,8 @@ impl Worker {
                 return Exit::MasterGone;
             }
             // Table locks taken for this batch of requests are kept until it
-            // is answered (dict::filelock); the pass ends before any wait.
-            let pass = crate::dict::file::filelock::Pass::begin();
+            // is answered; the pass ends before any wait.
+            let pass = crate::dict::serving::loop_pass();
             for ev in &events[..n] {
                 let token = ev.data();
                 if token == STATUS_TOKEN {
@@ -265,9 +264,7 @@ impl Worker {
                 }
             }
             drop(pass);
-            if crate::dict::file::filelock::stale_leases_pending() {
-                crate::dict::file::filelock::end_stale_leases();
-            }
+            crate::dict::serving::after_loop_pass(TICK);
             let now = Instant::now();
             if self.accept_pause.ends(now) {
                 self.listen(true);
@@ -319,11 +316,7 @@ impl Worker {
             }
             self.spin.backoff.miss();
         }
-        // Leases shared by connection threads must end in time.
-        let tick = match crate::dict::file::filelock::stale_leases_pending() {
-            true => crate::dict::file::filelock::LEASE_TICK,
-            false => TICK,
-        };
+        let tick = crate::dict::serving::next_check(TICK);
         self.epoll.wait(events, tick.as_millis() as u16)
     }
 
@@ -475,11 +468,11 @@ impl Worker {
                     Parse::Done { outcome, .. } => {
                         // With a thread to move to, this loop never waits
                         // for a table: such a request moves, unanswered.
-                        let movable = self.threads.as_ref().is_some_and(Threads::has_room);
-                        let served = {
-                            let _no_wait = movable.then(NoWait::begin);
-                            self.service.handle(&outcome, &mut conn.session, &mut conn.outbuf)
+                        let place = match self.threads.as_ref().is_some_and(Threads::has_room) {
+                            true => Place::EventLoop,
+                            false => Place::MayWait,
                         };
+                        let served = self.service.handle(&outcome, &mut conn.session, &mut conn.outbuf, place);
                         if served == Served::WouldBlock {
                             return self.move_to_thread(slot);
                         }

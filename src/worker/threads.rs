@@ -15,9 +15,8 @@
 
 use super::backoff::{self, Backoff};
 use super::Limits;
-use crate::dict::file::filelock;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
-use crate::service::{Role, Service, Session};
+use crate::service::{Place, Role, Service, Session};
 use crate::sync::lock;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -175,9 +174,7 @@ impl Threads {
 }
 
 fn thread_main(shared: &Shared, first: Handoff, busy: Arc<AtomicU64>) {
-    // Requests here are not batched in loop passes: shared file locks are
-    // leased to all threads and end when idle (the loop ends the rest).
-    filelock::share_leases();
+    crate::dict::serving::on_connection_thread();
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next = Some(first);
     while let Some(Handoff { stream, greet, session, pending }) = next.take() {
@@ -319,7 +316,7 @@ impl ThreadConn<'_> {
         };
         self.busy.store(crate::clock::coarse_ns().max(1), Ordering::Relaxed);
         // Always Done: this thread may wait.
-        let _ = self.shared.service.handle(outcome, session, out);
+        let _ = self.shared.service.handle(outcome, session, out, Place::MayWait);
         self.busy.store(0, Ordering::Relaxed);
         true
     }

@@ -4,7 +4,7 @@
 //! are not implemented (as in Postfix).
 
 use crate::dict::postmap_text::until_nul;
-use crate::dict::{Dict, DictError, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -24,6 +24,11 @@ fn environment_trusted() -> bool {
 impl Dict for Environ {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        // the process environment, read in memory.
+        Waits::Never
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

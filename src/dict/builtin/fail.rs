@@ -3,7 +3,7 @@
 //! when the table was opened read-write; a read-only instance answers the
 //! trait's "not supported" for them (proxymap denies them before that anyway).
 
-use crate::dict::{Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::{Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::PATTERN;
 
 pub(crate) struct Fail {
@@ -21,6 +21,10 @@ impl Fail {
 impl Dict for Fail {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        Waits::Never
     }
 
     fn lookup(&self, _key: &[u8], _flags: u32, _out: &mut Vec<u8>) -> DictResult<bool> {

@@ -13,7 +13,7 @@
 //! deleted since and returning current values. Order is unspecified, as in
 //! Postfix (hash order there, key order here).
 
-use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use std::collections::HashMap;
 
@@ -35,6 +35,10 @@ fn folded(key: &[u8], flags: u32) -> std::borrow::Cow<'_, [u8]> {
 impl Dict for Internal {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        Waits::Never
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

@@ -4,7 +4,7 @@
 //! "not supported" error). Open mode does not matter.
 
 use crate::dict::postmap_text;
-use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, SRC_RHS_IS_FILE};
 
 pub(crate) struct Static {
@@ -15,6 +15,10 @@ pub(crate) struct Static {
 impl Dict for Static {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        Waits::Never
     }
 
     fn lookup(&self, _key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

@@ -13,7 +13,7 @@
 //! Postfix's warning `cannot access UNIX password database: <errno text>` is
 //! logged and the lookup fails with RETRY.
 
-use crate::dict::{Dict, DictError, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, FOLD_FIX};
 use crate::sys::passwd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,6 +111,11 @@ fn format_group(gr: &passwd::Group) -> Vec<u8> {
 impl Dict for Unix {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        // getpwnam() may ask a name service (LDAP, sssd) over the network.
+        Waits::Always
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

@@ -2,13 +2,15 @@
 //! `type:name` table, opened in-process with the composite's mode and flags.
 
 use crate::dict::postmap_text::{balpar, BraceTokens};
-use crate::dict::{registry, Dict, OpenError, OpenRequest};
+use crate::dict::{registry, Dict, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, PATTERN};
 
 pub(crate) struct Components {
     pub tables: Vec<Box<dyn Dict>>,
     /// FIXED or PATTERN of the first component: the composite reports it.
     pub match_flags: u32,
+    /// The most any part may wait: the composite waits as much.
+    pub waits: Waits,
 }
 
 /// Parse and open the components, with Postfix's refusal and syntax errors.
@@ -43,5 +45,6 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Components, OpenError> {
         }
         tables.push(table);
     }
-    Ok(Components { tables, match_flags })
+    let waits = tables.iter().map(|t| t.waits()).max().unwrap_or(Waits::Never);
+    Ok(Components { tables, match_flags, waits })
 }

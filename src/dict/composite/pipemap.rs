@@ -2,7 +2,7 @@
 //! next; a miss or an error anywhere ends the lookup.
 
 use crate::dict::composite::components::{self, Components};
-use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest, Waits};
 
 struct Pipemap {
     flags: u32,
@@ -18,6 +18,10 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 impl Dict for Pipemap {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        self.parts.waits
     }
 
     // Components are consulted with their own open flags, not the request's:

@@ -2,7 +2,7 @@
 //! random (Postfix uses it to spread mail over relays).
 
 use crate::dict::postmap_text::{balpar, file_to_base64, BraceTokens};
-use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,6 +43,10 @@ fn seed() -> u64 {
 impl Dict for Randmap {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        Waits::Never
     }
 
     fn lookup(&self, _key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

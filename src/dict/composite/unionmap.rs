@@ -2,7 +2,7 @@
 //! joined with commas; the first error ends the lookup.
 
 use crate::dict::composite::components::{self, Components};
-use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest, Waits};
 
 struct Unionmap {
     flags: u32,
@@ -18,6 +18,10 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 impl Dict for Unionmap {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        self.parts.waits
     }
 
     // Components are consulted with their own open flags, as in Postfix.

@@ -21,7 +21,7 @@
 //! lookup, answers RETRY, logged once) where tinycdb makes Postfix exit.
 
 use crate::dict::postmap_text::io_error_text;
-use crate::dict::{fold_key, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::{fold_key, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, FOLD_FIX, TRY0NULL, TRY1NULL};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -169,6 +169,11 @@ fn find<'a>(data: &'a [u8], key: &[u8]) -> Result<Option<&'a [u8]>, Corrupt> {
 impl Dict for Cdb {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        // a local file read; cdb files are replaced, never locked (as in Postfix).
+        Waits::Never
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

@@ -46,7 +46,7 @@ use crate::dict::file::filelock::{FileLock, Held, Kind, Style};
 use crate::dict::file::hash_pages::HashPages;
 use crate::dict::file::verified::{self, Verdicts};
 use crate::dict::postmap_text::{cut_at_nul, until_nul};
-use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
 };
@@ -621,6 +621,11 @@ impl Dict for DbDict {
     /// As Postfix's dict->flags: the NUL bits as learned so far.
     fn flags(&self) -> u32 {
         (self.flags & !(TRY0NULL | TRY1NULL)) | self.nul.load(Ordering::Relaxed)
+    }
+
+    fn waits(&self) -> Waits {
+        // the file lock postmap or proxywrite may hold (dict::file::filelock honours NoWait).
+        Waits::OnContention
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

@@ -33,7 +33,7 @@
 
 use crate::dict::file::filelock::{FileLock, Held, Kind, Style};
 use crate::dict::postmap_text::{self, cut_at_nul, until_nul};
-use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest};
+use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
@@ -295,6 +295,11 @@ fn probe<T>(
 impl Dict for Lmdb {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        // the file lock, and the table state a writer holds (both tried under NoWait).
+        Waits::OnContention
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

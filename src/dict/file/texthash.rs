@@ -10,7 +10,7 @@
 //! `changed()` stays false.
 
 use crate::dict::postmap_text::{self, LogicalLines, SplitError};
-use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, SRC_RHS_IS_FILE, UTF8_ACTIVE};
 use std::hash::BuildHasher;
 use std::io::Read;
@@ -165,6 +165,11 @@ pub(crate) struct MemDict {
 impl Dict for MemDict {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        // read into memory at open.
+        Waits::Never
     }
 
     fn lookup(&self, key: &[u8], flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

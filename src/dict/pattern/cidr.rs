@@ -23,7 +23,7 @@
 //! file, so the read-only service reopens it.
 
 use crate::dict::postmap_text::{self, is_space, BraceTokens, LogicalLines};
-use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -188,6 +188,10 @@ struct Source {
 impl Dict for Cidr {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        Waits::Never
     }
 
     fn lookup(&self, key: &[u8], _flags: u32, out: &mut Vec<u8>) -> DictResult<bool> {

@@ -13,7 +13,7 @@
 //! An [`Engine`] supplies the pattern flags, compilation and matching.
 
 use crate::dict::postmap_text::{self, is_space, BraceTokens, LogicalLines};
-use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
+use crate::dict::{Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN, SRC_RHS_IS_FILE};
 use crate::sync::lock;
 use std::os::unix::fs::MetadataExt;
@@ -630,6 +630,11 @@ pub(crate) struct PatternDict<E: Engine> {
 impl<E: Engine> Dict for PatternDict<E> {
     fn flags(&self) -> u32 {
         self.flags
+    }
+
+    fn waits(&self) -> Waits {
+        // a match buffer of the shared pool, when every one is lent to other threads.
+        Waits::OnContention
     }
 
     /// FOLD_MUL in the request flags lowercases the key before matching.
