@@ -1,7 +1,6 @@
 //! Helpers for the table modules' unit tests.
 
 use super::Dict;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -57,26 +56,6 @@ impl Lab {
             Ok(out) => out,
             Err(e) => panic!("cannot run postmap ({e}): {POSTMAP_ADVICE}"),
         }
-    }
-
-    /// `postmap -c <etc> ARGS` with `stdin` on its standard input, started
-    /// and left running (to watch it wait for a lock).
-    pub(crate) fn spawn_postmap(&self, args: &[&str], stdin: &str) -> Child {
-        let mut child = self
-            .postmap_command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run postmap ({e}): {POSTMAP_ADVICE}"));
-        let written = child.stdin.take().map(|mut pipe| pipe.write_all(stdin.as_bytes()));
-        assert!(matches!(written, Some(Ok(()))), "write to postmap");
-        child
-    }
-
-    /// `postmap -c <etc> ARGS` with `stdin` on its standard input (`-i`).
-    pub(crate) fn postmap_input(&self, args: &[&str], stdin: &str) -> Output {
-        self.spawn_postmap(args, stdin).wait_with_output().unwrap()
     }
 
     /// `postmap` that must succeed; returns stdout.
