@@ -863,12 +863,11 @@ mod tests {
         std::fs::remove_file(format!("{side}.db")).unwrap();
     }
 
-    const WRITER_TEST: &str = "dict::file::db::tests::writer_process";
-
     /// Another process adds `KEY VALUE` lines to `t:name` as `postmap -i`
     /// would (exclusive lock around each update); started, not waited for.
     fn writer_elsewhere(t: &str, name: &str, input: &str) -> std::process::Child {
-        spawn_writer(WRITER_TEST, &format!("{t}:{name}"), input)
+        let test = concat!(module_path!(), "::writer_process").split_once("::").unwrap().1;
+        spawn_writer(test, &format!("{t}:{name}"), input)
     }
 
     /// The other process of [`writer_elsewhere`]; nothing in a normal run.
