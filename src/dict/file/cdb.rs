@@ -232,9 +232,13 @@ impl Dict for Cdb {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::testutil::Lab;
+    use crate::dict::testutil::{copy_fixture, fixture};
+    use crate::test_support::TempDir;
 
-    const SOURCE: &str = "Alice alice@example.com\nbob bob@example.com, bob2@example.com\nMiXed Case Value\n";
+    // Tables built by postmap from tests/fixtures/basic.txt:
+    // "Alice alice@example.com\nbob bob@example.com, bob2@example.com\nMiXed Case Value\n"
+    // (basic.cdb; keepcase.cdb with -N -f); keys300.cdb holds "keyN valueN"
+    // for N below 300; changed.cdb "alice changed".
 
     fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
         let params = Params::default();
@@ -245,8 +249,8 @@ mod tests {
 
     #[test]
     fn reads_postmap_files() {
-        let lab = Lab::new("cdb");
-        let t = lab.build("cdb", "t", SOURCE, &[]);
+        let lab = TempDir::new("cdb");
+        let t = copy_fixture(lab.path(), "basic.cdb", "t");
         let mut d = open_with(&t, Mode::ReadOnly, 0).unwrap();
         assert_eq!(d.flags(), 28, "FIXED|TRY1NULL|TRY0NULL, as Postfix replies");
         assert_eq!(get(&mut d, "alice", 0).as_deref(), Some("alice@example.com"));
@@ -263,7 +267,7 @@ mod tests {
         assert!(!d.changed());
 
         // postmap -N (with NUL) and -f (keep case).
-        let u = lab.build("cdb", "u", SOURCE, &["-N", "-f"]);
+        let u = copy_fixture(lab.path(), "keepcase.cdb", "u");
         assert_eq!(find(&d_data(&u), b"Alice\0").unwrap(), Some(&b"alice@example.com\0"[..]));
         let mut d = open_with(&u, Mode::ReadOnly, 0).unwrap();
         assert_eq!(get(&mut d, "Alice", 0).as_deref(), Some("alice@example.com"));
@@ -274,11 +278,11 @@ mod tests {
         assert_eq!(d.flags(), FIXED | TRY0NULL);
         assert_eq!(get(&mut d, "Alice", 0), None);
 
-        // Many keys: every one is found, collisions and wrap-around included.
-        let source: String = (0..5000).map(|i| format!("key{i} value{i}\n")).collect();
-        let m = lab.build("cdb", "m", &source, &[]);
+        // Many keys: every one is found, collisions and wrap-around included
+        // (5000 in tests/postfix_files.rs).
+        let m = copy_fixture(lab.path(), "keys300.cdb", "m");
         let mut d = open_with(&m, Mode::ReadOnly, 0).unwrap();
-        for i in 0..5000 {
+        for i in 0..300 {
             assert_eq!(get(&mut d, &format!("key{i}"), 0), Some(format!("value{i}")));
             assert_eq!(get(&mut d, &format!("nokey{i}"), 0), None);
         }
@@ -290,26 +294,28 @@ mod tests {
 
     #[test]
     fn open_errors() {
-        let lab = Lab::new("cdb");
-        let t = lab.build("cdb", "t", SOURCE, &[]);
+        let lab = TempDir::new("cdb");
+        let t = copy_fixture(lab.path(), "basic.cdb", "t");
         let err = open_with(&t, Mode::ReadWrite, 0).err().unwrap();
         assert_eq!(
             err.reason,
             "dict_cdb_open: inappropriate open flags for cdb database - specify O_RDONLY or O_WRONLY|O_CREAT|O_TRUNC"
         );
-        let missing = lab.path("missing");
+        let missing = lab.path().join("missing").to_str().unwrap().to_owned();
         let err = open_with(&missing, Mode::ReadOnly, 0).err().unwrap();
         assert_eq!(err.reason, format!("open database {missing}.cdb: No such file or directory"));
     }
 
     #[test]
     fn replacement_and_removal_are_changes() {
-        let lab = Lab::new("cdb");
-        let t = lab.build("cdb", "t", SOURCE, &[]);
+        let lab = TempDir::new("cdb");
+        let t = copy_fixture(lab.path(), "basic.cdb", "t");
         let mut d = open_with(&t, Mode::ReadOnly, 0).unwrap();
         assert!(!d.changed());
-        // postmap rebuilds into .cdb.tmp and renames: our copy stays intact.
-        lab.build("cdb", "t", "alice changed\n", &[]);
+        // postmap rebuilds into .cdb.tmp and renames: our copy stays intact
+        // (done here by hand; by postmap in tests/postfix_files.rs).
+        std::fs::copy(fixture("changed.cdb"), format!("{t}.cdb.tmp")).unwrap();
+        std::fs::rename(format!("{t}.cdb.tmp"), format!("{t}.cdb")).unwrap();
         assert!(d.changed());
         assert_eq!(get(&mut d, "alice", 0).as_deref(), Some("alice@example.com"));
         let mut fresh = open_with(&t, Mode::ReadOnly, 0).unwrap();
@@ -321,9 +327,8 @@ mod tests {
 
     #[test]
     fn damaged_files_give_errors_not_panics() {
-        let lab = Lab::new("cdb");
-        let source: String = (0..300).map(|i| format!("key{i} value{i}\n")).collect();
-        let t = lab.build("cdb", "t", &source, &[]);
+        let lab = TempDir::new("cdb");
+        let t = copy_fixture(lab.path(), "keys300.cdb", "t");
         let path = format!("{t}.cdb");
         let good = std::fs::read(&path).unwrap();
         let keys: Vec<String> = (0..300).map(|i| format!("key{i}")).collect();

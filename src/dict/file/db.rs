@@ -798,7 +798,8 @@ impl Dict for DbDict {
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::testutil::Lab;
+    use crate::dict::testutil::{copy_fixture, fill, spawn_writer, wait_writer, writer_child};
+    use crate::test_support::TempDir;
     use std::time::Duration;
 
     #[allow(deprecated)] // nix::fcntl::flock: the Flock guard type would own the File
@@ -846,11 +847,52 @@ mod tests {
     const TYPES: [&str; 2] = ["hash", "btree"];
     const UPDATE: u32 = SYNC_UPDATE | DUP_REPLACE;
 
+    /// `dir/name` as a table name.
+    fn path_in(dir: &TempDir, name: &str) -> String {
+        dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    /// A `t` table `dir/name` holding the `KEY VALUE` lines of `source`,
+    /// written by our writer as postmap would write it (folded, with NUL).
+    fn build(dir: &TempDir, t: &str, name: &str, source: &str) -> String {
+        let name = path_in(dir, name);
+        let mut d = open_with(t, &name, Mode::ReadWrite, 0).unwrap();
+        fill(&mut d, source, FOLD_FIX);
+        name
+    }
+
+    /// Rebuild `t:name` in place (same inode, as postmap does) to hold `source`.
+    fn rebuild(dir: &TempDir, t: &str, name: &str, source: &str) {
+        let side = build(dir, t, "rebuild-side", source);
+        std::fs::write(format!("{name}.db"), std::fs::read(format!("{side}.db")).unwrap()).unwrap();
+        std::fs::remove_file(format!("{side}.db")).unwrap();
+    }
+
+    /// Another process adds `KEY VALUE` lines to `t:name` as `postmap -i`
+    /// would (exclusive lock around each update); started, not waited for.
+    fn writer_elsewhere(t: &str, name: &str, input: &str) -> std::process::Child {
+        let test = concat!(module_path!(), "::writer_process").split_once("::").unwrap().1;
+        spawn_writer(test, &format!("{t}:{name}"), input)
+    }
+
+    /// The other process of [`writer_elsewhere`]; nothing in a normal run.
+    #[test]
+    #[ignore]
+    fn writer_process() {
+        let Some((table, input)) = writer_child() else { return };
+        let (t, name) = table.split_once(':').unwrap();
+        let mut d = open_with(t, name, Mode::ReadWrite, 0).unwrap();
+        fill(&mut d, &input, FOLD_FIX | LOCK);
+        drop(d);
+        println!("WRITER-OK");
+    }
+
     #[test]
     fn reads_files_built_by_postmap() {
-        let dir = Lab::new("db-read");
+        let dir = TempDir::new("db-read");
         for t in TYPES {
-            let name = dir.build(t, t, "Alice alice@example.com\nbob  bob value\n# comment\n", &[]);
+            // tests/fixtures/db.txt: "Alice alice@example.com\nbob  bob value\n# comment\n"
+            let name = copy_fixture(dir.path(), &format!("{t}.db"), t);
             let mut d = open_with(t, &name, Mode::ReadOnly, 0).unwrap();
             assert_eq!(d.flags(), FIXED | TRY0NULL | TRY1NULL);
             // postmap lowercases keys; values keep their case and spaces.
@@ -876,10 +918,11 @@ mod tests {
 
     #[test]
     fn discovers_files_without_nul_and_keeps_case_with_f() {
-        let dir = Lab::new("db-nonul");
+        let dir = TempDir::new("db-nonul");
         for t in TYPES {
-            // -n: no trailing NUL; -f: no case folding at build time.
-            let name = dir.build(t, t, "MiXed v1\nlower v2\n", &["-n", "-f"]);
+            // -n: no trailing NUL; -f: no case folding at build time
+            // (tests/fixtures/nonul.txt: "MiXed v1\nlower v2\n").
+            let name = copy_fixture(dir.path(), &format!("{t}-nonul.db"), t);
             let mut d = open_with(t, &name, Mode::ReadOnly, 0).unwrap();
             assert_eq!(get(&mut d, "MiXed", 0).as_deref(), Some("v1"));
             assert_eq!(d.flags(), FIXED | TRY0NULL);
@@ -894,15 +937,17 @@ mod tests {
             assert_eq!(get(&mut w, "lower", 0).as_deref(), Some("v2"));
             assert!(put(&mut w, "new", "v3", UPDATE).unwrap());
             drop(w);
-            assert_eq!(dir.query(t, &name, "new").as_deref(), Some("v3"));
+            // (tests/postfix_files.rs asks postmap -q too.)
+            let mut r = open_with(t, &name, Mode::ReadOnly, 0).unwrap();
+            assert_eq!(get(&mut r, "new", 0).as_deref(), Some("v3"));
         }
     }
 
     #[test]
     fn open_errors_have_postfix_texts() {
-        let dir = Lab::new("db-openerr");
+        let dir = TempDir::new("db-openerr");
         for t in TYPES {
-            let missing = dir.path("missing");
+            let missing = path_in(&dir, "missing");
             let err = open_with(t, &missing, Mode::ReadOnly, 0).err().unwrap();
             assert_eq!(err.reason, format!("open database {missing}.db: No such file or directory"));
             let err = open_with(t, &missing, Mode::ReadOnly, LOCK).err().unwrap();
@@ -916,8 +961,8 @@ mod tests {
             );
         }
         // A btree is not a hash and vice versa (Berkeley DB says EINVAL).
-        let h = dir.build("hash", "h", "a b\n", &[]);
-        let b = dir.build("btree", "b", "a b\n", &[]);
+        let h = copy_fixture(dir.path(), "hash.db", "h");
+        let b = copy_fixture(dir.path(), "btree.db", "b");
         for (t, name) in [("btree", &h), ("hash", &b)] {
             for mode in [Mode::ReadOnly, Mode::ReadWrite] {
                 let err = open_with(t, name, mode, 0).err().unwrap();
@@ -926,16 +971,16 @@ mod tests {
         }
         // The right type still opens: a failed open leaves nothing behind.
         let mut d = open_with("hash", &h, Mode::ReadOnly, 0).unwrap();
-        assert_eq!(get(&mut d, "a", 0).as_deref(), Some("b"));
+        assert_eq!(get(&mut d, "alice", 0).as_deref(), Some("alice@example.com"));
     }
 
     #[test]
     fn corrupt_and_truncated_files_fail_that_table_only() {
-        let dir = Lab::new("db-corrupt");
+        let dir = TempDir::new("db-corrupt");
         for t in TYPES {
-            let garbage = dir.path(&format!("{t}-garbage"));
+            let garbage = path_in(&dir, &format!("{t}-garbage"));
             std::fs::write(format!("{garbage}.db"), b"this is not a database\n").unwrap();
-            let empty = dir.path(&format!("{t}-empty"));
+            let empty = path_in(&dir, &format!("{t}-empty"));
             std::fs::write(format!("{empty}.db"), b"").unwrap();
             for (name, mode) in [(&garbage, Mode::ReadOnly), (&garbage, Mode::ReadWrite), (&empty, Mode::ReadOnly)] {
                 let err = open_with(t, name, mode, LOCK).err().unwrap();
@@ -947,10 +992,12 @@ mod tests {
             assert_eq!(get(&mut d, "a", LOCK), None);
             assert!(put(&mut d, "a", "b", UPDATE).unwrap());
             drop(d);
-            assert_eq!(dir.query(t, &empty, "a").as_deref(), Some("b"));
+            // (tests/postfix_files.rs asks postmap -q too.)
+            let mut d = open_with(t, &empty, Mode::ReadOnly, 0).unwrap();
+            assert_eq!(get(&mut d, "a", 0).as_deref(), Some("b"));
             // A real table, then damaged copies of it.
             let source: String = (0..3000).map(|i| format!("key{i} value{i} {}\n", "x".repeat(i % 50))).collect();
-            let good = dir.build(t, &format!("{t}-good"), &source, &[]);
+            let good = build(&dir, t, &format!("{t}-good"), &source);
             let bytes = std::fs::read(format!("{good}.db")).unwrap();
             assert!(bytes.len() > 16384);
             let mut damaged = Vec::new();
@@ -966,7 +1013,7 @@ mod tests {
             zeroed[4096..12288].fill(0);
             damaged.push(("zeroed".into(), zeroed));
             for (tag, content) in damaged {
-                let name = dir.path(&format!("{t}-{tag}"));
+                let name = path_in(&dir, &format!("{t}-{tag}"));
                 std::fs::write(format!("{name}.db"), &content).unwrap();
                 for mode in [Mode::ReadOnly, Mode::ReadWrite] {
                     let Ok(mut d) = open_with(t, &name, mode, 0) else { continue };
@@ -996,10 +1043,14 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_read_back_by_postmap() {
-        let dir = Lab::new("db-write");
+    fn writes_are_read_back_by_another_instance() {
+        // What another process sees, through a fresh read-only instance of
+        // ours (tests/postfix_files.rs asks postmap -q and -s).
+        let query =
+            |t: &str, name: &str, key: &str| get(&mut open_with(t, name, Mode::ReadOnly, 0).unwrap(), key, FOLD_FIX);
+        let dir = TempDir::new("db-write");
         for t in TYPES {
-            let name = dir.path(t);
+            let name = path_in(&dir, t);
             let mut d = open_with(t, &name, Mode::ReadWrite, 0).unwrap();
             assert!(std::path::Path::new(&format!("{name}.db")).exists(), "O_CREAT creates the file");
             assert_eq!(d.flags(), FIXED | TRY0NULL | TRY1NULL);
@@ -1020,22 +1071,29 @@ mod tests {
             assert!(!d.delete(b"Beta", SYNC_UPDATE).unwrap(), "no folding without FOLD_FIX");
             assert_eq!(get(&mut d, "alpha", 0).as_deref(), Some("uno"));
             // Synced after each update: another process sees everything at once.
-            assert_eq!(dir.query(t, &name, "alpha").as_deref(), Some("uno"));
-            assert_eq!(dir.query(t, &name, "beta").as_deref(), Some("two"));
-            assert_eq!(dir.query(t, &name, "gamma"), None);
-            assert_eq!(dir.list(t, &name), vec!["alpha\tuno".to_owned(), "beta\ttwo".to_owned()]);
+            assert_eq!(query(t, &name, "alpha").as_deref(), Some("uno"));
+            assert_eq!(query(t, &name, "beta").as_deref(), Some("two"));
+            assert_eq!(query(t, &name, "gamma"), None);
+            assert_eq!(listed(t, &name), vec!["alpha\tuno".to_owned(), "beta\ttwo".to_owned()]);
             // With LOCK too (flock exclusive around the update, released after).
             assert!(put(&mut d, "delta", "four", UPDATE | LOCK).unwrap());
             assert!(d.delete(b"beta", SYNC_UPDATE | LOCK).unwrap());
-            assert_eq!(dir.list(t, &name), vec!["alpha\tuno".to_owned(), "delta\tfour".to_owned()]);
+            assert_eq!(listed(t, &name), vec!["alpha\tuno".to_owned(), "delta\tfour".to_owned()]);
         }
+    }
+
+    /// Every entry of `t:name` as `KEY\tVALUE`, sorted, as a fresh read-only
+    /// instance walks it (`postmap -s` in tests/postfix_files.rs).
+    fn listed(t: &str, name: &str) -> Vec<String> {
+        let mut d = open_with(t, name, Mode::ReadOnly, 0).unwrap();
+        walk(&mut d, 0).into_iter().map(|(k, v)| format!("{k}\t{v}")).collect()
     }
 
     #[test]
     fn sequence_survives_deletes_during_the_walk() {
-        let dir = Lab::new("db-seqdel");
+        let dir = TempDir::new("db-seqdel");
         for t in TYPES {
-            let name = dir.path(t);
+            let name = path_in(&dir, t);
             let mut d = open_with(t, &name, Mode::ReadWrite, OPEN_LOCK).unwrap();
             let mut cursor = None;
             assert_eq!(d.sequence(&mut cursor, false, 0).unwrap(), None, "NEXT without FIRST");
@@ -1073,21 +1131,20 @@ mod tests {
             assert_eq!(walk(&mut d, 0), vec![]);
             drop(cursor);
             drop(d);
-            assert_eq!(dir.list(t, &name), Vec::<String>::new());
+            assert_eq!(listed(t, &name), Vec::<String>::new());
         }
     }
 
     #[test]
     fn cursors_outlive_their_table_and_a_reopen() {
-        let dir = Lab::new("db-cursor");
-        let name = dir.build("btree", "t", "a 1\nb 2\nc 3\n", &[]);
+        let dir = TempDir::new("db-cursor");
+        let name = build(&dir, "btree", "t", "a 1\nb 2\nc 3\n");
         let mut d = open_with("btree", &name, Mode::ReadOnly, 0).unwrap();
         let mut cursor = None;
         assert_eq!(d.sequence(&mut cursor, true, 0).unwrap().unwrap().0, b"a");
         // The file changes: the reader re-opens its handle at the next
         // FIRST/lookup, while the old cursor keeps walking its snapshot.
-        let out = dir.postmap_input(&["-i", &format!("btree:{name}")], "d 4\n");
-        assert!(out.status.success());
+        wait_writer(writer_elsewhere("btree", &name, "d 4\n"));
         assert!(d.changed());
         let mut other = None;
         assert_eq!(walk(&mut d, 0).len(), 4);
@@ -1108,9 +1165,9 @@ mod tests {
 
     #[test]
     fn two_instances_with_different_lock_flags_both_serve() {
-        let dir = Lab::new("db-locks");
+        let dir = TempDir::new("db-locks");
         for t in TYPES {
-            let name = dir.path(t);
+            let name = path_in(&dir, t);
             let (tx, rx) = std::sync::mpsc::channel();
             let n = name.clone();
             std::thread::spawn(move || {
@@ -1140,8 +1197,8 @@ mod tests {
 
     #[test]
     fn open_lock_is_exclusive_against_other_processes() {
-        let dir = Lab::new("db-openlock");
-        let name = dir.build("btree", "t", "a 1\n", &[]);
+        let dir = TempDir::new("db-openlock");
+        let name = build(&dir, "btree", "t", "a 1\n");
         let other = File::open(format!("{name}.db")).unwrap();
         flock(&other, nix::fcntl::FlockArg::LockShared).unwrap();
         let start = std::time::Instant::now();
@@ -1156,18 +1213,18 @@ mod tests {
     /// away, and within PATH_CHECK_INTERVAL when it keeps another link.
     #[test]
     fn replaced_files_are_noticed() {
-        let dir = Lab::new("db-replace");
+        let dir = TempDir::new("db-replace");
         for t in TYPES {
-            let name = dir.build(t, t, "a 1\n", &[]);
+            let name = build(&dir, t, t, "a 1\n");
             let db = format!("{name}.db");
             let mut r = open_with(t, &name, Mode::ReadOnly, LOCK).unwrap();
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("1"));
-            let other = dir.build(t, &format!("{t}-new"), "a 2\n", &[]);
+            let other = build(&dir, t, &format!("{t}-new"), "a 2\n");
             std::fs::rename(format!("{other}.db"), &db).unwrap();
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("2"));
             // Replaced again, the old file kept under another name.
             std::fs::hard_link(&db, format!("{db}.bak")).unwrap();
-            let other = dir.build(t, &format!("{t}-new"), "a 3\n", &[]);
+            let other = build(&dir, t, &format!("{t}-new"), "a 3\n");
             std::fs::rename(format!("{other}.db"), &db).unwrap();
             std::thread::sleep(PATH_CHECK_INTERVAL + Duration::from_millis(100));
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("3"));
@@ -1179,13 +1236,12 @@ mod tests {
     /// still found.
     #[test]
     fn hash_readers_follow_bucket_splits() {
-        let dir = Lab::new("db-split");
-        let name = dir.build("hash", "h", "k0 v0\n", &[]);
+        let dir = TempDir::new("db-split");
+        let name = build(&dir, "hash", "h", "k0 v0\n");
         let mut r = open_with("hash", &name, Mode::ReadOnly, LOCK).unwrap();
         assert_eq!(get(&mut r, "k0", LOCK).as_deref(), Some("v0"));
         let more: String = (1..3000).map(|i| format!("k{i} v{i}\n")).collect();
-        let out = dir.postmap_input(&["-i", &format!("hash:{name}")], &more);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        wait_writer(writer_elsewhere("hash", &name, &more));
         for i in 0..3000 {
             assert_eq!(get(&mut r, &format!("k{i}"), LOCK), Some(format!("v{i}")), "k{i}");
         }
@@ -1194,9 +1250,9 @@ mod tests {
 
     #[test]
     fn readers_see_updates() {
-        let dir = Lab::new("db-fresh");
+        let dir = TempDir::new("db-fresh");
         for t in TYPES {
-            let name = dir.build(t, t, "a 1\n", &[]);
+            let name = build(&dir, t, t, "a 1\n");
             // Writer first, then a reader in the same process.
             let mut w = open_with(t, &name, Mode::ReadWrite, 0).unwrap();
             let mut r = open_with(t, &name, Mode::ReadOnly, LOCK).unwrap();
@@ -1213,12 +1269,11 @@ mod tests {
             put(&mut w, "a", "4", UPDATE).unwrap();
             assert_eq!(get(&mut r, "a", 0).as_deref(), Some("4"));
             drop((w, r));
-            // Another process updates the file (postmap -i adds in place).
+            // Another process updates the file in place, as postmap -r -i does.
             let mut r = open_with(t, &name, Mode::ReadOnly, 0).unwrap();
             assert_eq!(get(&mut r, "a", 0).as_deref(), Some("4"));
             assert!(!r.changed());
-            let out = dir.postmap_input(&["-r", "-i", &format!("{t}:{name}")], "c 5\na 6\n");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            wait_writer(writer_elsewhere(t, &name, "c 5\na 6\n"));
             assert!(r.changed());
             assert_eq!(get(&mut r, "c", LOCK).as_deref(), Some("5"));
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("6"));
@@ -1232,19 +1287,18 @@ mod tests {
     #[test]
     fn a_pass_checks_the_file_once_and_writers_wait_for_its_end() {
         use crate::dict::file::filelock::Pass;
-        let dir = Lab::new("db-pass");
+        let dir = TempDir::new("db-pass");
         for t in TYPES {
-            let name = dir.build(t, t, "a 1\n", &[]);
+            let name = build(&dir, t, t, "a 1\n");
             let mut r = open_with(t, &name, Mode::ReadOnly, LOCK).unwrap();
             let pass = Pass::begin();
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("1"));
-            let mut writer = dir.spawn_postmap(&["-r", "-i", &format!("{t}:{name}")], "a 2\n");
+            let mut writer = writer_elsewhere(t, &name, "a 2\n");
             std::thread::sleep(Duration::from_millis(300));
-            assert!(writer.try_wait().unwrap().is_none(), "{t}: postmap waits for the pass's shared lock");
+            assert!(writer.try_wait().unwrap().is_none(), "{t}: the writer waits for the pass's shared lock");
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("1"));
             drop(pass);
-            let out = writer.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            wait_writer(writer);
             let _pass = Pass::begin();
             assert_eq!(get(&mut r, "a", LOCK).as_deref(), Some("2"), "{t}: the next pass sees the update");
         }
@@ -1252,12 +1306,12 @@ mod tests {
 
     #[test]
     fn verify_verdicts_are_shared_through_the_data_directory() {
-        let dir = Lab::new("db-verdicts");
+        let dir = TempDir::new("db-verdicts");
         let mut params = Params::default();
-        params.set("data_directory", dir.dir.to_str().unwrap());
-        let verdicts = Verdicts::in_dir(&dir.dir);
+        params.set("data_directory", dir.path().to_str().unwrap());
+        let verdicts = Verdicts::in_dir(dir.path());
         for t in TYPES {
-            let name = dir.build(t, t, "a 1\n", &[]);
+            let name = build(&dir, t, t, "a 1\n");
             let db_path = format!("{name}.db");
             let meta = || std::fs::metadata(&db_path).unwrap();
             let mut d = open_in(t, &name, Mode::ReadOnly, LOCK, &params).unwrap();
@@ -1269,14 +1323,14 @@ mod tests {
             assert_eq!(get(&mut d, "a", LOCK).as_deref(), Some("1"));
             drop(d);
             // A rebuilt file is a new file: verified (and remembered) again.
-            dir.build(t, t, "a 2\nb 3\n", &[]);
+            rebuild(&dir, t, &name, "a 2\nb 3\n");
             assert!(!verdicts.known(&db_path, &meta()), "{t}: a rebuilt file is not known");
             let mut d = open_in(t, &name, Mode::ReadOnly, LOCK, &params).unwrap();
             assert_eq!(get(&mut d, "b", LOCK).as_deref(), Some("3"));
             drop(d);
             assert!(verdicts.known(&db_path, &meta()), "{t}: remembered after the rebuild");
             // A damaged file never gets a verdict.
-            let bad = dir.path(&format!("{t}-bad"));
+            let bad = path_in(&dir, &format!("{t}-bad"));
             std::fs::write(format!("{bad}.db"), b"this is not a database\n").unwrap();
             assert!(open_in(t, &bad, Mode::ReadOnly, LOCK, &params).is_err());
             assert!(!verdicts.known(&format!("{bad}.db"), &std::fs::metadata(format!("{bad}.db")).unwrap()));

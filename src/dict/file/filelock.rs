@@ -651,7 +651,11 @@ mod tests {
             let writer = lock_for_new_description(b.name(), style);
             writer.set(Some(Kind::Exclusive), false).expect("writer lock");
             let a_path = a.name().to_owned();
+            let (leased, on_lease) = std::sync::mpsc::channel();
             let waiter = std::thread::spawn(move || {
+                // Only once the pass holds its lease on a: a free a before
+                // that would release the writer before anybody waited.
+                on_lease.recv().expect("lease on a");
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while !free_for(&a_path, style, Kind::Exclusive) {
                     assert!(std::time::Instant::now() < deadline, "lease on a never ended");
@@ -661,6 +665,7 @@ mod tests {
             });
             let _pass = Pass::begin();
             drop(la.hold(Kind::Shared).expect("hold a"));
+            leased.send(()).expect("waiter");
             let held = lb.hold(Kind::Shared).expect("hold b");
             assert_eq!(held.lease(), None, "{style:?}: after waiting, a plain lock");
             drop(held);

@@ -401,13 +401,35 @@ fn parse_meta(head: &[u8]) -> Result<Meta, PageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dict::testutil::Lab;
+    use crate::config::Params;
+    use crate::dict::testutil::{copy_fixture, fill};
+    use crate::dict::{Dict, Mode, OpenRequest};
+    use crate::protocol::flags::{FOLD_FIX, SYNC_UPDATE};
+    use crate::test_support::TempDir;
 
-    /// Every key of a postmap-built file, through the page reader and with
-    /// misses; big keys and values live on overflow pages.
+    /// Open `t:name` (hash or btree) read-write with our Berkeley DB writer,
+    /// the library and settings postmap uses.
+    fn writer(t: &str, name: &str) -> Box<dyn Dict> {
+        let params = Params::default();
+        let req = OpenRequest { type_name: t, name, mode: Mode::ReadWrite, flags: 0, params: &params };
+        let d = if t == "hash" { super::super::db::open_hash(&req) } else { super::super::db::open_btree(&req) };
+        d.expect("open for writing")
+    }
+
+    /// A `t` table `dir/name` holding the `KEY VALUE` lines of `source`,
+    /// written as postmap writes them (keys folded, with NUL). Bigger than
+    /// the checked-in fixtures; tests/postfix_files.rs reads postmap's own.
+    fn build(dir: &TempDir, t: &str, name: &str, source: &str) -> String {
+        let name = dir.path().join(name).to_str().unwrap().to_owned();
+        fill(&mut writer(t, &name), source, FOLD_FIX);
+        name
+    }
+
+    /// Every key of a file built as postmap builds it, through the page
+    /// reader and with misses; big keys and values live on overflow pages.
     #[test]
-    fn reads_what_postmap_wrote() {
-        let lab = Lab::new("hashpages");
+    fn reads_every_key_and_overflow_page() {
+        let lab = TempDir::new("hashpages");
         let mut text = String::new();
         for i in 0..5000 {
             text.push_str(&format!("user{i}@example.com\tvalue {i}\n"));
@@ -415,7 +437,7 @@ mod tests {
         let big_key = "k".repeat(3000);
         let big_value = "v".repeat(20000);
         text.push_str(&format!("{big_key}\tshort\nbigvalue\t{big_value}\n"));
-        let path = lab.build("hash", "t", &text, &[]);
+        let path = build(&lab, "hash", "t", &text);
         let pages = HashPages::open(&format!("{path}.db")).expect("open");
         let mut out = Vec::new();
         for i in 0..5000 {
@@ -432,16 +454,16 @@ mod tests {
         assert!(!pages.get(format!("{}\0", "k".repeat(2999)).as_bytes(), &mut out, None).expect("miss"));
     }
 
-    /// Keys added by another process split buckets: every key is found,
+    /// Keys added by another writer split buckets: every key is found,
     /// old and new (a miss reads the meta page again).
     #[test]
     fn follows_bucket_splits_after_a_new_lease() {
-        let lab = Lab::new("hashpages-split");
-        let name = lab.build("hash", "s", "k0\tv0\n", &[]);
+        let lab = TempDir::new("hashpages-split");
+        let name = build(&lab, "hash", "s", "k0\tv0\n");
         let pages = HashPages::open(&format!("{name}.db")).expect("open");
         let more: String = (1..3000).map(|i| format!("k{i} v{i}\n")).collect();
-        let done = lab.postmap_input(&["-i", &format!("hash:{name}")], &more);
-        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        // As postmap -i: added in place, flushed when the writer closes.
+        fill(&mut writer("hash", &name), &more, FOLD_FIX);
         let mut out = Vec::new();
         for i in 0..3000 {
             assert!(pages.get(format!("k{i}\0").as_bytes(), &mut out, None).expect("get"), "k{i}");
@@ -451,10 +473,10 @@ mod tests {
     }
 
     /// Updates that grow and shrink values (on and off overflow pages),
-    /// deletes and additions by postmap: every key reads as expected.
+    /// deletes and additions by a writer: every key reads as expected.
     #[test]
     fn follows_updates_and_deletes() {
-        let lab = Lab::new("hashpages-edit");
+        let lab = TempDir::new("hashpages-edit");
         let mut expected = std::collections::BTreeMap::new();
         let mut text = String::new();
         for i in 0..1500 {
@@ -462,8 +484,7 @@ mod tests {
             text.push_str(&format!("k{i}\t{value}\n"));
             expected.insert(format!("k{i}"), value);
         }
-        let name = lab.build("hash", "e", &text, &[]);
-        let table = format!("hash:{name}");
+        let name = build(&lab, "hash", "e", &text);
         let mut updates = String::new();
         for i in (0..1500).step_by(3) {
             let value = format!("u{i}-{}", "b".repeat(i * 13 % 3000));
@@ -474,11 +495,13 @@ mod tests {
             updates.push_str(&format!("k{i} n{i}\n"));
             expected.insert(format!("k{i}"), format!("n{i}"));
         }
-        let done = lab.postmap_input(&["-r", "-i", &table], &updates);
-        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
-        let deletes: String = (0..2500).filter(|i| i % 5 == 1).map(|i| format!("k{i}\n")).collect();
-        let done = lab.postmap_input(&["-d", "-", &table], &deletes);
-        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        // As postmap -r -i, then postmap -d -.
+        fill(&mut writer("hash", &name), &updates, FOLD_FIX);
+        let mut w = writer("hash", &name);
+        for i in (0..2500).filter(|i| i % 5 == 1) {
+            assert!(w.delete(format!("k{i}").as_bytes(), SYNC_UPDATE).expect("delete"), "k{i}");
+        }
+        drop(w);
         let pages = HashPages::open(&format!("{name}.db")).expect("open");
         let mut out = Vec::new();
         for i in 0..2500 {
@@ -496,9 +519,9 @@ mod tests {
     /// Random damage never panics or loops: every lookup answers or fails.
     #[test]
     fn random_damage_is_an_error_not_a_crash() {
-        let lab = Lab::new("hashpages-fuzz");
+        let lab = TempDir::new("hashpages-fuzz");
         let text: String = (0..2000).map(|i| format!("key{i}\t{}\n", "x".repeat(i % 1500))).collect();
-        let db = format!("{}.db", lab.build("hash", "f", &text, &[]));
+        let db = format!("{}.db", build(&lab, "hash", "f", &text));
         let clean = std::fs::read(&db).expect("read");
         let mut seed: u64 = 0x9e3779b97f4a7c15;
         let mut next = move || {
@@ -526,24 +549,24 @@ mod tests {
 
     #[test]
     fn refuses_other_files_and_fails_damaged_pages() {
-        let lab = Lab::new("hashpages-bad");
-        let path = lab.build("btree", "b", "a\tb\n", &[]);
+        let lab = TempDir::new("hashpages-bad");
+        let path = copy_fixture(lab.path(), "btree.db", "b");
         assert!(matches!(HashPages::open(&format!("{path}.db")), Err(PageError::Unsupported(_))));
-        let path = lab.build("hash", "h", "a\tb\n", &[]);
+        let path = copy_fixture(lab.path(), "hash.db", "h");
         let db = format!("{path}.db");
         let pages = HashPages::open(&db).expect("open");
         let mut out = Vec::new();
-        assert!(pages.get(b"a\0", &mut out, None).expect("get"));
+        assert!(pages.get(b"alice\0", &mut out, None).expect("get"));
         // Overwrite every page after the meta page with garbage.
         let mut bytes = std::fs::read(&db).expect("read");
         for b in bytes[pages.pagesize..].iter_mut() {
             *b = 0xa5;
         }
         std::fs::write(&db, &bytes).expect("write");
-        assert!(matches!(pages.get(b"a\0", &mut out, None), Err(PageError::Damaged { .. })));
+        assert!(matches!(pages.get(b"alice\0", &mut out, None), Err(PageError::Damaged { .. })));
         // Truncated: page numbers past the end are refused.
         std::fs::write(&db, &bytes[..pages.pagesize]).expect("truncate");
         pages.reload_meta(None).expect("meta");
-        assert!(matches!(pages.get(b"a\0", &mut out, None), Err(PageError::Damaged { .. })));
+        assert!(matches!(pages.get(b"alice\0", &mut out, None), Err(PageError::Damaged { .. })));
     }
 }

@@ -510,12 +510,15 @@ fn absent_if_unstorable<T>(r: Result<Option<T>, mdb::Error>) -> Result<Option<T>
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::testutil::Lab;
+    use crate::dict::testutil::{copy_fixture, fill};
     use crate::protocol::flags::SYNC_UPDATE;
+    use crate::test_support::TempDir;
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
-    const SOURCE: &str = "Alice alice@example.com\nbob bob@example.com, bob2@example.com\nMiXed Case Value\n";
+    // Tables built by postmap from tests/fixtures/basic.txt:
+    // "Alice alice@example.com\nbob bob@example.com, bob2@example.com\nMiXed Case Value\n"
+    // (basic.lmdb; keepcase.lmdb with -f -n).
     /// What the server adds to an update from proxywrite.
     const UPD: u32 = SYNC_UPDATE | DUP_REPLACE;
 
@@ -544,6 +547,23 @@ mod tests {
         seen
     }
 
+    /// `dir/name` as a table name.
+    fn path_in(dir: &TempDir, name: &str) -> String {
+        dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    /// What another reader finds for `key` (folded, as `postmap -q`, which
+    /// tests/postfix_files.rs asks).
+    fn query(name: &str, key: &str) -> Option<String> {
+        get(&mut ro(name), key, FOLD_FIX)
+    }
+
+    /// Every entry as `KEY\tVALUE` in key order, as another reader walks the
+    /// table (`postmap -s` in tests/postfix_files.rs).
+    fn listed(name: &str) -> Vec<String> {
+        walk(&mut ro(name)).into_iter().map(|(k, v)| format!("{k}\t{v}")).collect()
+    }
+
     /// The raw stored bytes, bypassing the NUL conventions.
     fn raw_get(path: &str, key: &[u8]) -> Option<Vec<u8>> {
         let c = CString::new(format!("{path}.lmdb")).unwrap();
@@ -552,8 +572,8 @@ mod tests {
 
     #[test]
     fn reads_postmap_files_with_folding_and_nul_discovery() {
-        let lab = Lab::new("lmdb");
-        let t = lab.build("lmdb", "t", SOURCE, &[]);
+        let lab = TempDir::new("lmdb");
+        let t = copy_fixture(lab.path(), "basic.lmdb", "t");
         let mut d = ro(&t);
         assert_eq!(d.flags(), FIXED | MULTI_WRITER | TRY0NULL | TRY1NULL);
         assert_eq!(d.flags(), 262172, "Postfix's open reply for a fresh lmdb instance");
@@ -579,7 +599,7 @@ mod tests {
         assert!(!d.changed());
 
         // postmap -f keeps the case; -n stores without NUL: found by the second probe.
-        let u = lab.build("lmdb", "u", SOURCE, &["-f", "-n"]);
+        let u = copy_fixture(lab.path(), "keepcase.lmdb", "u");
         assert_eq!(raw_get(&u, b"Alice"), Some(b"alice@example.com".to_vec()));
         let mut d = rw(&u);
         assert_eq!(get(&mut d, "Alice", 0).as_deref(), Some("alice@example.com"));
@@ -589,7 +609,7 @@ mod tests {
         assert!(d.update(b"new", b"value", UPD).unwrap());
         assert_eq!(raw_get(&u, b"new"), Some(b"value".to_vec()));
         assert_eq!(raw_get(&u, b"new\0"), None);
-        assert_eq!(lab.query("lmdb", &u, "new").as_deref(), Some("value"));
+        assert_eq!(query(&u, "new").as_deref(), Some("value"));
 
         // Explicit TRY1NULL at open: only the NUL probe is made.
         let mut d = open_with(&u, Mode::ReadOnly, TRY1NULL, &Params::default()).unwrap();
@@ -598,11 +618,12 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_read_by_postmap() {
-        let lab = Lab::new("lmdb");
-        let t = lab.path("w");
+    fn writes_are_read_by_other_readers() {
+        let lab = TempDir::new("lmdb");
+        let t = path_in(&lab, "w");
         let mdb_path = format!("{t}.lmdb");
-        assert!(!lab.exists(&mdb_path));
+        let exists = |p: &str| std::path::Path::new(p).exists();
+        assert!(!exists(&mdb_path));
         // proxymap (read-only) does not create.
         let err = open_with(&t, Mode::ReadOnly, 0, &Params::default()).err().unwrap();
         assert_eq!(err.reason, format!("open database {mdb_path}: No such file or directory"));
@@ -610,21 +631,21 @@ mod tests {
         let mut d = rw(&t);
         let mode = std::fs::metadata(&mdb_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !0o644, 0, "mode {mode:o}");
-        assert!(!lab.exists(&format!("{mdb_path}-lock")), "MDB_NOLOCK: no lock file");
-        assert_eq!(lab.list("lmdb", &t), Vec::<String>::new());
+        assert!(!exists(&format!("{mdb_path}-lock")), "MDB_NOLOCK: no lock file");
+        assert_eq!(listed(&t), Vec::<String>::new());
 
         assert!(d.update(b"Key1", b"value 1", UPD | FOLD_FIX).unwrap());
         assert!(d.update(b"key2", b"value 2", UPD).unwrap());
         assert!(d.update(b"key3", b"value 3", UPD).unwrap());
         // Undecided at the first update: the NUL is appended, as on Linux Postfix.
         assert_eq!(raw_get(&t, b"key1\0"), Some(b"value 1\0".to_vec()));
-        assert_eq!(lab.query("lmdb", &t, "key1").as_deref(), Some("value 1"));
-        assert_eq!(lab.query("lmdb", &t, "KEY2").as_deref(), Some("value 2"), "postmap -q folds");
+        assert_eq!(query(&t, "key1").as_deref(), Some("value 1"));
+        assert_eq!(query(&t, "KEY2").as_deref(), Some("value 2"), "postmap -q folds");
         // Replace, delete.
         assert!(d.update(b"key2", b"value 2b", UPD).unwrap());
         assert!(d.delete(b"KEY3", SYNC_UPDATE | FOLD_FIX).unwrap());
         assert!(!d.delete(b"key3", SYNC_UPDATE).unwrap());
-        assert_eq!(lab.list("lmdb", &t), vec!["key1\tvalue 1", "key2\tvalue 2b"]);
+        assert_eq!(listed(&t), vec!["key1\tvalue 1", "key2\tvalue 2b"]);
         // Duplicate policies (proxywrite forces DUP_REPLACE; direct callers may not).
         assert!(!d.update(b"key1", b"other", DUP_IGNORE).unwrap());
         assert!(!d.update(b"key1", b"other", DUP_WARN).unwrap());
@@ -641,23 +662,17 @@ mod tests {
         assert!(d.delete(b"key4", SYNC_UPDATE).unwrap());
         assert_eq!(get(&mut r, "key4", 0), None);
 
-        // Postfix's own writer and ours share the file: postmap rebuilds it
-        // in place (an LMDB "drop"), and the open reader sees the result.
-        std::fs::write(&t, "fromPostfix yes\nother no\n").unwrap();
-        lab.postmap_ok(&[&format!("lmdb:{t}")]);
-        assert_eq!(get(&mut r, "frompostfix", 0).as_deref(), Some("yes"));
-        assert_eq!(get(&mut r, "key2", 0), None);
-        lab.postmap_ok(&["-d", "other", &format!("lmdb:{t}")]);
-        assert_eq!(get(&mut r, "other", 0), None);
+        // (Postfix's own writer rebuilding the file under both: in
+        // tests/postfix_files.rs.)
         assert!(d.update(b"mine", b"too", UPD).unwrap());
-        assert_eq!(lab.list("lmdb", &t), vec!["frompostfix\tyes", "mine\ttoo"]);
+        assert_eq!(listed(&t), vec!["key1\tvalue 1", "key2\tvalue 2b", "mine\ttoo"]);
         assert!(!r.changed() && !d.changed());
     }
 
     #[test]
     fn sequence_survives_deletes_and_writers() {
-        let lab = Lab::new("lmdb");
-        let t = lab.path("s");
+        let lab = TempDir::new("lmdb");
+        let t = path_in(&lab, "s");
         let mut w = rw(&t);
         for i in 0..200 {
             assert!(w.update(format!("k{i:03}").as_bytes(), format!("v{i}").as_bytes(), UPD).unwrap());
@@ -683,7 +698,7 @@ mod tests {
         }
         let expect: Vec<usize> = (0..200).filter(|n| !(n % 5 == 1 && *n > 0)).collect();
         assert_eq!(seen, expect);
-        assert_eq!(lab.list("lmdb", &t), vec!["a-late\tx"]);
+        assert_eq!(listed(&t), vec!["a-late\tx"]);
         // After the end, NEXT starts over (slmdb forgot the position); so does
         // NEXT on a connection that never sent FIRST.
         assert_eq!(w.sequence(&mut cursor, false, 0).unwrap(), Some((b"a-late".to_vec(), b"x".to_vec())));
@@ -700,8 +715,8 @@ mod tests {
 
     #[test]
     fn map_grows_beyond_a_tiny_lmdb_map_size() {
-        let lab = Lab::new("lmdb");
-        let t = lab.path("g");
+        let lab = TempDir::new("lmdb");
+        let t = path_in(&lab, "g");
         let params = Params::from_text("lmdb_map_size = 20000\n", "main.cf", &[]).unwrap();
         let mut w = open_with(&t, Mode::ReadWrite, 0, &params).unwrap();
         // A reader with the same tiny map must follow the growth (MDB_MAP_RESIZED).
@@ -716,8 +731,8 @@ mod tests {
         assert!(size > 5 << 20, "file has {size} bytes");
         assert_eq!(get(&mut r, "key1999", 0).unwrap().len(), 1000);
         assert_eq!(get(&mut r, "big", 0).unwrap().len(), big.len());
-        assert_eq!(lab.query("lmdb", &t, "key7").unwrap(), format!("{:01000}", 7));
-        assert_eq!(lab.list("lmdb", &t).len(), 2001);
+        assert_eq!(query(&t, "key7").unwrap(), format!("{:01000}", 7));
+        assert_eq!(listed(&t).len(), 2001);
         // A new instance starts with a map that fits the file.
         let mut again = open_with(&t, Mode::ReadOnly, 0, &params).unwrap();
         assert_eq!(get(&mut again, "big", 0).unwrap().len(), big.len());
@@ -725,9 +740,12 @@ mod tests {
 
     #[test]
     fn damaged_files_fail_cleanly() {
-        let lab = Lab::new("lmdb");
+        let lab = TempDir::new("lmdb");
         let source: String = (0..3000).map(|i| format!("key{i} {i:0200}\n")).collect();
-        let t = lab.build("lmdb", "c", &source, &[]);
+        // Written by our writer as postmap would (liblmdb, keys folded, with
+        // NUL); postmap's own file is damaged in tests/postfix_files.rs.
+        let t = path_in(&lab, "c");
+        fill(&mut rw(&t), &source, FOLD_FIX);
         let mdb_path = format!("{t}.lmdb");
         let full = std::fs::read(&mdb_path).unwrap();
         assert!(full.len() > 100_000);
@@ -769,8 +787,8 @@ mod tests {
 
     #[test]
     fn lock_flags() {
-        let lab = Lab::new("lmdb");
-        let t = lab.build("lmdb", "l", SOURCE, &[]);
+        let lab = TempDir::new("lmdb");
+        let t = copy_fixture(lab.path(), "basic.lmdb", "l");
         // OPEN_LOCK becomes LOCK on this multi-writer table; both is refused.
         let d = open_with(&t, Mode::ReadWrite, OPEN_LOCK, &Params::default()).unwrap();
         assert_eq!(d.flags(), FIXED | MULTI_WRITER | TRY0NULL | TRY1NULL | LOCK);
@@ -817,8 +835,8 @@ mod tests {
 
     #[test]
     fn removal_is_a_change() {
-        let lab = Lab::new("lmdb");
-        let t = lab.build("lmdb", "r", SOURCE, &[]);
+        let lab = TempDir::new("lmdb");
+        let t = copy_fixture(lab.path(), "basic.lmdb", "r");
         let mut d = ro(&t);
         let mut w = rw(&t);
         assert!(w.update(b"z", b"1", UPD).unwrap());
