@@ -229,3 +229,100 @@ fn killed_after_first_request_is_not_throttled() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "writer back after {:?}", started.elapsed());
     assert!(!inst.log().contains("throttling"), "{}", inst.log());
 }
+
+/// One kill storm: `clients` real Postfix clients (`postmap -q` through
+/// `proxy:`) ask in a loop for `secs` seconds while every proxymap and
+/// proxywrite process is killed with SIGKILL once a second.
+struct Storm {
+    lookups: usize,
+    failed: usize,
+    latencies: Vec<std::time::Duration>,
+    killed: usize,
+    throttled: usize,
+}
+
+fn kill_storm(server: Server, clients: usize, secs: u64) -> Storm {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let main_cf = "proxy_read_maps = proxy:hash:@TABLES@/h\n";
+    let mut inst = Instance::new("storm", main_cf, server);
+    std::fs::write(inst.tables.join("h"), "k1 v1\n").expect("h");
+    assert!(inst.postmap(&[&format!("hash:{}/h", inst.tables.display())]).status.success());
+    inst.start();
+    let master = inst.master_pid().expect("master pid");
+    let table = format!("proxy:hash:{}/h", inst.tables.display());
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = Arc::new(Mutex::new((0usize, 0usize, Vec::new())));
+    let inst = Arc::new(inst);
+    let mut threads = Vec::new();
+    for _ in 0..clients {
+        let (inst, table, stop, results) = (Arc::clone(&inst), table.clone(), Arc::clone(&stop), Arc::clone(&results));
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let out = inst.postmap(&["-q", "k1", &table]);
+                let ok = String::from_utf8_lossy(&out.stdout) == "v1\n";
+                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                r.0 += 1;
+                r.1 += usize::from(!ok);
+                r.2.push(started.elapsed());
+            }
+        }));
+    }
+    let mut killed = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        for p in children(master) {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let throttled = inst.log().matches("throttling").count();
+    let (lookups, failed, mut latencies) = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    latencies.sort();
+    Storm { lookups, failed, latencies, killed, throttled }
+}
+
+/// On demand (figures for docs/reliability.md, not a timed test):
+/// `cargo test --release --features postfix-tests --test postfix_master kill_storm -- --ignored --nocapture`.
+/// Prints Postfix's proxymap and ours side by side from one run; asserts
+/// only behaviour: our service is never throttled and every client gets
+/// its answer in the end.
+#[test]
+#[ignore]
+fn kill_storm_figures() {
+    let secs = std::env::var("PM_STORM_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let clients = 4;
+    println!("kill -9 of every proxymap process once a second, {clients} postmap -q clients, {secs} s");
+    println!(
+        "{:<8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>10}",
+        "server", "lookups", "failed", "killed", "p50 ms", "p99 ms", "max ms", "throttled"
+    );
+    for server in [Server::Postfix, Server::Ours] {
+        let s = kill_storm(server, clients, secs);
+        let pct = |q: f64| {
+            s.latencies.get(((s.latencies.len() as f64 - 1.0) * q) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        println!(
+            "{:<8} {:>8} {:>7} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10}",
+            format!("{server:?}"),
+            s.lookups,
+            s.failed,
+            s.killed,
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            s.throttled
+        );
+        if server == Server::Ours {
+            assert_eq!(s.throttled, 0, "our service was throttled");
+            assert_eq!(s.failed, 0, "a client got no answer");
+        }
+    }
+}
