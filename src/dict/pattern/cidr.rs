@@ -22,7 +22,7 @@
 //! whose mtime changed, that was removed, or whose path now names another
 //! file, so the read-only service reopens it.
 
-use crate::dict::postmap_text::{self, is_space, BraceTokens, LogicalLines};
+use crate::dict::postmap_text::{self, is_space, lossy, trim_end, BraceTokens, LogicalLines};
 use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{PATTERN, SRC_RHS_IS_FILE};
 use std::collections::HashMap;
@@ -339,11 +339,6 @@ fn negations(mut p: &[u8]) -> (&[u8], bool) {
     (p, positive)
 }
 
-fn trim_end(p: &[u8]) -> &[u8] {
-    let end = p.iter().rposition(|&b| !is_space(b)).map_or(0, |i| i + 1);
-    &p[..end]
-}
-
 /// Postfix `dict_cidr_parse_rule()`; errors are Postfix's texts.
 fn parse_rule(p: &[u8], nesting: usize, flags: u32) -> Result<Rule, String> {
     let (rule, value): (Rule, &[u8]) = if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"IF") && !is_alnum_at(p, 2) {
@@ -382,10 +377,6 @@ fn parse_rule(p: &[u8], nesting: usize, flags: u32) -> Result<Rule, String> {
         Rule::Match { net, positive, .. } => Rule::Match { net, positive, value },
         other => other,
     })
-}
-
-fn lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(s)
 }
 
 /// Postfix `cidr_match_parse()`: `[addr]`, `[addr/len]`, `[addr]/len`,

@@ -12,7 +12,7 @@
 //!
 //! An [`Engine`] supplies the pattern flags, compilation and matching.
 
-use crate::dict::postmap_text::{self, is_space, BraceTokens, LogicalLines};
+use crate::dict::postmap_text::{self, is_space, lossy, trim_end, BraceTokens, LogicalLines};
 use crate::dict::{Dict, DictResult, OpenError, OpenRequest};
 use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN, SRC_RHS_IS_FILE};
 use crate::sync::lock;
@@ -678,19 +678,9 @@ fn memmem(hay: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-/// Postfix `trimblanks()`: strip trailing whitespace.
-fn trim_end(s: &[u8]) -> &[u8] {
-    let end = s.iter().rposition(|&b| !is_space(b)).map_or(0, |i| i + 1);
-    &s[..end]
-}
-
 fn skip_space(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
     &s[start..]
-}
-
-fn lossy(s: &[u8]) -> String {
-    String::from_utf8_lossy(s).into_owned()
 }
 
 /// `strncasecmp(p, word, len) == 0 && !ISALNUM(p[len])`.
