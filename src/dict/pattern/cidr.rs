@@ -636,40 +636,10 @@ mod tests {
     use super::*;
     use crate::config::Params;
     use crate::dict::Mode;
-    use std::collections::BTreeMap;
-    use std::io::Write;
-    use std::path::PathBuf;
-    use std::process::{Command, Stdio};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::test_support::{Rng, TempDir, TempFile};
 
-    /// A temp file (or directory) removed on drop.
-    struct TempPath(PathBuf);
-
-    impl TempPath {
-        fn file(content: &[u8]) -> TempPath {
-            let path = Self::unique("table");
-            std::fs::write(&path, content).unwrap();
-            TempPath(path)
-        }
-        fn unique(what: &str) -> PathBuf {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            std::env::temp_dir().join(format!(
-                "proxymap-cidr-test-{what}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ))
-        }
-        fn name(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    // The differential tests against `postmap -q` are in
+    // tests/postfix_pattern.rs.
 
     fn open_with(name: &str, mode: Mode, flags: u32) -> Result<Box<dyn Dict>, OpenError> {
         let params = Params::default();
@@ -687,101 +657,12 @@ mod tests {
         }
     }
 
-    /// `postmap -q - TABLE` with `keys` on stdin: the answers (key → value)
-    /// and the warnings it logged.
-    fn postmap(table: &str, keys: &[String]) -> (BTreeMap<String, String>, Vec<String>) {
-        let config = TempPath(TempPath::unique("config"));
-        std::fs::create_dir_all(&config.0).unwrap();
-        std::fs::write(config.0.join("main.cf"), "").unwrap();
-        // A just-written main.cf makes Postfix re-read it until it is a second old.
-        std::fs::File::options()
-            .write(true)
-            .open(config.0.join("main.cf"))
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
-            .unwrap();
-        let mut child = match Command::new("postmap")
-            .arg("-c")
-            .arg(&config.0)
-            .args(["-q", "-", table])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => panic!("cannot run postmap ({e}): run scripts/install-test-deps.sh"),
-        };
-        let mut input = keys.join("\n");
-        input.push('\n');
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(matches!(out.status.code(), Some(0 | 1)), "postmap: {}", String::from_utf8_lossy(&out.stderr));
-        let answers = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let (k, v) = l.split_once('\t').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        let warnings = String::from_utf8(out.stderr)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.strip_prefix("postmap: warning: ").map(str::to_string))
-            .collect();
-        (answers, warnings)
+    fn rand_v4(rng: &mut Rng) -> u32 {
+        rng.next() as u32
     }
 
-    /// Compare our answers and warnings for `table` with postmap's.
-    fn differential(table_text: &str, keys: &[String]) {
-        let file = TempPath::file(table_text.as_bytes());
-        differential_name(file.name(), keys);
-    }
-
-    fn differential_name(name: &str, keys: &[String]) {
-        let mut keys: Vec<String> = keys.to_vec();
-        keys.sort();
-        keys.dedup();
-        keys.retain(|k| !k.is_empty() && !k.contains('\n'));
-        let (expected, expected_warnings) = postmap(&format!("cidr:{name}"), &keys);
-        let text = if name.starts_with('{') {
-            inline_to_multiline(name.as_bytes()).unwrap()
-        } else {
-            std::fs::read(name).unwrap()
-        };
-        let (_, _, warnings) = parse_table(&text, name, 0);
-        assert_eq!(warnings, expected_warnings, "warnings for {name}");
-        let mut d = open_with(name, Mode::ReadOnly, 0).unwrap();
-        let mut hits = 0;
-        for key in &keys {
-            let want = expected.get(key).cloned();
-            hits += usize::from(want.is_some());
-            assert_eq!(get(&mut d, key), want, "key {key:?} in\n{}", String::from_utf8_lossy(&text));
-        }
-        eprintln!("differential: {} keys, {hits} hits, {} warnings", keys.len(), warnings.len());
-        // The tables are meant to exercise both outcomes.
-        assert!(hits > 0 && hits < keys.len(), "{hits} hits of {}", keys.len());
-    }
-
-    /// A small deterministic PRNG (xorshift64*).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn v4(&mut self) -> u32 {
-            self.next() as u32
-        }
-        fn v6(&mut self) -> u128 {
-            (u128::from(self.next()) << 64) | u128::from(self.next())
-        }
+    fn rand_v6(rng: &mut Rng) -> u128 {
+        (u128::from(rng.next()) << 64) | u128::from(rng.next())
     }
 
     fn v4(a: u32) -> String {
@@ -792,275 +673,20 @@ mod tests {
         std::net::Ipv6Addr::from(a).to_string()
     }
 
-    /// Keys around a network: first, last, just outside, a random inside.
-    fn keys_around(keys: &mut Vec<String>, rng: &mut Rng, is_v6: bool, net: u128, prefix: u8) {
-        let w = width(is_v6);
-        let host = !mask(prefix, w) & mask(w, w);
-        let last = net | host;
-        let inside = net | (rng.v6() & host);
-        for a in [net, last, last.wrapping_add(1) & mask(w, w), net.wrapping_sub(1) & mask(w, w), inside] {
-            keys.push(if is_v6 { v6(a) } else { v4(a as u32) });
-        }
-    }
-
-    /// Odd key spellings: Postfix's inet_pton() decides.
-    fn odd_keys() -> Vec<String> {
-        [
-            "[10.1.2.3]",
-            " 10.1.2.3",
-            "10.1.2.3 ",
-            "010.1.2.3",
-            "10.01.2.3",
-            "10.1.2.03",
-            "0.0.0.0",
-            "10.1.2",
-            "10.1.2.3.4",
-            "10.1.2.256",
-            "10.1.2.3.",
-            ".10.1.2.3",
-            "10..1.2",
-            "1e.1.2.3",
-            "10.1.2.3/32",
-            "::ffff:10.1.2.3",
-            "::FFFF:10.1.2.3",
-            "::ffff:a01:203",
-            "::10.1.2.3",
-            "0:0:0:0:0:ffff:10.1.2.3",
-            "::ffff:010.1.2.3",
-            "::ffff:10.1.2",
-            "1:2:3:4:5:6:10.1.2.3",
-            "1:2:3:4:5:6:7:10.1.2.3",
-            "1::2::3",
-            "1:2:3:4:5:6:7:8:9",
-            "1:2:3:4:5:6:7::",
-            "::1:2:3:4:5:6:7",
-            "1:2:3:4:5:6:7:8::",
-            ":1::2",
-            "1::2:",
-            "12345::",
-            "01234::",
-            "fe80::1%eth0",
-            "[2001:db8::1]",
-            "2001:DB8::1",
-            "2001:db8:0:0:0:0:0:1",
-            "2001:0db8::0001",
-            "::",
-            ":::",
-            "::1",
-            "abc",
-            "localhost",
-            "10.1.2.3:25",
-            "2001:db8::1 ",
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
     #[test]
-    fn differential_plain_prefixes_v4_and_v6() {
-        let mut rng = Rng(0x1234_5678_9abc_def1);
-        let mut table = String::from("# every prefix length, in shuffled order\n");
-        let mut keys = odd_keys();
-        let mut lines = Vec::new();
-        for prefix in 0..=32u8 {
-            let net = u128::from(rng.v4()) & mask(prefix, 32);
-            lines.push(format!("{}/{prefix} v4-{prefix}", v4(net as u32)));
-            keys_around(&mut keys, &mut rng, false, net, prefix);
-            // Another network of the same length, in brackets.
-            let other = u128::from(rng.v4()) & mask(prefix, 32);
-            lines.push(format!("[{}/{prefix}] v4b-{prefix}", v4(other as u32)));
-            keys_around(&mut keys, &mut rng, false, other, prefix);
-        }
-        for prefix in 1..=128u8 {
-            let net = rng.v6() & mask(prefix, 128);
-            lines.push(format!("{}/{prefix} v6-{prefix}", v6(net)));
-            keys_around(&mut keys, &mut rng, true, net, prefix);
-        }
-        for i in (1..lines.len()).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
-            lines.swap(i, j);
-        }
-        // Keep /0 in the middle so that order, not length, decides.
-        let zero_v4 = lines.iter().position(|l| l.starts_with("0.0.0.0/0 ")).unwrap();
-        let moved = lines.remove(zero_v4);
-        lines.insert(lines.len() / 2, moved);
-        for l in lines {
-            table.push_str(&l);
-            table.push('\n');
-        }
-        table.push_str(
-            "10.1.2.3 exact-late\n\
-             [10.1.2.4] exact-bracket\n\
-             [10.1.3.0]/24 bracket-mask\n\
-             10.1.2.3/32   spaced   value  \n\
-             ::ffff:10.1.2.0/120 mapped\n\
-             ::10.1.2.3 compat\n\
-             2001:DB8::/32 upper-hex\n\
-             [2001:db8::1] bracket6\n\
-             [::1]/128 loop6\n",
-        );
-        differential(&table, &keys);
-    }
-
-    const BAD_RULES: &str = "\
-01.2.3.4 leading-zero
-1.2.3.0/280 mask-truncated-to-24
-1.2.3.4/4294967320 huge
-1.2.3.4/99999999999999999999999 saturated
-10.0.0.1/8 host-bits
-10.0.0.0/7 host-bits-2
-2001:db8::1/64 host-bits-v6
-1:2:3:4:5:6:7:8/120 host-bits-v6b
-::ffff:1.2.3.4/96 host-bits-mapped
-1.2.3.4/33 too-long
-::/129 too-long-v6
-16.0.0.0/ empty-mask
-16.0.0.0/-1 negative
-16.0.0.0/8x junk-mask
-/8 no-network
-[14.0.0.0]x garbage
-[15.0.0.0 unclosed
-[] empty
-[1.2.3.0/24]/8 double
-1.2.3.0/24/8 double2
-1.2.3.4
-!
-!1.2.3.4
-1.2.3.4.5 bad
-1:2::3::4 bad6
-if
-if !
-IF 3.3.3.3 xx
-if 3.3.3.0/24x
-ENDIF
-endif garbage
-ifx 1.2.3.4
-endiff 1.2.3.4
-7.7.7.7 good
-";
-
-    #[test]
-    fn differential_bad_rules() {
-        let mut keys = odd_keys();
-        for a in ["1.2.3.4", "1.2.3.200", "10.0.0.1", "16.1.1.1", "7.7.7.7", "14.0.0.0", "3.3.3.3", "255.1.1.1"] {
-            keys.push(a.to_string());
-        }
-        differential(BAD_RULES, &keys);
-    }
-
-    const BLOCKS: &str = "\
-# header comment
-1.1.1.1 first
-if 10.0.0.0/8
-# comment inside
-10.1.0.0/16 ten-one
-!10.2.0.0/16 ten-not-two
-  continued value
-If !10.3.0.0/16
-10.0.0.0/9 low-half-not-3
-10.4.0.0/16 ten-four-shadowed
-endif
-10.3.3.0/24 ten-three-three
-10.4.0.0/16 ten-four
-endif
-IF ::/0
-2001:db8::/32 doc
-if !2001:db8:1::/48
-if!   !2001:db8:2::/48
-2001:db8:2::/48 db8-2
-endif
-::/0 v6-any-not-db8-1
-endif
-ENDIF
-if ::ffff:0:0/96
-::ffff:10.0.0.0/104 mapped-ten
-endif
-endif
-if 192.0.2.0/24
-!192.0.2.128/25 doc-low-half
-if 198.51.100.0/24
-198.51.100.1 never
-endif
-if !203.0.113.0/24
-192.0.2.0/24 doc-high
-endif
-endif
-if 11.0.0.0/8
-if 11.1.0.0/16
-if 11.1.1.0/24
-11.1.1.1 deep
-endif
-11.1.0.0/16 mid
-endif
-endif
-!2001:db8::/32 v6-not-doc-late
-12.0.0.0/8 twelve
-if 99.0.0.0/8
-99.1.0.0/16 unclosed-inner
-if 99.1.1.0/24
-99.1.1.1 unclosed-deeper
-";
-
-    #[test]
-    fn differential_if_endif_negation() {
-        let mut keys = odd_keys();
-        let mut rng = Rng(42);
-        for net in [
-            "1.1.1.1/32",
-            "10.0.0.0/8",
-            "10.1.0.0/16",
-            "10.2.0.0/16",
-            "10.3.0.0/16",
-            "10.3.3.0/24",
-            "10.4.0.0/16",
-            "192.0.2.0/24",
-            "192.0.2.128/25",
-            "198.51.100.0/24",
-            "203.0.113.0/24",
-            "11.1.1.0/24",
-            "11.1.0.0/16",
-            "11.0.0.0/8",
-            "12.0.0.0/8",
-            "99.0.0.0/8",
-            "99.1.0.0/16",
-            "99.1.1.0/24",
-        ] {
-            let (a, p) = net.split_once('/').unwrap();
-            let a: std::net::Ipv4Addr = a.parse().unwrap();
-            keys_around(&mut keys, &mut rng, false, u128::from(u32::from(a)), p.parse().unwrap());
-        }
-        for net in ["2001:db8::/32", "2001:db8:1::/48", "2001:db8:2::/48", "::ffff:0:0/96", "::ffff:10.0.0.0/104"] {
-            let (a, p) = net.split_once('/').unwrap();
-            let a: std::net::Ipv6Addr = a.parse().unwrap();
-            keys_around(&mut keys, &mut rng, true, u128::from(a), p.parse().unwrap());
-        }
-        for _ in 0..100 {
-            keys.push(v4(rng.v4()));
-            keys.push(v6(rng.v6()));
-        }
-        assert!(keys.len() > 300);
-        differential(BLOCKS, &keys);
-        // An unclosed block whose condition fails ends the search.
-        let keys: Vec<String> = ["1.1.1.1", "2.2.2.2", "2.3.3.3", "3.3.3.3", "3.4.4.4", "4.4.4.4", "::1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        differential(
-            "1.0.0.0/8 one\nif 2.0.0.0/8\n2.2.0.0/16 two\nendif\nif 3.0.0.0/8\n3.3.0.0/16 three\n0.0.0.0/0 any\n",
-            &keys,
-        );
-    }
-
-    #[test]
-    fn differential_inline() {
-        let keys: Vec<String> =
-            ["1.1.1.1", "1.1.1.2", "1.1.2.1", "2.2.2.2", "2001:db8::1", "abc"].iter().map(|s| s.to_string()).collect();
-        differential_name(
+    fn inline_tables() {
+        let mut d = open_with(
             "{{1.1.1.1 a b}, { 1.1.1.0/24  c  },{if 2.0.0.0/8},{2.2.2.2 two},{endif},{2001:db8::/32 v6}}",
-            &keys,
-        );
+            Mode::ReadOnly,
+            0,
+        )
+        .unwrap();
+        assert_eq!(get(&mut d, "1.1.1.1").as_deref(), Some("a b"));
+        assert_eq!(get(&mut d, "1.1.1.2").as_deref(), Some("c"));
+        assert_eq!(get(&mut d, "1.1.2.1"), None);
+        assert_eq!(get(&mut d, "2.2.2.2").as_deref(), Some("two"));
+        assert_eq!(get(&mut d, "2001:db8::1").as_deref(), Some("v6"));
+        assert_eq!(get(&mut d, "abc"), None);
         let mut d = open_with("{}", Mode::ReadOnly, 0).unwrap();
         assert_eq!(get(&mut d, "1.1.1.1"), None);
         let err = open_with("{1.1.1.1 x}", Mode::ReadOnly, 0).err().unwrap();
@@ -1072,16 +698,16 @@ if 99.1.1.0/24
 
     #[test]
     fn open_errors_flags_and_changes() {
-        let f = TempPath::file(b"1.2.3.4 x\n");
+        let f = TempFile::new("cidr", b"1.2.3.4 x\n");
         let err = open_with(f.name(), Mode::ReadWrite, 0).err().unwrap();
         assert_eq!(err.reason, format!("cidr:{} map requires O_RDONLY access mode", f.name()));
         let missing = format!("{}.missing", f.name());
         let err = open_with(&missing, Mode::ReadOnly, 0).err().unwrap();
         assert_eq!(err.reason, format!("open {missing}: No such file or directory"));
-        let dir = TempPath(TempPath::unique("dir"));
-        std::fs::create_dir(&dir.0).unwrap();
-        let err = open_with(dir.name(), Mode::ReadOnly, 0).err().unwrap();
-        assert_eq!(err.reason, format!("cidr map {}: read error: Is a directory", dir.name()));
+        let dir = TempDir::new("cidr-dir");
+        let dir = dir.path().to_str().unwrap();
+        let err = open_with(dir, Mode::ReadOnly, 0).err().unwrap();
+        assert_eq!(err.reason, format!("cidr map {dir}: read error: Is a directory"));
 
         let mut d = open_with(f.name(), Mode::ReadOnly, crate::protocol::flags::FOLD_FIX).unwrap();
         assert_eq!(d.flags(), PATTERN | crate::protocol::flags::FOLD_FIX);
@@ -1096,7 +722,7 @@ if 99.1.1.0/24
         // replaced by another file under the same name
         let d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         assert!(!d.changed());
-        let g = TempPath::file(b"5.6.7.8 y\n");
+        let g = TempFile::new("cidr", b"5.6.7.8 y\n");
         std::fs::rename(&g.0, &f.0).unwrap();
         assert!(d.changed());
         // removed
@@ -1107,13 +733,13 @@ if 99.1.1.0/24
 
     #[test]
     fn values_are_files() {
-        let content = TempPath::file(b"foo");
+        let content = TempFile::new("cidr", b"foo");
         let text = format!(
             "1.2.3.4 {}\n5.6.7.8 /nonexistent/x\nif 9.0.0.0/8\n9.9.9.9 {}\nendif\n",
             content.name(),
             content.name()
         );
-        let f = TempPath::file(text.as_bytes());
+        let f = TempFile::new("cidr", text.as_bytes());
         let (_, _, warnings) = parse_table(text.as_bytes(), f.name(), SRC_RHS_IS_FILE);
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].ends_with("line 2: open /nonexistent/x: No such file or directory: skipping this rule"));
@@ -1160,17 +786,17 @@ if 99.1.1.0/24
         for i in 0..100_000 {
             if i % 10 == 9 {
                 let p = 16 + (rng.next() % 113) as u8;
-                let net = rng.v6() & mask(p, 128);
+                let net = rand_v6(&mut rng) & mask(p, 128);
                 rules.push((true, net, p));
                 text.push_str(&format!("{}/{p} r{i}\n", v6(net)));
             } else {
                 let p = 12 + (rng.next() % 21) as u8;
-                let net = u128::from(rng.v4()) & mask(p, 32);
+                let net = u128::from(rand_v4(&mut rng)) & mask(p, 32);
                 rules.push((false, net, p));
                 text.push_str(&format!("{}/{p} r{i}\n", v4(net as u32)));
             }
         }
-        let f = TempPath::file(text.as_bytes());
+        let f = TempFile::new("cidr", text.as_bytes());
         let start = std::time::Instant::now();
         let mut d = open_with(f.name(), Mode::ReadOnly, 0).unwrap();
         let opened = start.elapsed();
@@ -1179,11 +805,11 @@ if 99.1.1.0/24
             .map(|i| {
                 let (is_v6, addr) = if i % 2 == 0 {
                     let (v, net, p) = rules[(rng.next() % rules.len() as u64) as usize];
-                    (v, net | (rng.v6() & !mask(p, width(v)) & mask(width(v), width(v))))
+                    (v, net | (rand_v6(&mut rng) & !mask(p, width(v)) & mask(width(v), width(v))))
                 } else if i % 10 == 1 {
-                    (true, rng.v6())
+                    (true, rand_v6(&mut rng))
                 } else {
-                    (false, u128::from(rng.v4()))
+                    (false, u128::from(rand_v4(&mut rng)))
                 };
                 (if is_v6 { v6(addr) } else { v4(addr as u32) }, is_v6, addr)
             })
