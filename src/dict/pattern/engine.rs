@@ -1,5 +1,6 @@
 //! What the regexp and pcre front-ends supply to the shared rule machinery:
-//! the [`Engine`] (flags, compiling, matching) and the pattern [`Dialect`].
+//! the [`Engine`] (flags, compiling, matching) and the pattern [`Dialect`];
+//! and [`Diag`], where the warnings about a rule line go.
 
 /// What differs between the regexp and pcre tables. An engine holds no
 /// state of its own: compiled patterns are shared by every lookup, and
@@ -23,21 +24,13 @@ pub(crate) trait Engine: Default + Send + Sync + 'static {
 
     /// Apply one flag letter (after logging any warning of its own); false
     /// when the letter is unknown.
-    fn flag(options: &mut u32, letter: u8, map: &str, line: usize, w: &mut Vec<String>) -> bool;
+    fn flag(options: &mut u32, letter: u8, diag: &mut Diag) -> bool;
 
     /// Compile `pattern` (no NUL inside); `captures` false when no match
     /// offsets will ever be wanted (regexp's REG_NOSUB). On failure log
     /// Postfix's warning and return None. Else the compiled pattern and its
     /// number of groups.
-    fn compile(
-        &self,
-        pattern: &[u8],
-        options: u32,
-        captures: bool,
-        map: &str,
-        line: usize,
-        w: &mut Vec<String>,
-    ) -> Option<(Self::Regex, usize)>;
+    fn compile(&self, pattern: &[u8], options: u32, captures: bool, diag: &mut Diag) -> Option<(Self::Regex, usize)>;
 
     /// Match buffers with room for `groups` groups (group 0 included): the
     /// most that any compiled pattern of the table has.
@@ -74,4 +67,47 @@ pub(crate) enum Dialect {
     PosixExtended,
     /// PCRE2 syntax without the extended (`x`) option.
     Pcre,
+}
+
+/// Where the warnings about one rule line go, in Postfix's words: `<type>
+/// map <name>, line <n>: <text>`. Loading collects them (the open logs
+/// them, tests read them); a lookup logs them at once.
+pub(crate) struct Diag<'a> {
+    ty: &'static str,
+    map: &'a str,
+    line: usize,
+    /// None: log each warning as it comes.
+    collected: Option<&'a mut Vec<String>>,
+}
+
+impl<'a> Diag<'a> {
+    /// Warnings about `line` of table `map` of type `ty`, pushed onto
+    /// `warnings`.
+    pub(crate) fn collect(ty: &'static str, map: &'a str, line: usize, warnings: &'a mut Vec<String>) -> Diag<'a> {
+        Diag { ty, map, line, collected: Some(warnings) }
+    }
+
+    /// Warnings about `line` of table `map` of type `ty`, logged.
+    pub(crate) fn log(ty: &'static str, map: &'a str, line: usize) -> Diag<'a> {
+        Diag { ty, map, line, collected: None }
+    }
+
+    /// A warning about the line: `text` after the type, table and line.
+    pub(crate) fn warn(&mut self, text: impl std::fmt::Display) {
+        let text = format!("{} map {}, line {}: {text}", self.ty, self.map, self.line);
+        self.emit(text);
+    }
+
+    /// A warning that Postfix words without saying where (its template
+    /// parser's own).
+    pub(crate) fn warn_bare(&mut self, text: impl std::fmt::Display) {
+        self.emit(text.to_string());
+    }
+
+    fn emit(&mut self, text: String) {
+        match &mut self.collected {
+            Some(warnings) => warnings.push(text),
+            None => log::warn!("{text}"),
+        }
+    }
 }

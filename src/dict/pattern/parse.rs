@@ -3,14 +3,14 @@
 //! templates (`$1`, `${n}`, `$(n)`, `$$`); Postfix's warning for each kind
 //! of bad line (the rest of the table is used).
 
-use super::engine::Engine;
+use super::engine::{Diag, Engine};
 use crate::dict::postmap_text::{self, is_space, lossy};
 use crate::protocol::flags::{NO_REGSUB, SRC_RHS_IS_FILE};
 
-/// Collect a load-time warning (logged by `open_table`; tests read them).
+/// A warning about the line being parsed (see [`Diag::warn`]).
 macro_rules! warn {
-    ($w:expr, $($arg:tt)*) => {
-        $w.push(format!($($arg)*))
+    ($diag:expr, $($arg:tt)*) => {
+        $diag.warn(format_args!($($arg)*))
     };
 }
 
@@ -75,34 +75,30 @@ fn starts_with_word(p: &[u8], word: &[u8]) -> bool {
 
 /// Parse and compile one logical line (text trimmed, non-empty); `groups`
 /// grows to the most groups (group 0 included) of a compiled pattern.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn parse_line<E: Engine>(
     engine: &E,
-    map: &str,
-    line: usize,
+    diag: &mut Diag,
     p: &[u8],
     nesting: usize,
     flags: u32,
     groups: &mut usize,
-    w: &mut Vec<String>,
 ) -> Option<Op<E::Regex>> {
-    let ty = E::TYPE;
-    let mut compile = |pat: &RawPattern, captures: bool, w: &mut Vec<String>| {
-        let (re, n) = engine.compile(pat.text, pat.options, captures, map, line, w)?;
+    let mut compile = |pat: &RawPattern, captures: bool, diag: &mut Diag| {
+        let (re, n) = engine.compile(pat.text, pat.options, captures, diag)?;
         *groups = (*groups).max(n + 1);
         Some((re, n))
     };
     if !p[0].is_ascii_alphanumeric() {
-        let (first, rest) = get_pattern::<E>(map, line, w, p)?;
+        let (first, rest) = get_pattern::<E>(diag, p)?;
         let (second, rest) = if E::SECOND_PATTERN && rest.first() == Some(&b'!') {
-            let (pat, rest) = get_pattern::<E>(map, line, w, rest)?;
+            let (pat, rest) = get_pattern::<E>(diag, rest)?;
             (Some(pat), rest)
         } else {
             (None, rest)
         };
         let mut replacement = skip_space(rest);
         if replacement.is_empty() {
-            warn!(w, "{ty} map {map}, line {line}: no replacement text: using empty string");
+            warn!(diag, "no replacement text: using empty string");
         }
         let encoded;
         if flags & SRC_RHS_IS_FILE != 0 {
@@ -112,33 +108,26 @@ pub(super) fn parse_line<E: Engine>(
                     replacement = &encoded;
                 }
                 Err(err) => {
-                    warn!(w, "{ty} map {map}, line {line}: {err}: skipping this rule");
+                    warn!(diag, "{err}: skipping this rule");
                     return None;
                 }
             }
         }
-        let Some((result, max_sub)) = parse_template::<E>(map, line, replacement, w) else {
-            warn!(w, "{ty} map {map}, line {line}: bad replacement syntax: skipping this rule");
+        let Some((result, max_sub)) = parse_template::<E>(diag, replacement) else {
+            warn!(diag, "bad replacement syntax: skipping this rule");
             return None;
         };
         if max_sub > 0 && !first.positive {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: $number found in negative match replacement text: skipping this rule"
-            );
+            warn!(diag, "$number found in negative match replacement text: skipping this rule");
             return None;
         }
         if max_sub > 0 && flags & NO_REGSUB != 0 {
-            warn!(w, "{ty} map {map}, line {line}: regular expression substitution is not allowed: skipping this rule");
+            warn!(diag, "regular expression substitution is not allowed: skipping this rule");
             return None;
         }
-        let (re, n) = compile(&first, max_sub > 0, w)?;
+        let (re, n) = compile(&first, max_sub > 0, diag)?;
         if max_sub > n as u64 {
-            warn!(
-                w,
-                "{ty} map {map}, line {line}: out of range replacement index \"{}\": skipping this rule",
-                max_sub as i32
-            );
+            warn!(diag, "out of range replacement index \"{}\": skipping this rule", max_sub as i32);
             return None;
         }
         let max_sub = max_sub as usize;
@@ -151,33 +140,33 @@ pub(super) fn parse_line<E: Engine>(
         let first = cond;
         let second = match second {
             Some(pat) => {
-                let (re, _) = compile(&pat, false, w)?;
+                let (re, _) = compile(&pat, false, diag)?;
                 Some(make_cond::<E>(re, &pat))
             }
             None => None,
         };
         Some(Op::Match { first, second, result, max_sub })
     } else if starts_with_word(p, b"IF") {
-        let (pat, rest) = get_pattern::<E>(map, line, w, skip_space(&p[2..]))?;
+        let (pat, rest) = get_pattern::<E>(diag, skip_space(&p[2..]))?;
         let rest = skip_space(rest);
         if !rest.is_empty() {
-            warn!(w, "{ty} map {map}, line {line}: ignoring extra text after IF statement: \"{}\"", lossy(rest));
-            warn!(w, "{ty} map {map}, line {line}: do not prepend whitespace to statements between IF and ENDIF");
+            warn!(diag, "ignoring extra text after IF statement: \"{}\"", lossy(rest));
+            warn!(diag, "do not prepend whitespace to statements between IF and ENDIF");
         }
         // Postfix compiles IF patterns without the no-substrings hint.
-        let (re, _) = compile(&pat, true, w)?;
+        let (re, _) = compile(&pat, true, diag)?;
         Some(Op::If { cond: make_cond::<E>(re, &pat), endif: None })
     } else if starts_with_word(p, b"ENDIF") {
         if nesting == 0 {
-            warn!(w, "{ty} map {map}, line {line}: ignoring ENDIF without matching IF");
+            warn!(diag, "ignoring ENDIF without matching IF");
             return None;
         }
         if !skip_space(&p[5..]).is_empty() {
-            warn!(w, "{ty} map {map}, line {line}: ignoring extra text after ENDIF");
+            warn!(diag, "ignoring extra text after ENDIF");
         }
         Some(Op::Endif)
     } else {
-        warn!(w, "{ty} map {map}, line {line}: ignoring unrecognized request");
+        warn!(diag, "ignoring unrecognized request");
         None
     }
 }
@@ -190,13 +179,7 @@ fn make_cond<E: Engine>(re: E::Regex, pat: &RawPattern) -> Cond<E::Regex> {
 
 /// Extract `[!...]<delim>pattern<delim>flags` from the start of `p`; the
 /// rest of the line follows.
-fn get_pattern<'a, E: Engine>(
-    map: &str,
-    line: usize,
-    w: &mut Vec<String>,
-    p: &'a [u8],
-) -> Option<(RawPattern<'a>, &'a [u8])> {
-    let ty = E::TYPE;
+fn get_pattern<'a, E: Engine>(diag: &mut Diag, p: &'a [u8]) -> Option<(RawPattern<'a>, &'a [u8])> {
     let mut positive = true;
     let mut i = 0;
     while i < p.len() {
@@ -208,7 +191,7 @@ fn get_pattern<'a, E: Engine>(
         i += 1;
     }
     if i >= p.len() {
-        warn!(w, "{ty} map {map}, line {line}: no regexp: skipping this rule");
+        warn!(diag, "no regexp: skipping this rule");
         return None;
     }
     let delim = p[i];
@@ -230,20 +213,15 @@ fn get_pattern<'a, E: Engine>(
         j += 1;
     }
     if !closed {
-        warn!(
-            w,
-            "{ty} map {map}, line {line}: no closing regexp delimiter \"{}\": {} this rule",
-            delim as char,
-            E::UNCLOSED_VERB
-        );
+        warn!(diag, "no closing regexp delimiter \"{}\": {} this rule", delim as char, E::UNCLOSED_VERB);
         return None;
     }
     let text = &p[start..j];
     let mut k = j + 1;
     let mut options = E::DEFAULT_OPTIONS;
     while k < p.len() && !is_space(p[k]) && !(E::SECOND_PATTERN && p[k] == b'!') {
-        if !E::flag(&mut options, p[k], map, line, w) {
-            warn!(w, "{ty} map {map}, line {line}: unknown regexp option \"{}\": skipping this rule", p[k] as char);
+        if !E::flag(&mut options, p[k], diag) {
+            warn!(diag, "unknown regexp option \"{}\": skipping this rule", p[k] as char);
             return None;
         }
         k += 1;
@@ -255,8 +233,7 @@ fn get_pattern<'a, E: Engine>(
 /// pieces and the largest group number, or None after the warnings (the
 /// caller then logs "bad replacement syntax"). The number is kept as C's
 /// `size_t` from `atoi()` so that out-of-range texts match Postfix's.
-fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<String>) -> Option<(Vec<Piece>, u64)> {
-    let ty = E::TYPE;
+fn parse_template<E: Engine>(diag: &mut Diag, value: &[u8]) -> Option<(Vec<Piece>, u64)> {
     let mut pieces = Vec::new();
     let mut buf = Vec::new();
     let mut max_sub: u64 = 0;
@@ -283,7 +260,7 @@ fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<S
                     while level > 0 {
                         match value.get(ep) {
                             None => {
-                                warn!(w, "truncated macro reference: \"{}\"", lossy(value));
+                                diag.warn_bare(format_args!("truncated macro reference: \"{}\"", lossy(value)));
                                 return None;
                             }
                             Some(&b) if b == open => level += 1,
@@ -302,11 +279,11 @@ fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<S
                 }
             }
             if name.is_empty() {
-                warn!(w, "empty macro name: \"{}\"", lossy(value));
+                diag.warn_bare(format_args!("empty macro name: \"{}\"", lossy(value)));
                 return None;
             }
             if !name.iter().all(u8::is_ascii_digit) {
-                warn!(w, "{ty} map {map}, line {line}: non-numeric replacement index \"{}\"", lossy(name));
+                warn!(diag, "non-numeric replacement index \"{}\"", lossy(name));
                 error = true;
                 continue;
             }
@@ -315,12 +292,7 @@ fn parse_template<E: Engine>(map: &str, line: usize, value: &[u8], w: &mut Vec<S
             let long = std::str::from_utf8(name).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(i64::MAX);
             let n = long as i32 as i64 as u64;
             if n < 1 {
-                warn!(
-                    w,
-                    "{ty} map {map}, line {line}: {} replacement index \"{}\"",
-                    E::OUT_OF_RANGE_BELOW_ONE,
-                    lossy(name)
-                );
+                warn!(diag, "{} replacement index \"{}\"", E::OUT_OF_RANGE_BELOW_ONE, lossy(name));
                 error = true;
                 continue;
             }

@@ -9,7 +9,7 @@
 //! and keeps the rule. Compile errors read `error in regex at offset N:
 //! <PCRE2 message>`.
 
-use super::engine::{Dialect, Engine};
+use super::engine::{Diag, Dialect, Engine};
 use super::translate::{translate, SetSyntax};
 use super::{prefilter, rules};
 use crate::dict::{Dict, OpenError, OpenRequest};
@@ -41,7 +41,7 @@ impl Engine for Pcre {
     /// Compiled PCRE2 code does not grow with use: keep every pattern.
     const RESIDENT_SET_RULES: usize = usize::MAX;
 
-    fn flag(options: &mut u32, letter: u8, map: &str, line: usize, w: &mut Vec<String>) -> bool {
+    fn flag(options: &mut u32, letter: u8, diag: &mut Diag) -> bool {
         match letter {
             b'i' => *options ^= PCRE2_CASELESS,
             b'm' => *options ^= PCRE2_MULTILINE,
@@ -50,31 +50,20 @@ impl Engine for Pcre {
             b'A' => *options ^= PCRE2_ANCHORED,
             b'E' => *options ^= PCRE2_DOLLAR_ENDONLY,
             b'U' => *options ^= PCRE2_UNGREEDY,
-            b'X' => w.push(format!("pcre map {map}, line {line}: ignoring obsolete regexp option \"X\"")),
+            b'X' => diag.warn("ignoring obsolete regexp option \"X\""),
             _ => return false,
         }
         true
     }
 
-    fn compile(
-        &self,
-        pattern: &[u8],
-        options: u32,
-        _captures: bool,
-        map: &str,
-        line: usize,
-        w: &mut Vec<String>,
-    ) -> Option<(Pcre2Code, usize)> {
+    fn compile(&self, pattern: &[u8], options: u32, _captures: bool, diag: &mut Diag) -> Option<(Pcre2Code, usize)> {
         match Pcre2Code::new(pattern, options) {
             Ok(code) => {
                 let groups = code.capture_count() as usize;
                 Some((code, groups))
             }
             Err((code, offset)) => {
-                w.push(format!(
-                    "pcre map {map}, line {line}: error in regex at offset {offset}: {}",
-                    pcre2_error_message(code)
-                ));
+                diag.warn(format_args!("error in regex at offset {offset}: {}", pcre2_error_message(code)));
                 None
             }
         }

@@ -8,7 +8,7 @@
 //! default), the legacy `/p1/!/p2/` form, REG_NOSUB for rules whose result
 //! has no `$n`, and regerror texts.
 
-use super::engine::{Dialect, Engine};
+use super::engine::{Diag, Dialect, Engine};
 use super::translate::{translate, SetSyntax};
 use super::{prefilter, rules};
 use crate::dict::{Dict, OpenError, OpenRequest};
@@ -32,7 +32,7 @@ impl Engine for Posix {
     /// thousands of rules, compile the ones the rule set names on demand.
     const RESIDENT_SET_RULES: usize = 256;
 
-    fn flag(options: &mut u32, letter: u8, _map: &str, _line: usize, _w: &mut Vec<String>) -> bool {
+    fn flag(options: &mut u32, letter: u8, _diag: &mut Diag) -> bool {
         match letter {
             b'i' => *options ^= REG_ICASE as u32,
             b'm' => *options ^= REG_NEWLINE as u32,
@@ -42,15 +42,7 @@ impl Engine for Posix {
         true
     }
 
-    fn compile(
-        &self,
-        pattern: &[u8],
-        options: u32,
-        captures: bool,
-        map: &str,
-        line: usize,
-        w: &mut Vec<String>,
-    ) -> Option<(PosixRegex, usize)> {
+    fn compile(&self, pattern: &[u8], options: u32, captures: bool, diag: &mut Diag) -> Option<(PosixRegex, usize)> {
         let pattern = CString::new(pattern).ok()?;
         let cflags = options as i32 | if captures { 0 } else { REG_NOSUB };
         match PosixRegex::new(&pattern, cflags) {
@@ -59,7 +51,7 @@ impl Engine for Posix {
                 Some((re, nsub))
             }
             Err(text) => {
-                w.push(format!("regexp map {map}, line {line}: {text}"));
+                diag.warn(text);
                 None
             }
         }

@@ -4,7 +4,7 @@
 //! the [`PatternDict`] that serves it.
 
 use super::dfa::{Chunk, RuleSet, BUILT_SET_RULES};
-use super::engine::Engine;
+use super::engine::{Diag, Engine};
 use super::parse::{parse_line, Cond, Op, Piece, Rule};
 use super::prefilter::memmem;
 use super::scratch::{Pool, Scratch};
@@ -92,7 +92,14 @@ impl<E: Engine> RuleTable<E> {
             if body.is_empty() {
                 continue;
             }
-            let Some(op) = parse_line(&engine, map, line.line_no, body, stack.len(), flags, &mut groups, w) else {
+            let Some(op) = parse_line(
+                &engine,
+                &mut Diag::collect(E::TYPE, map, line.line_no, w),
+                body,
+                stack.len(),
+                flags,
+                &mut groups,
+            ) else {
                 continue;
             };
             match op {
@@ -109,7 +116,7 @@ impl<E: Engine> RuleTable<E> {
             rules.push(Rule { line: line.line_no, op });
         }
         for &open in stack.iter().rev() {
-            w.push(format!("{} map {map}, line {}: IF has no matching ENDIF", E::TYPE, rules[open].line));
+            Diag::collect(E::TYPE, map, rules[open].line, w).warn("IF has no matching ENDIF");
         }
         let any_literal = rules.iter().any(|r| match &r.op {
             Op::Match { first, second, .. } => {
@@ -319,15 +326,8 @@ impl<E: Engine> RuleTable<E> {
             return Some(Held::Resident(re.clone()));
         }
         // Compile without the lock: other lookups go on meanwhile.
-        let mut w = Vec::new();
-        let Some((re, _)) =
-            self.engine.compile(&src.text, src.options, src.captures, &self.map, self.rules[i].line, &mut w)
-        else {
-            for text in w {
-                log::warn!("{text}");
-            }
-            return None;
-        };
+        let mut diag = Diag::log(E::TYPE, &self.map, self.rules[i].line);
+        let (re, _) = self.engine.compile(&src.text, src.options, src.captures, &mut diag)?;
         let mut r = lock(resident);
         if let Some(re) = &r.compiled[i] {
             return Some(Held::Resident(re.clone())); // another lookup was first
@@ -368,7 +368,7 @@ impl<E: Engine> Matcher<'_, E> {
         match self.engine.exec(self.matches, re, self.subject, groups) {
             Ok(matched) => matched == cond.positive,
             Err(text) => {
-                log::warn!("{} map {}, line {line}: {text}", E::TYPE, self.map);
+                Diag::log(E::TYPE, self.map, line).warn(text);
                 false
             }
         }
