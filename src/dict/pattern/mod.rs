@@ -12,7 +12,8 @@
 //! * `prefilter.rs`: the literal text a pattern requires of every match.
 //! * `translate.rs`, `byteset.rs`: patterns rewritten for the rule set.
 //! * `dfa.rs`: the rule set, automata over many rules run once per key.
-//! * `cidr.rs`: `cidr` tables (networks, not patterns).
+//! * `cidr.rs`: `cidr` tables (networks, not patterns); `cidr/addr.rs`:
+//!   addresses read and printed as glibc does.
 
 mod byteset;
 pub(crate) mod cidr;

@@ -484,4 +484,14 @@ mod tests {
         let s = pcre("[\\n]").unwrap();
         assert!(s.contains("\\x0A-\\x0A") && !s.contains("\\x5C"), "{s}");
     }
+
+    #[test]
+    fn exact_translations() {
+        assert_eq!(posix("ab", false).unwrap(), "(?-u)(?:\\x61\\x62)");
+        assert_eq!(posix("a*", false).unwrap(), "(?-u)(?:(?:\\x61)*)");
+        assert_eq!(posix("^a.$", true).unwrap(), "(?i-u)(?:(?m:^)\\x61[\\x00-\\xFF](?m:$))");
+        assert_eq!(pcre("(?<n>a)b(?=c)").unwrap(), "(?i-u)(?:(?:\\x61)\\x62)");
+        let anchored = SetSyntax { dialect: Dialect::Pcre, icase: false, anchored: true, anchors: false };
+        assert_eq!(translate(b"x{2,3}$", anchored).unwrap(), "(?-u)\\A(?:(?:\\x78){2,3})");
+    }
 }
