@@ -25,6 +25,17 @@ pub(crate) fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+/// Strip trailing [`is_space`] bytes (Postfix `trimblanks()`).
+pub(crate) fn trim_end(s: &[u8]) -> &[u8] {
+    let end = s.iter().rposition(|&b| !is_space(b)).map_or(0, |i| i + 1);
+    &s[..end]
+}
+
+/// Table text in a message: bytes that are not UTF-8 shown as U+FFFD.
+pub(crate) fn lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(s)
+}
+
 /// Postfix works on C strings: anything after an embedded NUL is invisible.
 pub(crate) fn until_nul(s: &[u8]) -> &[u8] {
     match crate::protocol::attr::find_nul(s) {

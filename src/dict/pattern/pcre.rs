@@ -1,7 +1,7 @@
 //! `pcre:/path` and `pcre:{ {rule}, ... }`: PCRE2 rules (Postfix
 //! dict_pcre.c built with PCRE2, pcre_table(5)).
 //!
-//! Rule syntax, warnings and evaluation live in [`crate::dict::pattern::pattern_rules`];
+//! Rule syntax, warnings and evaluation are shared (see [`crate::dict::pattern`]);
 //! this file has what is pcre's own: the flags `i` (CASELESS, on by
 //! default), `m` (MULTILINE), `s` (DOTALL, on by default), `x` (EXTENDED),
 //! `A` (ANCHORED), `E` (DOLLAR_ENDONLY), `U` (UNGREEDY), and `X`, which
@@ -9,7 +9,9 @@
 //! and keeps the rule. Compile errors read `error in regex at offset N:
 //! <PCRE2 message>`.
 
-use crate::dict::pattern::pattern_rules::{self, Dialect, Engine};
+use super::engine::{Diag, Dialect, Engine};
+use super::translate::{translate, SetSyntax};
+use super::{prefilter, rules};
 use crate::dict::{Dict, OpenError, OpenRequest};
 use crate::sys::regex::{
     pcre2_error_message, Pcre2Code, Pcre2MatchData, PCRE2_ANCHORED, PCRE2_CASELESS, PCRE2_DOLLAR_ENDONLY, PCRE2_DOTALL,
@@ -39,7 +41,7 @@ impl Engine for Pcre {
     /// Compiled PCRE2 code does not grow with use: keep every pattern.
     const RESIDENT_SET_RULES: usize = usize::MAX;
 
-    fn flag(options: &mut u32, letter: u8, map: &str, line: usize, w: &mut Vec<String>) -> bool {
+    fn flag(options: &mut u32, letter: u8, diag: &mut Diag) -> bool {
         match letter {
             b'i' => *options ^= PCRE2_CASELESS,
             b'm' => *options ^= PCRE2_MULTILINE,
@@ -48,31 +50,20 @@ impl Engine for Pcre {
             b'A' => *options ^= PCRE2_ANCHORED,
             b'E' => *options ^= PCRE2_DOLLAR_ENDONLY,
             b'U' => *options ^= PCRE2_UNGREEDY,
-            b'X' => w.push(format!("pcre map {map}, line {line}: ignoring obsolete regexp option \"X\"")),
+            b'X' => diag.warn("ignoring obsolete regexp option \"X\""),
             _ => return false,
         }
         true
     }
 
-    fn compile(
-        &self,
-        pattern: &[u8],
-        options: u32,
-        _captures: bool,
-        map: &str,
-        line: usize,
-        w: &mut Vec<String>,
-    ) -> Option<(Pcre2Code, usize)> {
+    fn compile(&self, pattern: &[u8], options: u32, _captures: bool, diag: &mut Diag) -> Option<(Pcre2Code, usize)> {
         match Pcre2Code::new(pattern, options) {
             Ok(code) => {
                 let groups = code.capture_count() as usize;
                 Some((code, groups))
             }
             Err((code, offset)) => {
-                w.push(format!(
-                    "pcre map {map}, line {line}: error in regex at offset {offset}: {}",
-                    pcre2_error_message(code)
-                ));
+                diag.warn(format_args!("error in regex at offset {offset}: {}", pcre2_error_message(code)));
                 None
             }
         }
@@ -102,7 +93,7 @@ impl Engine for Pcre {
         if options & PCRE2_EXTENDED != 0 {
             return None; // whitespace and comments: not scanned
         }
-        pattern_rules::required_literal(pattern, Dialect::Pcre)
+        prefilter::required_literal(pattern, Dialect::Pcre)
     }
 
     /// Not with EXTENDED (whitespace and comments are not parsed); CASELESS
@@ -113,9 +104,9 @@ impl Engine for Pcre {
         if options & PCRE2_EXTENDED != 0 {
             return None;
         }
-        pattern_rules::translate(
+        translate(
             pattern,
-            pattern_rules::SetSyntax {
+            SetSyntax {
                 dialect: Dialect::Pcre,
                 icase: options & PCRE2_CASELESS != 0,
                 anchored: options & PCRE2_ANCHORED != 0,
@@ -134,14 +125,14 @@ fn newline_is_lf() -> bool {
 }
 
 pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
-    pattern_rules::open_table::<Pcre>(req)
+    rules::open_table::<Pcre>(req)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::pattern::pattern_rules::RuleTable;
+    use crate::dict::pattern::rules::RuleTable;
     use crate::dict::Mode;
     use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
 
@@ -157,7 +148,7 @@ mod tests {
 
     fn warnings(text: &str, flags: u32) -> Vec<String> {
         let mut w = Vec::new();
-        RuleTable::load(Pcre::default(), "/etc/p", text.as_bytes(), flags, &mut w);
+        RuleTable::load(Pcre, "/etc/p", text.as_bytes(), flags, &mut w);
         w
     }
 

@@ -2,13 +2,15 @@
 //! expression rules (Postfix dict_regexp.c, regexp_table(5)), matched with
 //! glibc's regcomp/regexec, so leftmost-longest exactly as in Postfix.
 //!
-//! Rule syntax, warnings and evaluation live in [`crate::dict::pattern::pattern_rules`];
+//! Rule syntax, warnings and evaluation are shared (see [`crate::dict::pattern`]);
 //! this file has what is regexp's own: the flags `i` (toggles REG_ICASE, on
 //! by default), `m` (REG_NEWLINE), `x` (toggles REG_EXTENDED, on by
 //! default), the legacy `/p1/!/p2/` form, REG_NOSUB for rules whose result
 //! has no `$n`, and regerror texts.
 
-use crate::dict::pattern::pattern_rules::{self, Dialect, Engine};
+use super::engine::{Diag, Dialect, Engine};
+use super::translate::{translate, SetSyntax};
+use super::{prefilter, rules};
 use crate::dict::{Dict, OpenError, OpenRequest};
 use crate::sys::regex::{regmatch_t, PosixRegex, REGMATCH_UNSET, REG_EXTENDED, REG_ICASE, REG_NEWLINE, REG_NOSUB};
 use std::ffi::{CStr, CString};
@@ -30,7 +32,7 @@ impl Engine for Posix {
     /// thousands of rules, compile the ones the rule set names on demand.
     const RESIDENT_SET_RULES: usize = 256;
 
-    fn flag(options: &mut u32, letter: u8, _map: &str, _line: usize, _w: &mut Vec<String>) -> bool {
+    fn flag(options: &mut u32, letter: u8, _diag: &mut Diag) -> bool {
         match letter {
             b'i' => *options ^= REG_ICASE as u32,
             b'm' => *options ^= REG_NEWLINE as u32,
@@ -40,15 +42,7 @@ impl Engine for Posix {
         true
     }
 
-    fn compile(
-        &self,
-        pattern: &[u8],
-        options: u32,
-        captures: bool,
-        map: &str,
-        line: usize,
-        w: &mut Vec<String>,
-    ) -> Option<(PosixRegex, usize)> {
+    fn compile(&self, pattern: &[u8], options: u32, captures: bool, diag: &mut Diag) -> Option<(PosixRegex, usize)> {
         let pattern = CString::new(pattern).ok()?;
         let cflags = options as i32 | if captures { 0 } else { REG_NOSUB };
         match PosixRegex::new(&pattern, cflags) {
@@ -57,7 +51,7 @@ impl Engine for Posix {
                 Some((re, nsub))
             }
             Err(text) => {
-                w.push(format!("regexp map {map}, line {line}: {text}"));
+                diag.warn(text);
                 None
             }
         }
@@ -88,7 +82,7 @@ impl Engine for Posix {
         if options & REG_EXTENDED as u32 == 0 {
             return None; // basic syntax: not scanned
         }
-        pattern_rules::required_literal(pattern, Dialect::PosixExtended)
+        prefilter::required_literal(pattern, Dialect::PosixExtended)
     }
 
     /// Extended syntax only (basic syntax stays out of the set); REG_ICASE
@@ -100,22 +94,19 @@ impl Engine for Posix {
             return None;
         }
         let icase = options & REG_ICASE as u32 != 0;
-        pattern_rules::translate(
-            pattern,
-            pattern_rules::SetSyntax { dialect: Dialect::PosixExtended, icase, anchored: false, anchors: true },
-        )
+        translate(pattern, SetSyntax { dialect: Dialect::PosixExtended, icase, anchored: false, anchors: true })
     }
 }
 
 pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
-    pattern_rules::open_table::<Posix>(req)
+    rules::open_table::<Posix>(req)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Params;
-    use crate::dict::pattern::pattern_rules::RuleTable;
+    use crate::dict::pattern::rules::RuleTable;
     use crate::dict::testutil::TempFile;
     use crate::dict::Mode;
     use crate::protocol::flags::{FOLD_MUL, NO_REGSUB, PATTERN};
@@ -138,7 +129,7 @@ mod tests {
 
     fn warnings(text: &str, flags: u32) -> Vec<String> {
         let mut w = Vec::new();
-        RuleTable::load(Posix::default(), "/etc/t", text.as_bytes(), flags, &mut w);
+        RuleTable::load(Posix, "/etc/t", text.as_bytes(), flags, &mut w);
         w
     }
 
