@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian machine: Postfix 3.7 and
-# its map plugins (the reference the differential tests compare against).
+# its map plugins (the reference the differential tests compare against), and
+# the sqlite3 command that builds the sqlite: tests' database.
 # Configures nothing system-wide: with the "No configuration" preseed the
 # package writes no main.cf and starts nothing; the tests run private instances.
 set -euo pipefail
 . "$(dirname "$0")/apt-install-missing.sh"
-apt_install_missing install-test-deps postfix postfix-lmdb postfix-cdb postfix-pcre postfix-sqlite
+apt_install_missing install-test-deps postfix postfix-lmdb postfix-cdb postfix-pcre postfix-sqlite sqlite3

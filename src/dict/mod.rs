@@ -19,11 +19,13 @@
 
 pub(crate) mod builtin;
 pub(crate) mod composite;
+pub(crate) mod db_common;
 pub(crate) mod file;
 pub(crate) mod pattern;
 pub(crate) mod postmap_text;
 pub mod registry;
 pub(crate) mod serving;
+pub(crate) mod sql;
 pub(crate) mod surrogate;
 #[cfg(test)]
 pub(crate) mod testutil;

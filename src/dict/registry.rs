@@ -22,6 +22,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("proxy", super::composite::proxy::open),
     ("randmap", super::composite::randmap::open),
     ("regexp", super::pattern::regexp::open),
+    ("sqlite", super::sql::sqlite::open),
     ("static", super::builtin::static_table::open),
     ("texthash", super::file::texthash::open),
     ("unionmap", super::composite::unionmap::open),
