@@ -9,7 +9,10 @@
 //! * [`builtin`]: tables with no file of their own (`inline`, `static`,
 //!   `fail`, `internal`, `environ`, `unix`);
 //! * [`composite`]: tables made of other tables (`pipemap`, `unionmap`,
-//!   `randmap`, nested `proxy`).
+//!   `randmap`, nested `proxy`);
+//! * [`sql`]: SQL databases (`sqlite`; `pgsql` and `mysql` to come), on
+//!   [`db_common`], the `.cf` files, `%` templates, domain filter and
+//!   result assembly that every database and network table shares.
 //!
 //! Beside them: [`registry`] (type names), [`surrogate`] (the stand-in for a
 //! table that failed to open) and [`postmap_text`] (Postfix's text syntax).
