@@ -432,9 +432,12 @@ impl Dbc {
             return Ok(None);
         }
         status(rc)?;
-        // SAFETY: on success both pointers refer to bytes owned by the cursor,
+        // SAFETY: on success `k` refers to `klen` bytes owned by the cursor,
         // valid until its next call; we copy them now.
-        Ok(Some(unsafe { (bytes(k, klen).to_vec(), bytes(v, vlen).to_vec()) }))
+        let key = unsafe { bytes(k, klen) }.to_vec();
+        // SAFETY: likewise `v` with `vlen` bytes; no cursor call came between.
+        let value = unsafe { bytes(v, vlen) }.to_vec();
+        Ok(Some((key, value)))
     }
 
     /// `DBC->close`. A cursor of another handle is left alone.

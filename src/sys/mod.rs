@@ -4,6 +4,8 @@
 //! LMDB, POSIX regex and PCRE2, the passwd/group database). The rest of the
 //! crate calls only the safe functions of this module tree.
 
+#![allow(unsafe_code)]
+
 pub(crate) mod db;
 pub(crate) mod lmdb;
 pub(crate) mod passwd;
