@@ -368,7 +368,7 @@ impl Pool {
 
     fn spawn(&mut self, role: Role) -> Result<(), MasterError> {
         let (ours, theirs) = sys::seqpacket_pair()?;
-        match sys::fork()? {
+        match sys::fork_single_threaded()? {
             ForkResult::Parent { child } => {
                 drop(theirs);
                 let id = self.next_id;

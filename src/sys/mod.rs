@@ -14,6 +14,7 @@ pub(crate) mod regex;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
+use nix::unistd::ForkResult;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -101,11 +102,47 @@ pub fn recv_msg(sock: &impl AsRawFd) -> nix::Result<Received> {
 
 /// fork(2).
 ///
-/// Call only while the process is single-threaded (the standalone master is):
-/// the child then has a consistent copy of every lock and allocator state.
-pub(crate) fn fork() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: callers guarantee a single-threaded process (see above).
+/// # Safety
+///
+/// The process must be single-threaded, or the child must call only
+/// async-signal-safe functions until it execs or exits: the child gets a copy
+/// of every lock (allocator, stdio, our own mutexes) as the other threads
+/// held it, and no thread that could release it.
+unsafe fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: the caller upholds this function's contract, which is nix's.
     unsafe { nix::unistd::fork() }
+}
+
+/// fork(2) for the standalone master, whose children go on to run a whole
+/// worker (allocating, locking, logging) without exec.
+///
+/// That is sound because the master is single-threaded: it waits on one epoll
+/// set, takes signals through a signalfd and starts no thread. This wrapper
+/// relies on that and checks it before every fork, cheaply (one read of
+/// /proc/self/status; forks happen when workers start, not per request).
+///
+/// # Panics
+///
+/// When another thread runs in this process: the master's design was broken
+/// by a change, and a child could deadlock on a lock that thread held. Without
+/// a readable /proc the check is skipped and the design is trusted.
+pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
+    let threads = thread_count();
+    assert!(
+        threads.is_none_or(|n| n == 1),
+        "fork with {} threads running: the master must stay single-threaded",
+        threads.unwrap_or(0)
+    );
+    // SAFETY: this process has one thread (checked just above; the check
+    // cannot go stale, as only this thread could start another one).
+    unsafe { fork() }
+}
+
+/// Threads of this process (the `Threads:` line of /proc/self/status), or
+/// None when that cannot be read.
+fn thread_count() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
 /// Raise the soft open-files limit to the hard limit: a worker may hold
@@ -202,4 +239,22 @@ pub(crate) fn syslog_timestamp() -> String {
 pub(crate) fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own heap under its own lock.
     unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_sees_the_test_harness_threads() {
+        // The harness runs each test on a thread of its own, besides main.
+        assert!(thread_count().is_some_and(|n| n >= 2), "{:?}", thread_count());
+    }
+
+    #[test]
+    #[should_panic(expected = "the master must stay single-threaded")]
+    fn fork_refuses_a_multithreaded_process() {
+        // Panics before forking: this process has the harness's threads.
+        let _ = fork_single_threaded();
+    }
 }
