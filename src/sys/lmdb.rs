@@ -66,8 +66,7 @@ impl std::error::Error for Error {}
 /// `mdb_strerror()`: LMDB's own texts for its codes, strerror() otherwise.
 pub(crate) fn strerror(code: c_int) -> String {
     if code >= 0 {
-        // strerror() without Rust's " (os error N)" suffix, as Postfix's %m.
-        return nix::errno::Errno::from_raw(code).desc().to_string();
+        return super::errno::strerror(code);
     }
     // SAFETY: mdb_strerror accepts any code and only looks it up.
     let text = unsafe { ffi::mdb_strerror(code) };

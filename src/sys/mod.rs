@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod db;
+pub(crate) mod errno;
 pub(crate) mod lmdb;
 pub(crate) mod passwd;
 pub(crate) mod regex;
@@ -203,16 +204,16 @@ pub(crate) fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>
         None => None,
     };
     if let Some(u) = &account {
-        setgid(u.gid).map_err(|e| format!("setgid({}): {}", u.gid, e.desc()))?;
+        setgid(u.gid).map_err(|e| format!("setgid({}): {}", u.gid, errno::strerror(e as i32)))?;
         let cname = std::ffi::CString::new(u.name.as_str()).map_err(|_| format!("unknown user: {}", u.name))?;
-        initgroups(&cname, u.gid).map_err(|e| format!("initgroups: {}", e.desc()))?;
+        initgroups(&cname, u.gid).map_err(|e| format!("initgroups: {}", errno::strerror(e as i32)))?;
     }
     if let Some(dir) = jail {
-        chroot(dir).map_err(|e| format!("chroot({}): {}", dir.display(), e.desc()))?;
-        chdir("/").map_err(|e| format!("chdir(/): {}", e.desc()))?;
+        chroot(dir).map_err(|e| format!("chroot({}): {}", dir.display(), errno::strerror(e as i32)))?;
+        chdir("/").map_err(|e| format!("chdir(/): {}", errno::strerror(e as i32)))?;
     }
     if let Some(u) = &account {
-        setuid(u.uid).map_err(|e| format!("setuid({}): {}", u.uid, e.desc()))?;
+        setuid(u.uid).map_err(|e| format!("setuid({}): {}", u.uid, errno::strerror(e as i32)))?;
     }
     Ok(())
 }
