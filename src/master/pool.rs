@@ -299,6 +299,7 @@ impl Pool {
                         log::warn!("reload: socket changes for {} take effect after a restart", role.service_name());
                     }
                 }
+                logging::set_utf8(loaded.params.get_bool("smtputf8_enable").unwrap_or(false));
                 self.current = loaded;
                 let old: Vec<u64> = self.workers.keys().copied().collect();
                 // New workers first, then the old ones leave (they see EOF on

@@ -46,6 +46,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     let verbose = verbose_env || a.verbose > 0;
     let destination = if a.stderr { logging::Destination::SyslogAndStderr } else { logging::Destination::Syslog };
     logging::init_with_postlog(&tag, destination, postlog(&params), verbose);
+    logging::set_utf8(params.get_bool("smtputf8_enable").unwrap_or(false));
 
     if !a.stand_alone && !a.foreground && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         fatal(format_args!("do not run this command by hand"));
