@@ -253,7 +253,7 @@ mod tests {
         let script = format!(
             "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/group /etc/group && \
              mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && exec \"$0\" --exact --ignored --nocapture \
-             dict::unix::tests::unusable_database_inner",
+             dict::builtin::unix::tests::unusable_database_inner",
             d = dir.display()
         );
         let out = Command::new("unshare")
