@@ -1237,7 +1237,7 @@ fn top_mappings(pid: i32, n: usize) -> String {
             _ => {}
         }
     }
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|e| std::cmp::Reverse(e.1));
     by_name.iter().take(n).map(|(k, v)| format!("  {v:>8} {k}")).collect::<Vec<_>>().join("\n")
 }
 

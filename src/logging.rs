@@ -4,8 +4,11 @@
 //!
 //! `log::error!(target: "fatal", ...)` marks a fatal message (see [`fatal`]).
 
+use crate::sync::lock;
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::borrow::Cow;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use syslog::{Facility, Formatter3164, LoggerBackend};
 
@@ -39,6 +42,36 @@ struct PostfixLogger {
 
 static LOGGER: PostfixLogger = PostfixLogger { sink: Mutex::new(None) };
 
+/// Whether log text keeps non-ASCII characters: Postfix's `smtputf8_enable`,
+/// off until the configuration is read (as in Postfix).
+static UTF8: AtomicBool = AtomicBool::new(false);
+
+/// Follow the configuration's `smtputf8_enable` in [`printable`].
+pub(crate) fn set_utf8(enabled: bool) {
+    UTF8.store(enabled, Ordering::Relaxed);
+}
+
+/// Postfix's printable(text, '?'), applied to every log message: an ASCII
+/// control character (newline and TAB included) or DEL becomes `?`, so one
+/// message stays one log line. Other characters are kept when `utf8` (with
+/// smtputf8 on, Postfix keeps well-formed UTF-8, and a `str` is nothing
+/// else); without it each of their bytes becomes `?`, as Postfix does.
+pub(crate) fn printable(text: &str, utf8: bool) -> Cow<'_, str> {
+    let keep = |c: char| if c.is_ascii() { (' '..='~').contains(&c) } else { utf8 };
+    if text.chars().all(keep) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if keep(c) {
+            out.push(c);
+        } else {
+            out.extend(std::iter::repeat_n('?', c.len_utf8()));
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Install (or re-install) the logger. Call again after fork so the pid in
 /// syslog lines is the child's, and after the configuration changed the tag.
 pub(crate) fn init(tag: &str, destination: Destination, verbose: bool) {
@@ -64,9 +97,7 @@ pub(crate) fn init_with_postlog(tag: &str, destination: Destination, postlog: Op
         Destination::Stderr => None,
     };
     let sink = Sink { tag: tag.to_owned(), destination, syslog, postlog };
-    if let Ok(mut guard) = LOGGER.sink.lock() {
-        *guard = Some(sink);
-    }
+    *lock(&LOGGER.sink) = Some(sink);
     // Fails only when already installed, which is fine: the sink was replaced.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(if verbose { LevelFilter::Debug } else { LevelFilter::Info });
@@ -97,6 +128,9 @@ impl Log for PostfixLogger {
             return;
         }
         let mut text = format!("{}{}", prefix(record), record.args());
+        if let Cow::Owned(clean) = printable(&text, UTF8.load(Ordering::Relaxed)) {
+            text = clean;
+        }
         // Postfix truncates a message at 2000 bytes.
         if text.len() > 2000 {
             let mut cut = 2000;
@@ -105,7 +139,9 @@ impl Log for PostfixLogger {
             }
             text.truncate(cut);
         }
-        let Ok(mut guard) = self.sink.lock() else { return };
+        // A panic elsewhere while this lock was held must not silence every
+        // later message: the sink itself is still whole.
+        let mut guard = lock(&self.sink);
         let Some(sink) = guard.as_mut() else {
             let _ = writeln!(std::io::stderr(), "{text}");
             return;
@@ -141,4 +177,70 @@ impl Log for PostfixLogger {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    /// A logger of its own (not the global one) whose lines arrive, as
+    /// postlog datagrams, on the returned socket.
+    fn logger() -> (PostfixLogger, UnixDatagram) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let postlog = Postlog { socket: std::path::PathBuf::new(), hostname: "host.example".into() };
+        let sink = Sink {
+            tag: "postfix/test".into(),
+            destination: Destination::Syslog,
+            syslog: None,
+            postlog: Some((ours, postlog)),
+        };
+        theirs.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        (PostfixLogger { sink: Mutex::new(Some(sink)) }, theirs)
+    }
+
+    /// Log `args` at error level (enabled at any level but Off) and return the record.
+    fn error(logger: &PostfixLogger, peer: &UnixDatagram, args: std::fmt::Arguments<'_>) -> String {
+        if log::max_level() < LevelFilter::Error {
+            log::set_max_level(LevelFilter::Error);
+        }
+        logger.log(&Record::builder().level(Level::Error).target("test").args(args).build());
+        let mut buf = [0u8; 4096];
+        let n = peer.recv(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn logging_goes_on_after_a_panic_while_the_lock_was_held() {
+        let (logger, peer) = logger();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _held = logger.sink.lock().unwrap();
+            panic!("panic while logging");
+        }));
+        assert!(panicked.is_err());
+        assert!(logger.sink.is_poisoned());
+        let line = error(&logger, &peer, format_args!("after the panic"));
+        assert!(
+            line.ends_with(&format!(" host postfix/test[{}]: error: after the panic", std::process::id())),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_message_with_a_newline_stays_one_line() {
+        let (logger, peer) = logger();
+        let line = error(&logger, &peer, format_args!("first\nsecond\tthird"));
+        assert!(line.ends_with("error: first?second?third"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn printable_is_postfixs() {
+        assert!(matches!(printable("plain text ~!", false), Cow::Borrowed(_)));
+        assert_eq!(printable("a\r\n\x7f\x01b", true), "a????b");
+        // smtputf8 on: UTF-8 is kept (C1 controls too, as Postfix's check
+        // looks at the encoding only); off: every byte of it becomes '?'.
+        assert_eq!(printable("caf\u{e9} \u{85}", true), "caf\u{e9} \u{85}");
+        assert_eq!(printable("caf\u{e9} \u{85}", false), "caf?? ??");
+    }
 }

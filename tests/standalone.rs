@@ -122,7 +122,7 @@ fn sighup_rereads_configuration_and_replaces_workers() {
     let before = d.workers();
     d.dir.write(
         "main.cf",
-        &MAIN_CF
+        MAIN_CF
             .replace("@DIR@", &d.dir.path().display().to_string())
             .replace("proxy:static:hello", "proxy:static:hello proxy:static:newtable"),
     );

@@ -3,43 +3,10 @@
 
 use super::ConfigError;
 
-/// C strtol(base 10): leading whitespace, optional sign, digits. Returns the
-/// value, the index where parsing stopped (0 if no digits), and overflow.
+/// C strtol(base 10) of a parameter value: (value, end of the number, overflow).
 fn strtol(s: &str) -> (i64, usize, bool) {
-    let b = s.as_bytes();
-    let mut i = b.iter().take_while(|c| super::maincf::is_space(**c)).count();
-    let neg = match b.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits == 0 {
-        return (0, 0, false);
-    }
-    let mut val: i64 = 0;
-    let mut overflow = false;
-    for c in &b[i..i + digits] {
-        let d = i64::from(c - b'0');
-        val = match val.checked_mul(10).and_then(|v| if neg { v.checked_sub(d) } else { v.checked_add(d) }) {
-            Some(v) => v,
-            None => {
-                overflow = true;
-                if neg {
-                    i64::MIN
-                } else {
-                    i64::MAX
-                }
-            }
-        };
-    }
-    (val, i + digits, overflow)
+    let c = crate::strtol::strtol(s.as_bytes());
+    (c.value, c.end, c.overflow)
 }
 
 /// Integer parameter (C int range), as get_mail_conf_int() converts it.

@@ -25,17 +25,8 @@ pub enum ConfigError {
     /// the log facade) and then dies with this error's text.
     #[error("dictionary mail_dict: macro processing error")]
     Macro { warning: String },
-    #[error("open {}: {}", path.display(), strerror(source))]
+    #[error("open {}: {}", path.display(), crate::sys::errno::io_error_text(source))]
     Io { path: PathBuf, source: std::io::Error },
-}
-
-/// The system error text without Rust's " (os error N)" suffix, as %m shows it.
-fn strerror(err: &std::io::Error) -> String {
-    let text = err.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
 }
 
 /// The configuration dictionary as a proxymap process sees it.

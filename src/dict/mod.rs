@@ -5,17 +5,17 @@
 //! share:
 //! * [`file`]: indexed files built by postmap (`hash`, `btree`, `lmdb`,
 //!   `cdb`) and `texthash`, with the file locks and change checks they share;
-//! * [`pattern`]: rule files matched in order (`regexp`, `pcre`, `cidr`);
-//! * [`builtin`]: tables with no file of their own (`inline`, `static`,
+//! * `pattern`: rule files matched in order (`regexp`, `pcre`, `cidr`);
+//! * `builtin`: tables with no file of their own (`inline`, `static`,
 //!   `fail`, `internal`, `environ`, `unix`);
-//! * [`composite`]: tables made of other tables (`pipemap`, `unionmap`,
+//! * `composite`: tables made of other tables (`pipemap`, `unionmap`,
 //!   `randmap`, nested `proxy`);
-//! * [`sql`]: SQL databases (`sqlite`; `pgsql` and `mysql` to come), on
-//!   [`db_common`], the `.cf` files, `%` templates, domain filter and
-//!   result assembly that every database and network table shares.
+//! * `sql`: SQL databases (`sqlite`; `pgsql` and `mysql` to come), on
+//!   `db_common`, the `.cf` files, `%` templates, domain filter and result
+//!   assembly that every database and network table shares.
 //!
-//! Beside them: [`registry`] (type names), [`surrogate`] (the stand-in for a
-//! table that failed to open) and [`postmap_text`] (Postfix's text syntax).
+//! Beside them: [`registry`] (type names), `surrogate` (the stand-in for a
+//! table that failed to open) and `postmap_text` (Postfix's text syntax).
 //!
 //! Adding a table type: one file in its family's folder with an `open`
 //! function, plus one line in `registry.rs`.
@@ -51,14 +51,14 @@ pub enum DictError {
     #[error("{0} operation is not supported")]
     Unsupported(&'static str),
     /// The access would wait for a lock held elsewhere, on a thread that
-    /// must not wait ([`crate::sync::NoWait`]); nothing was changed. The
+    /// must not wait (`sync::NoWait`); nothing was changed. The
     /// request is served again where it may wait.
     #[error("the table is locked just now")]
     WouldBlock,
 }
 
 impl DictError {
-    /// A lock error under [`crate::sync::NoWait`] that means "locked
+    /// A lock error under `sync::NoWait` that means "locked
     /// elsewhere just now" becomes [`DictError::WouldBlock`]; `other` maps
     /// the rest.
     pub fn from_lock(e: &std::io::Error, other: impl FnOnce(&std::io::Error) -> DictError) -> DictError {

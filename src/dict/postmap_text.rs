@@ -287,13 +287,8 @@ pub(crate) fn split_qnameval(s: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
     }
 }
 
-/// strerror() text of an I/O error (what Postfix prints for `%m`).
-pub(crate) fn io_error_text(err: &std::io::Error) -> String {
-    match err.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
-        None => err.to_string(),
-    }
-}
+// Kept for the callers in dict/pattern; new code names `sys::errno` itself.
+pub(crate) use crate::sys::errno::io_error_text;
 
 /// Postfix `dict_file_to_b64()`: the named files (comma/space separated)
 /// concatenated with newlines between them, base64-encoded; or Postfix's

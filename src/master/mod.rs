@@ -99,6 +99,7 @@ pub fn run(source: Source, verbose: bool) -> Result<(), MasterError> {
     };
     let tag = format!("{}/proxymap", loaded.params.get("syslog_name"));
     logging::init(&tag, log_dest, verbose);
+    logging::set_utf8(loaded.params.get_bool("smtputf8_enable").unwrap_or(false));
     crate::sys::raise_nofile_limit();
 
     let mut signals = SigSet::empty();

@@ -299,6 +299,7 @@ impl Pool {
                         log::warn!("reload: socket changes for {} take effect after a restart", role.service_name());
                     }
                 }
+                logging::set_utf8(loaded.params.get_bool("smtputf8_enable").unwrap_or(false));
                 self.current = loaded;
                 let old: Vec<u64> = self.workers.keys().copied().collect();
                 // New workers first, then the old ones leave (they see EOF on
@@ -368,7 +369,7 @@ impl Pool {
 
     fn spawn(&mut self, role: Role) -> Result<(), MasterError> {
         let (ours, theirs) = sys::seqpacket_pair()?;
-        match sys::fork()? {
+        match sys::fork_single_threaded()? {
             ForkResult::Parent { child } => {
                 drop(theirs);
                 let id = self.next_id;

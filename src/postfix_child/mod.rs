@@ -46,6 +46,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     let verbose = verbose_env || a.verbose > 0;
     let destination = if a.stderr { logging::Destination::SyslogAndStderr } else { logging::Destination::Syslog };
     logging::init_with_postlog(&tag, destination, postlog(&params), verbose);
+    logging::set_utf8(params.get_bool("smtputf8_enable").unwrap_or(false));
 
     if !a.stand_alone && !a.foreground && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         fatal(format_args!("do not run this command by hand"));
@@ -61,7 +62,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
 
     let queue_dir = params.get("queue_directory");
     if let Err(e) = nix::unistd::chdir(queue_dir.as_str()) {
-        fatal(format_args!("chdir(\"{queue_dir}\"): {}", e.desc()));
+        fatal(format_args!("chdir(\"{queue_dir}\"): {}", sys::errno::strerror(e as i32)));
     }
     let owner = params.get("mail_owner");
     let jail = a.chroot.then(|| PathBuf::from(&queue_dir));
@@ -100,12 +101,12 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
     for fd in MASTER_LISTEN_FD..MASTER_LISTEN_FD + a.socket_count as i32 {
         match sys::inherited_listener(fd) {
             Ok(l) => listeners.push(l),
-            Err(e) => fatal(format_args!("listen socket {fd}: {}", e.desc())),
+            Err(e) => fatal(format_args!("listen socket {fd}: {}", sys::errno::strerror(e as i32))),
         }
     }
     let status = match sys::inherited_fd(MASTER_STATUS_FD) {
         Ok(fd) => MasterStatus::new(fd, generation),
-        Err(e) => fatal(format_args!("status channel {MASTER_STATUS_FD}: {}", e.desc())),
+        Err(e) => fatal(format_args!("status channel {MASTER_STATUS_FD}: {}", sys::errno::strerror(e as i32))),
     };
     let worker = Worker::new(service, Intake::Listen(listeners), limits)
         .and_then(|w| w.with_master_status(status))

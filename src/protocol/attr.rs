@@ -91,54 +91,6 @@ pub fn find_nul(b: &[u8]) -> Option<usize> {
     chunks.remainder().iter().position(|&c| c == 0).map(|n| base + n)
 }
 
-/// Parse an integer as the 3.7 reader does (`sscanf("%u%c")` on glibc): optional
-/// leading white space and sign, decimal digits, nothing after. Overflow saturates
-/// and the result is truncated to 32 bits, so "-1" is 0xFFFFFFFF.
-pub fn parse_uint(text: &[u8]) -> Option<u32> {
-    // Nine digits and nothing else, the usual case, cannot overflow.
-    if !text.is_empty() && text.len() <= 9 {
-        let mut value = 0u32;
-        let mut digits = true;
-        for &c in text {
-            let d = c.wrapping_sub(b'0');
-            digits &= d < 10;
-            value = value.wrapping_mul(10).wrapping_add(u32::from(d));
-        }
-        if digits {
-            return Some(value);
-        }
-    }
-    let mut i = 0;
-    while i < text.len() && matches!(text[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
-        i += 1;
-    }
-    let negative = match text.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let digits = &text[i..];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &d in digits {
-        // strtoul saturates at ULONG_MAX
-        value = value.checked_mul(10).and_then(|v| v.checked_add(u64::from(d - b'0'))).unwrap_or(u64::MAX);
-        if value == u64::MAX {
-            break;
-        }
-    }
-    let value = if negative && value != u64::MAX { value.wrapping_neg() } else { value };
-    Some(value as u32)
-}
-
 /// Appends one attribute list to a reply buffer.
 pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
@@ -236,28 +188,6 @@ mod tests {
         let mut s = Scanner::new(b"table");
         assert!(!s.name_is(b"table"));
         assert_eq!(s.consumed(), 0);
-    }
-
-    #[test]
-    fn integers_parse_like_sscanf_u() {
-        assert_eq!(parse_uint(b"0"), Some(0));
-        assert_eq!(parse_uint(b"524353"), Some(524353));
-        assert_eq!(parse_uint(b"  \t16384"), Some(16384));
-        assert_eq!(parse_uint(b"+7"), Some(7));
-        assert_eq!(parse_uint(b"-1"), Some(u32::MAX));
-        assert_eq!(parse_uint(b"4294967296"), Some(0));
-        assert_eq!(parse_uint(b"99999999999999999999999"), Some(u32::MAX));
-        assert_eq!(parse_uint(b""), None);
-        assert_eq!(parse_uint(b" "), None);
-        assert_eq!(parse_uint(b"1 "), None);
-        assert_eq!(parse_uint(b"0x10"), None);
-        assert_eq!(parse_uint(b"abc"), None);
-        assert_eq!(parse_uint(b"-"), None);
-        assert_eq!(parse_uint(b"999999999"), Some(999_999_999));
-        assert_eq!(parse_uint(b"4294967295"), Some(u32::MAX));
-        assert_eq!(parse_uint(b"12a"), None);
-        assert_eq!(parse_uint(b"1/"), None);
-        assert_eq!(parse_uint(b":"), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Both request shapes are accepted: 3.7's (`table, flags, ...`) and 3.11's, where
 //! `instance_flags` follows `table`. The shape is chosen per request.
 
-use super::attr::{parse_uint, Context, Incomplete, Scanner};
+use super::attr::{Context, Incomplete, Scanner};
+use crate::strtol::scan_uint;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +214,7 @@ fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
         let value = s.string(Context::Value)?;
         if is_instance_flags {
             req.dialect = Dialect::V311;
-            match parse_uint(value) {
+            match scan_uint(value) {
                 Some(n) => req.instance_flags = n,
                 None => return bad(req.dialect, Some(Warning::Malformed(value))),
             }
@@ -229,7 +230,7 @@ fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
             Attr::Key => req.key = value,
             Attr::Value => req.value = value,
             Attr::Flags | Attr::Function => {
-                let Some(n) = parse_uint(value) else {
+                let Some(n) = scan_uint(value) else {
                     return bad(req.dialect, Some(Warning::Malformed(value)));
                 };
                 if want == Attr::Flags {

@@ -5,7 +5,8 @@
 //! races its database.
 //!
 //! Errors are Berkeley DB status codes: a positive errno value or a negative
-//! `DB_*` code. [`error_text`] renders them as Postfix's `%m` would.
+//! `DB_*` code. [`super::errno::strerror`] renders them as Postfix's `%m`
+//! would ("Unknown error -30973" for the negative ones).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,18 +124,6 @@ pub(crate) fn runtime_version() -> (i32, i32, i32) {
     // SAFETY: db_version only writes the three ints we pass.
     unsafe { dbshim_version(&mut a, &mut b, &mut c) };
     (a, b, c)
-}
-
-/// Text of a status as Postfix's `%m` shows it (strerror: errno texts, and
-/// "Unknown error -30973" for Berkeley DB's own negative codes).
-pub(crate) fn error_text(code: Code) -> String {
-    // std renders errno values with the C library's strerror_r (glibc texts,
-    // "Unknown error N" for anything else), plus a suffix we drop.
-    let text = std::io::Error::from_raw_os_error(code).to_string();
-    match text.rfind(" (os error ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
-    }
 }
 
 /// Messages Berkeley DB would print to stderr: one log line each, prefixed
@@ -432,9 +421,12 @@ impl Dbc {
             return Ok(None);
         }
         status(rc)?;
-        // SAFETY: on success both pointers refer to bytes owned by the cursor,
+        // SAFETY: on success `k` refers to `klen` bytes owned by the cursor,
         // valid until its next call; we copy them now.
-        Ok(Some(unsafe { (bytes(k, klen).to_vec(), bytes(v, vlen).to_vec()) }))
+        let key = unsafe { bytes(k, klen) }.to_vec();
+        // SAFETY: likewise `v` with `vlen` bytes; no cursor call came between.
+        let value = unsafe { bytes(v, vlen) }.to_vec();
+        Ok(Some((key, value)))
     }
 
     /// `DBC->close`. A cursor of another handle is left alone.

@@ -66,13 +66,14 @@ impl std::error::Error for Error {}
 /// `mdb_strerror()`: LMDB's own texts for its codes, strerror() otherwise.
 pub(crate) fn strerror(code: c_int) -> String {
     if code >= 0 {
-        // strerror() without Rust's " (os error N)" suffix, as Postfix's %m.
-        return nix::errno::Errno::from_raw(code).desc().to_string();
+        return super::errno::strerror(code);
     }
+    // SAFETY: mdb_strerror accepts any code and only looks it up.
+    let text = unsafe { ffi::mdb_strerror(code) };
     // SAFETY: for negative codes mdb_strerror returns a pointer to a static,
     // NUL-terminated string from LMDB's own table (or a static "Invalid error
     // code"-style fallback); it is never freed or modified.
-    let text = unsafe { CStr::from_ptr(ffi::mdb_strerror(code)) };
+    let text = unsafe { CStr::from_ptr(text) };
     text.to_string_lossy().into_owned()
 }
 
@@ -135,12 +136,12 @@ impl Env {
         let mut me =
             Env { env, dbi: 0, read_only, size_known: false, spare: std::array::from_fn(|_| AtomicPtr::default()) };
         let flags = POSTFIX_ENV_FLAGS | if read_only { ffi::MDB_RDONLY } else { 0 };
-        // SAFETY: the env is open-able (created above, not yet opened); the
-        // path is a valid C string that LMDB copies.
-        unsafe {
-            check(ffi::mdb_env_set_mapsize(me.env.as_ptr(), map_size))?;
-            check(ffi::mdb_env_open(me.env.as_ptr(), path.as_ptr(), flags, 0o644))?;
-        }
+        // SAFETY: the env was created above and is not yet opened, when the
+        // map size may always be set.
+        check(unsafe { ffi::mdb_env_set_mapsize(me.env.as_ptr(), map_size) })?;
+        // SAFETY: the env is created and not yet opened; the path is a valid
+        // C string that LMDB copies.
+        check(unsafe { ffi::mdb_env_open(me.env.as_ptr(), path.as_ptr(), flags, 0o644) })?;
         me.check_size()?;
         let mut txn = ptr::null_mut();
         let txn_flags = if read_only { ffi::MDB_RDONLY } else { 0 };
@@ -176,12 +177,11 @@ impl Env {
     /// Current memory map size.
     pub(crate) fn map_size(&self) -> usize {
         let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::zeroed();
-        // SAFETY: the env is open; mdb_env_info fills the struct, which is
-        // plain data and valid when zeroed in case it fails.
-        unsafe {
-            ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr());
-            info.assume_init().me_mapsize
-        }
+        // SAFETY: the env is open; `info` is a valid out-pointer.
+        unsafe { ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr()) };
+        // SAFETY: MDB_envinfo is plain data (a pointer and integers), valid
+        // all-zero as it started, so initialised whether or not the call wrote it.
+        unsafe { info.assume_init() }.me_mapsize
     }
 
     /// Change the memory map size; 0 adopts the size recorded in the file by
@@ -210,11 +210,11 @@ impl Env {
         let size = nix::sys::stat::fstat(fd).map_err(|e| Error::Code(e as c_int))?.st_size.max(0) as u64;
         let mut stat = std::mem::MaybeUninit::<ffi::MDB_stat>::zeroed();
         // SAFETY: the env is open; mdb_env_stat only reads the page size it
-        // recorded at open and fills plain data.
-        let psize = unsafe {
-            check(ffi::mdb_env_stat(self.env.as_ptr(), stat.as_mut_ptr()))?;
-            stat.assume_init().ms_psize
-        };
+        // recorded at open and fills the plain data `stat` points at.
+        check(unsafe { ffi::mdb_env_stat(self.env.as_ptr(), stat.as_mut_ptr()) })?;
+        // SAFETY: MDB_stat is plain integers, valid all-zero as it started
+        // (and filled by the successful call above).
+        let psize = unsafe { stat.assume_init() }.ms_psize;
         if !(512..=65536).contains(&psize) || !psize.is_power_of_two() {
             return Err(Error::BadPageSize(psize));
         }
@@ -226,11 +226,11 @@ impl Env {
         }
         let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::zeroed();
         // SAFETY: the env is open and both meta pages are inside the file,
-        // which is all mdb_env_info reads; it fills plain data.
-        let last = unsafe {
-            check(ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr()))?;
-            info.assume_init().me_last_pgno as u64
-        };
+        // which is all mdb_env_info reads; it fills the plain data `info` points at.
+        check(unsafe { ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr()) })?;
+        // SAFETY: MDB_envinfo is plain data, valid all-zero as it started
+        // (and filled by the successful call above).
+        let last = unsafe { info.assume_init() }.me_last_pgno as u64;
         let need = last.saturating_add(1).saturating_mul(u64::from(psize));
         if size < need {
             return Err(Error::Truncated { size, need });
@@ -324,8 +324,13 @@ impl Env {
             }
         };
         let out = match rc {
-            // SAFETY: LMDB just set `k` and `v`, and `txn` is still live.
-            0 => Ok(Some(unsafe { (copy(&k), copy(&v)) })),
+            0 => {
+                // SAFETY: LMDB just set `k`, and `txn` is still live.
+                let key = unsafe { copy(&k) };
+                // SAFETY: LMDB just set `v`, and `txn` is still live.
+                let value = unsafe { copy(&v) };
+                Ok(Some((key, value)))
+            }
             ffi::MDB_NOTFOUND => Ok(None),
             e => Err(Error::Code(e)),
         };

@@ -4,7 +4,10 @@
 //! LMDB, POSIX regex and PCRE2, the passwd/group database). The rest of the
 //! crate calls only the safe functions of this module tree.
 
+#![allow(unsafe_code)]
+
 pub(crate) mod db;
+pub(crate) mod errno;
 pub(crate) mod lmdb;
 pub(crate) mod passwd;
 pub(crate) mod regex;
@@ -12,6 +15,7 @@ pub(crate) mod regex;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
+use nix::unistd::ForkResult;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -99,11 +103,47 @@ pub fn recv_msg(sock: &impl AsRawFd) -> nix::Result<Received> {
 
 /// fork(2).
 ///
-/// Call only while the process is single-threaded (the standalone master is):
-/// the child then has a consistent copy of every lock and allocator state.
-pub(crate) fn fork() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: callers guarantee a single-threaded process (see above).
+/// # Safety
+///
+/// The process must be single-threaded, or the child must call only
+/// async-signal-safe functions until it execs or exits: the child gets a copy
+/// of every lock (allocator, stdio, our own mutexes) as the other threads
+/// held it, and no thread that could release it.
+unsafe fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: the caller upholds this function's contract, which is nix's.
     unsafe { nix::unistd::fork() }
+}
+
+/// fork(2) for the standalone master, whose children go on to run a whole
+/// worker (allocating, locking, logging) without exec.
+///
+/// That is sound because the master is single-threaded: it waits on one epoll
+/// set, takes signals through a signalfd and starts no thread. This wrapper
+/// relies on that and checks it before every fork, cheaply (one read of
+/// /proc/self/status; forks happen when workers start, not per request).
+///
+/// # Panics
+///
+/// When another thread runs in this process: the master's design was broken
+/// by a change, and a child could deadlock on a lock that thread held. Without
+/// a readable /proc the check is skipped and the design is trusted.
+pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
+    let threads = thread_count();
+    assert!(
+        threads.is_none_or(|n| n == 1),
+        "fork with {} threads running: the master must stay single-threaded",
+        threads.unwrap_or(0)
+    );
+    // SAFETY: this process has one thread (checked just above; the check
+    // cannot go stale, as only this thread could start another one).
+    unsafe { fork() }
+}
+
+/// Threads of this process (the `Threads:` line of /proc/self/status), or
+/// None when that cannot be read.
+fn thread_count() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
 /// Raise the soft open-files limit to the hard limit: a worker may hold
@@ -164,16 +204,16 @@ pub(crate) fn drop_privileges(user: Option<&str>, jail: Option<&std::path::Path>
         None => None,
     };
     if let Some(u) = &account {
-        setgid(u.gid).map_err(|e| format!("setgid({}): {}", u.gid, e.desc()))?;
+        setgid(u.gid).map_err(|e| format!("setgid({}): {}", u.gid, errno::strerror(e as i32)))?;
         let cname = std::ffi::CString::new(u.name.as_str()).map_err(|_| format!("unknown user: {}", u.name))?;
-        initgroups(&cname, u.gid).map_err(|e| format!("initgroups: {}", e.desc()))?;
+        initgroups(&cname, u.gid).map_err(|e| format!("initgroups: {}", errno::strerror(e as i32)))?;
     }
     if let Some(dir) = jail {
-        chroot(dir).map_err(|e| format!("chroot({}): {}", dir.display(), e.desc()))?;
-        chdir("/").map_err(|e| format!("chdir(/): {}", e.desc()))?;
+        chroot(dir).map_err(|e| format!("chroot({}): {}", dir.display(), errno::strerror(e as i32)))?;
+        chdir("/").map_err(|e| format!("chdir(/): {}", errno::strerror(e as i32)))?;
     }
     if let Some(u) = &account {
-        setuid(u.uid).map_err(|e| format!("setuid({}): {}", u.uid, e.desc()))?;
+        setuid(u.uid).map_err(|e| format!("setuid({}): {}", u.uid, errno::strerror(e as i32)))?;
     }
     Ok(())
 }
@@ -200,4 +240,22 @@ pub(crate) fn syslog_timestamp() -> String {
 pub(crate) fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own heap under its own lock.
     unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_sees_the_test_harness_threads() {
+        // The harness runs each test on a thread of its own, besides main.
+        assert!(thread_count().is_some_and(|n| n >= 2), "{:?}", thread_count());
+    }
+
+    #[test]
+    #[should_panic(expected = "the master must stay single-threaded")]
+    fn fork_refuses_a_multithreaded_process() {
+        // Panics before forking: this process has the harness's threads.
+        let _ = fork_single_threaded();
+    }
 }

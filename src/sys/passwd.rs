@@ -77,8 +77,13 @@ thread_local! {
     static CALL_ERRNO: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
 }
 
+// One block for the five string fields: each `field` call rests on the same
+// single fact (the one getpw*_r call that filled `pw`), so five blocks would
+// repeat one note five times.
+#[allow(clippy::multiple_unsafe_ops_per_block)]
 fn passwd_from(pw: &libc::passwd) -> Passwd {
-    // SAFETY: getpw*_r filled `pw` with pointers into our live buffer (or null).
+    // SAFETY: getpw*_r filled `pw` with pointers into our live buffer (or
+    // null), each string NUL-terminated.
     unsafe {
         Passwd {
             name: field(pw.pw_name),
@@ -98,8 +103,11 @@ fn group_from(gr: &libc::group) -> Group {
         let mut i = 0;
         loop {
             // SAFETY: gr_mem is a null-terminated array of string pointers in
-            // our live buffer; we stop at its terminating null.
-            let p = unsafe { *gr.gr_mem.add(i) };
+            // our live buffer and we stop at its terminating null, so slot `i`
+            // is inside it.
+            let slot = unsafe { gr.gr_mem.add(i) };
+            // SAFETY: `slot` is an aligned, initialised element of that array.
+            let p = unsafe { *slot };
             if p.is_null() {
                 break;
             }
@@ -109,7 +117,10 @@ fn group_from(gr: &libc::group) -> Group {
         }
     }
     // SAFETY: getgr*_r filled `gr` with pointers into our live buffer (or null).
-    unsafe { Group { name: field(gr.gr_name), passwd: field(gr.gr_passwd), gid: gr.gr_gid, members } }
+    let name = unsafe { field(gr.gr_name) };
+    // SAFETY: as for `name`: the same call filled this field.
+    let passwd = unsafe { field(gr.gr_passwd) };
+    Group { name, passwd, gid: gr.gr_gid, members }
 }
 
 fn passwd_call(

@@ -227,11 +227,11 @@ impl Pcre2MatchData {
         if rc <= 0 || n >= rc as usize || n >= self.pairs {
             return None;
         }
+        // SAFETY: `md` is a live match data block.
+        let ov = unsafe { pcre2_sys::pcre2_get_ovector_pointer_8(self.md.as_ptr()) };
         // SAFETY: the ovector has `pairs` pairs and lives as long as `md`; we
         // read within it while holding a shared borrow of self.
-        let ov = unsafe {
-            std::slice::from_raw_parts(pcre2_sys::pcre2_get_ovector_pointer_8(self.md.as_ptr()), 2 * self.pairs)
-        };
+        let ov = unsafe { std::slice::from_raw_parts(ov, 2 * self.pairs) };
         let (start, end) = (ov[2 * n], ov[2 * n + 1]);
         (start <= end && end != usize::MAX).then_some((start, end))
     }

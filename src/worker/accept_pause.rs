@@ -25,7 +25,7 @@ impl AcceptPause {
         let length = if self.next.is_zero() { FIRST } else { self.next };
         self.next = (length * 2).min(LONGEST);
         self.until = Some(now + length);
-        let text = crate::dict::postmap_text::io_error_text(e);
+        let text = crate::sys::errno::io_error_text(e);
         log::error!("accept connection: {text}; not accepting for {} ms", length.as_millis());
         length
     }

@@ -158,7 +158,7 @@ impl Daemon {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
         dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + &worker_main_cf()));
-        let config = dir.write("proxymap.toml", &toml.replace("@DIR@", &d));
+        let config = dir.write("proxymap.toml", toml.replace("@DIR@", &d));
         let child = Command::new(env!("CARGO_BIN_EXE_proxymap"))
             .args(["standalone", "--config"])
             .arg(&config)

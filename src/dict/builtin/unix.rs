@@ -76,11 +76,11 @@ impl Unix {
 
 /// Postfix's `%m`: strerror(), but "Application error" for errno 0 (what
 /// a plain "not found" of uid/gid 0 leaves).
-fn errno_text(errno: nix::errno::Errno) -> &'static str {
+fn errno_text(errno: nix::errno::Errno) -> String {
     if errno as i32 == 0 {
-        "Application error"
+        "Application error".into()
     } else {
-        errno.desc()
+        crate::sys::errno::strerror(errno as i32)
     }
 }
 

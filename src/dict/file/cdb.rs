@@ -20,9 +20,9 @@
 //! process; a damaged file fails the open (or, for damage found only by a
 //! lookup, answers RETRY, logged once) where tinycdb makes Postfix exit.
 
-use crate::dict::postmap_text::io_error_text;
 use crate::dict::{fold_key, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, FOLD_FIX, TRY0NULL, TRY1NULL};
+use crate::sys::errno::{io_error_text, strerror};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -92,7 +92,7 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64, i64, i64) {
 }
 
 fn protocol_error() -> String {
-    nix::errno::Errno::EPROTO.desc().to_string()
+    strerror(libc::EPROTO)
 }
 
 fn u32_at(data: &[u8], pos: usize) -> Result<u32, Corrupt> {

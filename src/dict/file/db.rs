@@ -52,6 +52,7 @@ use crate::protocol::flags::{
 };
 use crate::sync::{lock, read, write};
 use crate::sys::db::{self as bdb, Code, Db, DbType, Dbc, Env, OpenFlags};
+use crate::sys::errno::strerror;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
@@ -79,7 +80,7 @@ pub(crate) fn open_btree(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> 
 
 fn io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(code) => bdb::error_text(code),
+        Some(code) => strerror(code),
         None => e.to_string(),
     }
 }
@@ -213,7 +214,7 @@ fn fail(st: &DbState, msg: String) -> DictError {
 
 fn code_text(code: Code) -> String {
     // Postfix's sanitize(): DB_KEYEMPTY is reported as EINVAL.
-    bdb::error_text(if code == bdb::keyempty() { libc::EINVAL } else { code })
+    strerror(if code == bdb::keyempty() { libc::EINVAL } else { code })
 }
 
 impl Shared {
@@ -316,7 +317,7 @@ fn open_handle(
     verify: bool,
 ) -> Result<Db, OpenError> {
     let cache_size = settings.cache_size;
-    let m = |what: &str, code: Code| OpenError::new(format!("{what}: {}", bdb::error_text(code)));
+    let m = |what: &str, code: Code| OpenError::new(format!("{what}: {}", strerror(code)));
     let path = std::path::Path::new(db_path);
     // sane_dirname()/sane_basename(): the environment lives in the file's directory.
     let home = match path.parent().map(|p| p.as_os_str().as_encoded_bytes()) {
@@ -653,7 +654,7 @@ impl Dict for DbDict {
     fn update(&mut self, key: &[u8], value: &[u8], flags: u32) -> DictResult<bool> {
         if self.mode == Mode::ReadOnly {
             // What Berkeley DB answers for a put on a DB_RDONLY handle.
-            let msg = format!("error writing {}: {}", self.path(), bdb::error_text(libc::EACCES));
+            let msg = format!("error writing {}: {}", self.path(), strerror(libc::EACCES));
             log::error!("{msg}");
             return Err(DictError::Retry(msg));
         }
@@ -694,7 +695,7 @@ impl Dict for DbDict {
 
     fn delete(&mut self, key: &[u8], flags: u32) -> DictResult<bool> {
         if self.mode == Mode::ReadOnly {
-            let msg = format!("error deleting from {}: {}", self.path(), bdb::error_text(libc::EACCES));
+            let msg = format!("error deleting from {}: {}", self.path(), strerror(libc::EACCES));
             log::error!("{msg}");
             return Err(DictError::Retry(msg));
         }

@@ -359,7 +359,7 @@ impl FileLock {
 
     fn unlock_logged(&self) {
         if let Err(e) = self.set(None, false) {
-            log::error!("{}: unlock dictionary: {}", self.name, crate::dict::postmap_text::io_error_text(&e));
+            log::error!("{}: unlock dictionary: {}", self.name, crate::sys::errno::io_error_text(&e));
         }
     }
 

@@ -32,12 +32,13 @@
 //! a fatal error. After MDB_PANIC the environment is reopened.
 
 use crate::dict::file::filelock::{FileLock, Held, Kind, Style};
-use crate::dict::postmap_text::{self, cut_at_nul, until_nul};
+use crate::dict::postmap_text::{cut_at_nul, until_nul};
 use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, MULTI_WRITER, OPEN_LOCK, TRY0NULL, TRY1NULL,
 };
 use crate::sync::{get_mut, read_unless_busy, try_read, write_unless_busy};
+use crate::sys::errno;
 use crate::sys::lmdb::{self as mdb, Env, Put};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -104,7 +105,7 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let lock = env
         .fd()
         .map_err(|e| e.to_string())
-        .and_then(|fd| FileLock::for_fd(fd, Style::Fcntl, name).map_err(|e| postmap_text::io_error_text(&e)))
+        .and_then(|fd| FileLock::for_fd(fd, Style::Fcntl, name).map_err(|e| errno::io_error_text(&e)))
         .map_err(|e| OpenError::new(format!("open database {mdb_path}: {e}")))?;
 
     // Warn about a stale index, except right after the source changed.
@@ -251,7 +252,7 @@ impl State {
             Ok(h) => h,
             Err(e) => {
                 return Err(DictError::from_lock(&e, |e| {
-                    self.fail(format!("{}: lock dictionary: {}", self.name, postmap_text::io_error_text(e)))
+                    self.fail(format!("{}: lock dictionary: {}", self.name, errno::io_error_text(e)))
                 }))
             }
         };

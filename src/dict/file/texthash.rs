@@ -12,6 +12,7 @@
 use crate::dict::postmap_text::{self, LogicalLines, SplitError};
 use crate::dict::{Cursor, Dict, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, SRC_RHS_IS_FILE, UTF8_ACTIVE};
+use crate::sys::errno;
 use std::hash::BuildHasher;
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -194,15 +195,14 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         // in case it was being written meanwhile.
         let before = unix_now();
         let mut file = std::fs::File::open(path)
-            .map_err(|e| OpenError::new(format!("open database {path}: {}", postmap_text::io_error_text(&e))))?;
+            .map_err(|e| OpenError::new(format!("open database {path}: {}", errno::io_error_text(&e))))?;
         let mut data = Vec::new();
         // Postfix exits (fatal) on read/fstat errors; we fail the open instead.
         file.read_to_end(&mut data)
-            .map_err(|e| OpenError::new(format!("read {path}: {}", postmap_text::io_error_text(&e))))?;
+            .map_err(|e| OpenError::new(format!("read {path}: {}", errno::io_error_text(&e))))?;
         let table = parse(&data, path, req.flags)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| OpenError::new(format!("fstat {path}: {}", postmap_text::io_error_text(&e))))?;
+        let meta =
+            file.metadata().map_err(|e| OpenError::new(format!("fstat {path}: {}", errno::io_error_text(&e))))?;
         let after = unix_now();
         let mtime = std::os::unix::fs::MetadataExt::mtime(&meta);
         if mtime < before - 1 || mtime > after {
