@@ -140,7 +140,7 @@ pub enum Waits {
     Never,
     /// Lookups may wait only for something another thread or process holds
     /// (a file lock, a shared buffer). Run where waiting is not allowed
-    /// ([`crate::sync::NoWait`]), such a table answers
+    /// (`sync::NoWait`), such a table answers
     /// [`DictError::WouldBlock`] instead of waiting, and the request moves
     /// to a thread.
     OnContention,

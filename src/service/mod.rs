@@ -157,7 +157,7 @@ impl Service {
     /// At [`Place::EventLoop`] only lookups and opens of tables already open
     /// run, and a lookup only as far as its table's [`Waits`] allows: a
     /// table that may always wait is not called at all, one that may wait
-    /// on contention is called under [`NoWait`] and gives up rather than
+    /// on contention is called under `sync::NoWait` and gives up rather than
     /// wait. Anything else (opening a table, update, delete, sequence, a
     /// request with a warning to log) is left undone: [`Served::WouldBlock`],
     /// with nothing logged or written, and the caller serves it on a thread.

@@ -194,7 +194,7 @@ impl Worker {
         })
     }
 
-    /// Serve each connection on a thread of its own ([`threads`]) once it
+    /// Serve each connection on a thread of its own (`worker::threads`) once it
     /// has had `after` requests here; this loop then only accepts, serves
     /// new connections' first requests and keeps the process's books.
     pub fn with_threads(mut self, after: u32) -> std::io::Result<Worker> {
@@ -398,7 +398,7 @@ impl Worker {
         if self.move_after == 0 && self.threads.as_ref().is_some_and(Threads::has_room) {
             self.active += 1;
             self.idle_since = None;
-            self.to_thread(Handoff { stream, greet: true, session: Session::default(), pending: Vec::new() });
+            self.hand_to_thread(Handoff { stream, greet: true, session: Session::default(), pending: Vec::new() });
             return;
         }
         if stream.set_nonblocking(true).is_err() {
@@ -525,12 +525,12 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
         let _ = self.epoll.delete(conn.stream.as_fd());
         self.free.push(slot);
-        self.to_thread(Handoff { stream: conn.stream, greet: false, session: conn.session, pending: conn.inbuf });
+        self.hand_to_thread(Handoff { stream: conn.stream, greet: false, session: conn.session, pending: conn.inbuf });
     }
 
     /// A connection counted in `active` goes to a thread; it stays counted
     /// until the thread tells that it ended.
-    fn to_thread(&mut self, handoff: Handoff) {
+    fn hand_to_thread(&mut self, handoff: Handoff) {
         let dispatched = match &self.threads {
             Some(threads) => threads.dispatch(handoff),
             None => Err(std::io::Error::other("no connection threads")),

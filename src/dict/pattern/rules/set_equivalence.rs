@@ -381,7 +381,7 @@ fn mutated_rule_files_load_and_agree_with_and_without_the_set() {
 /// waits, and both answer once a set is free.
 #[test]
 fn a_lookup_under_no_wait_does_not_wait_for_a_buffer_set() {
-    let t = RuleTable::load(Posix::default(), "set", b"/^a/ A\n", 0, &mut Vec::new());
+    let t = RuleTable::load(Posix, "set", b"/^a/ A\n", 0, &mut Vec::new());
     let mut out = Vec::new();
     let held: Vec<_> = (0..pool_size()).map(|_| t.pool.lend(|| t.scratch())).collect();
     {
