@@ -145,6 +145,12 @@ impl Service {
         self.stream = name.to_owned();
     }
 
+    /// Put an open table in the cache, as if a request had opened it.
+    #[cfg(test)]
+    pub(crate) fn insert_table(&self, name: &str, instance_flags: u32, dict: Box<dyn crate::dict::Dict>) {
+        write(&self.tables).insert(name, instance_flags, dict);
+    }
+
     /// Before taking a new client: the reader drops tables whose files changed.
     pub fn before_accept(&self) {
         if self.role == Role::Reader {

@@ -178,9 +178,24 @@ fn thread_main(shared: &Shared, first: Handoff, busy: Arc<AtomicU64>) {
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next = Some(first);
     while let Some(Handoff { stream, greet, session, pending }) = next.take() {
-        let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None, poll: Backoff::default() };
-        conn.serve(greet, session, pending, &mut scratch);
-        drop(conn);
+        // A panic is a bug in request handling. It costs its own client the
+        // connection (dropped while unwinding), never the thread's books:
+        // the request no longer counts as running (the watchdog would end
+        // the process) and the loop still hears that the connection ended
+        // (or the worker would never retire).
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut conn = ThreadConn { stream, shared, busy: &busy, read_timeout: None, poll: Backoff::default() };
+            conn.serve(greet, session, pending, &mut scratch);
+        }));
+        if let Err(panic) = served {
+            busy.store(0, Ordering::Relaxed);
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!("connection thread: request handling failed ({what}); connection closed");
+        }
         if let Err(e) = shared.ended.write(1) {
             log::error!("connection thread: eventfd write: {e}");
         }
@@ -381,4 +396,77 @@ impl Drop for Active<'_> {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Params;
+    use crate::dict::{Dict, DictResult, Waits};
+    use crate::protocol::attr::Writer;
+
+    /// A table whose lookups hit a bug.
+    struct Panics;
+
+    impl Dict for Panics {
+        fn flags(&self) -> u32 {
+            0
+        }
+        fn waits(&self) -> Waits {
+            Waits::Never
+        }
+        fn lookup(&self, _: &[u8], _: u32, _: &mut Vec<u8>) -> DictResult<bool> {
+            panic!("a bug in a table");
+        }
+    }
+
+    fn lookup_request(table: &str) -> Vec<u8> {
+        let mut req = Vec::new();
+        Writer::new(&mut req)
+            .str("request", b"lookup")
+            .str("table", table.as_bytes())
+            .int("flags", 0)
+            .str("key", b"k")
+            .end();
+        req
+    }
+
+    /// Connect a client through `threads` and send it one lookup; the reply
+    /// bytes (empty: the connection was closed).
+    fn ask(threads: &Threads, table: &str) -> Vec<u8> {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        threads
+            .dispatch(Handoff { stream: server, greet: true, session: Session::default(), pending: Vec::new() })
+            .unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut hello = vec![0u8; ANNOUNCEMENT.len()];
+        client.read_exact(&mut hello).unwrap();
+        client.write_all(&lookup_request(table)).unwrap();
+        let mut reply = vec![0u8; 64];
+        let n = client.read(&mut reply).unwrap();
+        reply.truncate(n);
+        reply
+    }
+
+    #[test]
+    fn a_panic_in_a_request_closes_its_connection_and_keeps_the_books() {
+        let main_cf = "proxy_read_maps = proxy:t:panics proxy:static:ok\n";
+        let params = Arc::new(Params::from_text(main_cf, "main.cf", &[]).unwrap());
+        let allowlist = crate::config::allowlist::proxy_allowlist(&params, false);
+        let service = Service::new(Role::Reader, params, allowlist);
+        service.insert_table("t:panics", 0, Box::new(Panics));
+        let threads = Threads::new(Arc::new(service), Limits::default()).unwrap();
+
+        assert_eq!(ask(&threads, "t:panics"), b"", "the client's connection is closed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ended = 0;
+        while ended == 0 && Instant::now() < deadline {
+            ended += threads.take_ended();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ended, 1, "the loop hears that the connection ended");
+        assert_eq!(threads.oldest_request(), None, "no request counts as running");
+        // The thread serves the next client.
+        assert!(ask(&threads, "static:ok").starts_with(b"status\x000\x00value\x00ok\x00"));
+    }
 }
