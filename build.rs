@@ -10,6 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/dbshim.c");
     println!("cargo:rerun-if-changed=build.rs");
     probe_header();
+    commit();
     cc::Build::new().file("csrc/dbshim.c").warnings(true).compile("dbshim");
     println!("cargo:rustc-link-lib=dylib=db-5.3");
 }
@@ -41,5 +42,31 @@ fn probe_header() {
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(e) => panic!("cannot run the C compiler ({e}): {HINT}"),
+    }
+}
+
+/// The git commit being built, for `proxymap --version` (none outside a
+/// git checkout, e.g. from a source package).
+fn commit() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(id) = git(&["rev-parse", "--short=12", "HEAD"]) {
+        println!("cargo:rustc-env=PROXYMAP_COMMIT={id}");
+    }
+    // Built again when HEAD moves (a commit, a checkout).
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        if let Some(head) = std::fs::read_to_string(format!("{dir}/HEAD"))
+            .ok()
+            .and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
+        {
+            println!("cargo:rerun-if-changed={dir}/{head}");
+        }
     }
 }

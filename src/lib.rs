@@ -19,4 +19,5 @@ pub(crate) mod sync;
 pub(crate) mod sys;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod version;
 pub mod worker;

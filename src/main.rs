@@ -14,7 +14,8 @@ usage:
       Without --config: the embedded demo (files and sockets in ./proxymap-demo/).
   proxymap client [-s SOCKET] [-f FLAGS] [-w SECONDS] open|lookup|update|delete|sequence TABLE [KEY [VALUE]]
       Send one request (sequence: walk the whole table) and print the result.
-      Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete).
+      Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete) if
+      there, else Postfix's own (queue_directory of $MAIL_CONFIG/main.cf or /etc/postfix).
       -w: wait up to SECONDS for a server that is still starting.
   proxymap --version
   proxymap -t unix [-u] [-n proxywrite] [-o name=value] ...
@@ -25,8 +26,8 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("standalone") => standalone(&args[1..]),
         Some("client") => client(&args[1..]),
-        Some("--version") => {
-            println!("proxymap {}", env!("CARGO_PKG_VERSION"));
+        Some("--version" | "-V") => {
+            print!("{}", proxymap::version::report());
             ExitCode::SUCCESS
         }
         Some("-h" | "--help" | "help") => {
@@ -121,16 +122,32 @@ fn client(args: &[String]) -> ExitCode {
     if operands.len() != needed {
         return usage_error(&format!("{op} takes {needed} argument(s) after the table"));
     }
-    let socket = socket.unwrap_or_else(|| {
-        let svc = if matches!(op, "update" | "delete") { "proxywrite" } else { "proxymap" };
-        PathBuf::from("proxymap-demo/private").join(svc)
-    });
+    let socket = socket
+        .unwrap_or_else(|| default_socket(if matches!(op, "update" | "delete") { "proxywrite" } else { "proxymap" }));
     match run_client(&socket, wait, op, table, &flags, operands) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("proxymap: {}: {e}", socket.display());
             ExitCode::from(2)
         }
+    }
+}
+
+/// The demo's socket when it is there; else, on a Postfix host, the
+/// service's socket in Postfix's queue directory (`queue_directory` of the
+/// main.cf in `$MAIL_CONFIG` or /etc/postfix).
+fn default_socket(service: &str) -> PathBuf {
+    let demo = PathBuf::from("proxymap-demo/private").join(service);
+    if demo.exists() {
+        return demo;
+    }
+    let config_dir = std::env::var_os("MAIL_CONFIG").map_or_else(|| PathBuf::from("/etc/postfix"), PathBuf::from);
+    if !config_dir.join("main.cf").exists() {
+        return demo;
+    }
+    match proxymap::config::Params::load(&config_dir, &[]) {
+        Ok(params) => PathBuf::from(params.get("queue_directory")).join("private").join(service),
+        Err(_) => demo,
     }
 }
 

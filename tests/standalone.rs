@@ -200,3 +200,15 @@ fn no_connection_is_lost_while_workers_retire() {
         }
     });
 }
+
+/// ps tells the master from its workers, and the workers by service.
+#[test]
+fn workers_are_named_by_service() {
+    let d = start("names", TOML);
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+    assert!(wait_until(10, || d.workers().len() == 3), "workers: {:?}", d.workers());
+    let mut names: Vec<String> = d.workers().into_iter().map(comm).collect();
+    names.sort();
+    assert_eq!(names, ["pm-proxymap", "pm-proxymap", "pm-proxywrite"]);
+    assert_eq!(comm(d.pid()), "proxymap");
+}

@@ -399,6 +399,13 @@ impl Pool {
     /// In a freshly forked child: shed the master's descriptors and serve.
     fn become_worker(&mut self, role: Role, channel: OwnedFd) -> ! {
         let _ = self.signals.thread_unblock();
+        // Told apart from the master in ps, top and /proc (the command
+        // line stays the master's): the service it serves.
+        let name = match role {
+            Role::Reader => c"pm-proxymap",
+            Role::Writer => c"pm-proxywrite",
+        };
+        let _ = nix::sys::prctl::set_name(name);
         self.epoll = None;
         self.sigfd = None;
         self.listeners.clear();

@@ -64,6 +64,18 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// `mdb_strerror()`: LMDB's own texts for its codes, strerror() otherwise.
+/// The LMDB library's version string (for `proxymap --version`).
+pub(crate) fn version() -> String {
+    // SAFETY: mdb_version accepts null out-pointers and returns a pointer
+    // to a static NUL-terminated string.
+    let text = unsafe { ffi::mdb_version(ptr::null_mut(), ptr::null_mut(), ptr::null_mut()) };
+    if text.is_null() {
+        return "unknown".into();
+    }
+    // SAFETY: non-null, and static for the life of the process.
+    unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+}
+
 pub(crate) fn strerror(code: c_int) -> String {
     if code >= 0 {
         return super::errno::strerror(code);

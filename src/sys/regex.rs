@@ -265,6 +265,19 @@ pub(crate) fn pcre2_default_newline_is_lf() -> bool {
     rc >= 0 && nl == pcre2_sys::PCRE2_NEWLINE_LF
 }
 
+/// The PCRE2 library's version, as `pcre2_config(PCRE2_CONFIG_VERSION)`
+/// reports it (for `proxymap --version`).
+pub(crate) fn pcre2_version() -> String {
+    let mut buf = [0u8; 64];
+    // SAFETY: PCRE2_CONFIG_VERSION writes at most 24 code units (the
+    // documented maximum) and a NUL into the 64-byte buffer we pass.
+    let rc = unsafe { pcre2_sys::pcre2_config_8(pcre2_sys::PCRE2_CONFIG_VERSION, buf.as_mut_ptr().cast()) };
+    if rc <= 0 {
+        return "unknown".into();
+    }
+    String::from_utf8_lossy(crate::dict::postmap_text::until_nul(&buf)).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,11 @@
 
 pub(crate) mod sqlite;
 
+/// The SQLite library's version (for `proxymap --version`).
+pub(crate) fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
 use crate::dict::db_common::cf::Cf;
 use crate::dict::OpenError;
 
