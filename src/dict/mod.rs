@@ -24,6 +24,7 @@ pub(crate) mod pattern;
 pub(crate) mod postmap_text;
 pub mod registry;
 pub(crate) mod serving;
+pub(crate) mod sql;
 pub(crate) mod surrogate;
 #[cfg(test)]
 pub(crate) mod testutil;

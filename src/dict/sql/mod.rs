@@ -1,0 +1,3 @@
+//! What the SQL tables (`pgsql:`, later `mysql:`) share: connection pools.
+
+pub(crate) mod pool;
