@@ -5,9 +5,16 @@
 // Until the pgsql: table that uses these is assembled on top of them.
 #![allow(dead_code)]
 
-use super::pool::{Connection, Failure, Rank, Server};
+use super::pool::{Connection, Failure, Rank, Registry, Server};
 use crate::sys::pq::{self, PgResult, Status, Target};
+use std::sync::LazyLock;
 use std::time::Duration;
+
+/// The pools of every `pgsql:` table of this process.
+pub(crate) fn registry() -> &'static Registry<PgServer> {
+    static PGSQL: LazyLock<Registry<PgServer>> = LazyLock::new(Registry::new);
+    &PGSQL
+}
 
 /// One server a `pgsql:` table may use. Equal values share a pool; the
 /// password is part of the value and never of its name or `Debug` text.

@@ -136,8 +136,11 @@ pub(crate) struct Registry<S: Server> {
     shared: Arc<Shared<S>>,
 }
 
+/// Pools by identity.
+type Pools<S> = HashMap<(S, Settings), Arc<Pool<S>>>;
+
 struct Shared<S: Server> {
-    pools: Mutex<HashMap<(S, Settings), Arc<Pool<S>>>>,
+    pools: Mutex<Pools<S>>,
     wake: Arc<Wake>,
     report: Report,
     reaper: Mutex<bool>,
