@@ -1,17 +1,28 @@
-//! SQL tables, on top of [`crate::dict::db_common`].
+//! SQL tables, on top of `dict::db_common`.
 //!
 //! * [`sqlite`]: `sqlite:<cf>`, a local database file through the system's
 //!   SQLite library;
-//! * later `pgsql.rs` and `mysql.rs`: the network servers, each with its
-//!   own connection, host list and quoting, sharing this module's legacy
-//!   query builder and db_common's templates, domain filter and result
-//!   assembly.
+//! * later `pgsql.rs` and `mysql.rs`: the network servers, sharing this
+//!   module's legacy query builder, db_common's templates, domain filter and
+//!   result assembly, and the connection pools of [`pool`] (one per server
+//!   identity per process, capped, with failover, timeouts and recovery);
+//!   `pgsql_server.rs` is PostgreSQL's server identity for them.
 //!
 //! What every SQL type shares lives here: the legacy query built from
 //! `select_field`, `table`, `where_field` and `additional_conditions` when
 //! a table has no `query`.
 
+pub(crate) mod pgsql_server;
+pub(crate) mod pool;
 pub(crate) mod sqlite;
+
+#[cfg(test)]
+mod pgsql_tests;
+#[cfg(test)]
+pub(crate) mod test_server;
+// test_server.rs takes TempDir from its parent (as in tests/common/pgsql.rs).
+#[cfg(test)]
+use crate::test_support::TempDir;
 
 /// The SQLite library's version (for `proxymap --version`).
 pub(crate) fn sqlite_version() -> &'static str {
