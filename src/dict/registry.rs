@@ -18,6 +18,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("internal", super::builtin::internal::open),
     ("lmdb", super::file::lmdb::open),
     ("pcre", super::pattern::pcre::open),
+    ("pgsql", super::sql::pgsql::open),
     ("pipemap", super::composite::pipemap::open),
     ("proxy", super::composite::proxy::open),
     ("randmap", super::composite::randmap::open),

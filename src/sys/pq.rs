@@ -19,9 +19,6 @@
 //! [`MAX_CANCELS_IN_FLIGHT`] such threads exist at once; past that the
 //! connection is merely closed.
 
-// Until the pgsql: table that uses these is assembled on top of them.
-#![allow(dead_code)]
-
 use pq_sys as ffi;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::NonNull;

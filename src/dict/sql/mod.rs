@@ -2,16 +2,21 @@
 //!
 //! * [`sqlite`]: `sqlite:<cf>`, a local database file through the system's
 //!   SQLite library;
-//! * later `pgsql.rs` and `mysql.rs`: the network servers, sharing this
-//!   module's legacy query builder, db_common's templates, domain filter and
-//!   result assembly, and the connection pools of [`pool`] (one per server
-//!   identity per process, capped, with failover, timeouts and recovery);
-//!   `pgsql_server.rs` is PostgreSQL's server identity for them.
+//! * [`pgsql`]: `pgsql:<cf>`, a PostgreSQL server through libpq
+//!   (`sys::pq`), on the connection pools of [`pool`] (one per server
+//!   identity per worker process, shared by every table naming it, capped,
+//!   with failover, timeouts and recovery); [`pgsql_server`] is
+//!   PostgreSQL's server identity for them;
+//! * later `mysql.rs`, on the same pools.
+//!
+//! The network tables share this module's legacy query builder and
+//! db_common's templates, domain filter and result assembly with sqlite.
 //!
 //! What every SQL type shares lives here: the legacy query built from
 //! `select_field`, `table`, `where_field` and `additional_conditions` when
 //! a table has no `query`.
 
+pub(crate) mod pgsql;
 pub(crate) mod pgsql_server;
 pub(crate) mod pool;
 pub(crate) mod sqlite;

@@ -2,9 +2,6 @@
 //! `hosts` entry with the table's login, database and client encoding) and
 //! how a query's outcome counts for the pool ([`query`]).
 
-// Until the pgsql: table that uses these is assembled on top of them.
-#![allow(dead_code)]
-
 use super::pool::{Connection, Failure, Rank, Registry, Server};
 use crate::sys::pq::{self, PgResult, Status, Target};
 use std::sync::LazyLock;
@@ -38,6 +35,14 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// The `hosts` entry as Postfix's messages name the host, any password
+    /// redacted.
+    pub(crate) fn host(&self) -> String {
+        pq::redact(&self.entry)
+    }
+}
+
 impl Server for PgServer {
     type Conn = pq::Conn;
 
@@ -68,18 +73,26 @@ impl Connection for pq::Conn {
 /// result; a failed statement on a sound connection is
 /// [`Failure::Query`] (that lookup's error, the server stays in use); a
 /// connection the server closed is [`Failure::Broken`] (the pool retries on
-/// a new one); no answer in time is [`Failure::Timeout`].
-pub(crate) fn query(conn: &mut pq::Conn, sql: &[u8], timeout: Duration) -> Result<PgResult, Failure> {
+/// a new one); no answer in time is [`Failure::Timeout`]. The texts are
+/// Postfix's warnings naming `host` (a `hosts` entry as [`PgServer::host`]
+/// shows it); a trailing `?` stands for the newline that ends libpq's
+/// messages, as Postfix logs them.
+pub(crate) fn query(conn: &mut pq::Conn, sql: &[u8], timeout: Duration, host: &str) -> Result<PgResult, Failure> {
+    let fatal = |msg: &str| format!("pgsql query failed: fatal error from host {host}: {msg}?");
     match conn.query(sql, timeout) {
         Ok(result) => match result.status() {
             Status::TuplesOk | Status::CommandOk => Ok(result),
-            Status::FatalError if conn.is_broken() => Err(Failure::Broken(result.error_message())),
-            Status::FatalError => Err(Failure::Query(result.error_message())),
-            Status::BadResponse => Err(Failure::Query("protocol error".into())),
-            Status::Other(code) => Err(Failure::Query(format!("unknown code 0x{code:x}"))),
+            Status::FatalError if conn.is_broken() => Err(Failure::Broken(fatal(&result.error_message()))),
+            Status::FatalError => Err(Failure::Query(fatal(&result.error_message()))),
+            Status::BadResponse => Err(Failure::Query(format!("pgsql query failed: protocol error, host {host}"))),
+            Status::Other(code) => {
+                Err(Failure::Query(format!("pgsql query failed: unknown code 0x{code:x} from host {host}")))
+            }
         },
-        Err(pq::Error::QueryTimeout) => Err(Failure::Timeout(pq::Error::QueryTimeout.to_string())),
-        Err(e) if conn.is_broken() => Err(Failure::Broken(e.to_string())),
-        Err(e) => Err(Failure::Query(e.to_string())),
+        Err(pq::Error::QueryTimeout) => Err(Failure::Timeout(format!(
+            "pgsql query failed: no answer from host {host} within {timeout:?} (query_timeout)"
+        ))),
+        Err(e) if conn.is_broken() => Err(Failure::Broken(fatal(&e.to_string()))),
+        Err(e) => Err(Failure::Query(fatal(&e.to_string()))),
     }
 }

@@ -34,7 +34,7 @@ fn over_tcp(pg: &Postgres, password: &str) -> PgServer {
 /// The first column of the first row (None: NULL or no row).
 fn first(pool: &Pool<PgServer>, sql: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    pool.run(deadline, |c| query(c, sql, Duration::from_secs(10)).map(|r| r.value(0, 0).map(<[u8]>::to_vec)))
+    pool.run(deadline, |c| query(c, sql, Duration::from_secs(10), "h").map(|r| r.value(0, 0).map(<[u8]>::to_vec)))
 }
 
 fn text(v: Result<Option<Vec<u8>>, Error>) -> String {
@@ -84,7 +84,7 @@ fn escaped_keys_reach_the_server_unchanged_and_null_differs_from_empty() {
         pool.run(deadline, |c| {
             let escaped = c.escape(key).map_err(|e| Failure::Query(e.to_string()))?;
             let sql = [b"SELECT '".as_slice(), &escaped, b"'"].concat();
-            query(c, &sql, Duration::from_secs(10)).map(|r| r.value(0, 0).map(<[u8]>::to_vec))
+            query(c, &sql, Duration::from_secs(10), "h").map(|r| r.value(0, 0).map(<[u8]>::to_vec))
         })
     };
     for key in keys {
@@ -109,7 +109,7 @@ fn escaped_keys_reach_the_server_unchanged_and_null_differs_from_empty() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let row = utf8
         .run(deadline, |c| {
-            let r = query(c, b"SELECT NULL, '', 'x'", Duration::from_secs(5))?;
+            let r = query(c, b"SELECT NULL, '', 'x'", Duration::from_secs(5), "h")?;
             Ok((r.rows(), r.columns(), r.value(0, 0).map(<[u8]>::to_vec), r.value(0, 1).map(<[u8]>::to_vec)))
         })
         .unwrap();
@@ -129,7 +129,7 @@ fn a_query_past_its_timeout_is_abandoned_and_cancelled_and_the_pool_goes_on() {
     assert_eq!(text(first(&pool, b"SELECT 'warm'")), "warm");
     let start = Instant::now();
     let deadline = start + Duration::from_secs(10);
-    let got = pool.run(deadline, |c| query(c, b"SELECT pg_sleep(5)", Duration::from_millis(500)).map(drop));
+    let got = pool.run(deadline, |c| query(c, b"SELECT pg_sleep(5)", Duration::from_millis(500), "h").map(drop));
     let took = start.elapsed();
     assert!(matches!(got, Err(Error::Failed(Failure::Timeout(_)))), "{got:?}");
     assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(1500), "{took:?}");
@@ -180,7 +180,7 @@ fn a_terminated_backend_costs_no_lookup() {
             pg.sql(&format!("SELECT pg_terminate_backend({pid})"));
             std::thread::sleep(Duration::from_millis(100));
         }
-        query(c, b"SELECT 'retried'", Duration::from_secs(5)).map(|r| r.value(0, 0).map(<[u8]>::to_vec))
+        query(c, b"SELECT 'retried'", Duration::from_secs(5), "h").map(|r| r.value(0, 0).map(<[u8]>::to_vec))
     });
     assert_eq!(got, Ok(Some(b"retried".to_vec())));
     assert_eq!(tries, 2);

@@ -28,9 +28,6 @@
 //! Independent of any client library: a backend implements [`Server`] and
 //! [`Connection`]; the unit tests use a fake one.
 
-// Until the pgsql: table that uses these is assembled on top of them.
-#![allow(dead_code)]
-
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -318,6 +315,7 @@ impl<S: Server> Pool<S> {
     }
 
     /// The server, as log lines name it.
+    #[cfg(test)]
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -526,7 +524,8 @@ impl<S: Server> Pool<S> {
         next
     }
 
-    /// Connections in use or idle, and idle (for tests and statistics).
+    /// Connections in use or idle, and idle (for tests).
+    #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {
         let st = lock(&self.state);
         (st.open, st.idle.len())
@@ -549,11 +548,18 @@ impl<S: Server> Hosts<S> {
 
     /// Run `query` on the first host that answers, in failover order; a
     /// host that is down is skipped. The error is the last host's.
+    #[cfg(test)]
     pub(crate) fn run<T>(&self, mut query: impl FnMut(&mut S::Conn) -> Result<T, Failure>) -> Result<T, Error> {
+        self.run_on(|_, conn| query(conn))
+    }
+
+    /// As [`Hosts::run`], telling `query` which server the connection is
+    /// to (a table's messages name the host).
+    pub(crate) fn run_on<T>(&self, mut query: impl FnMut(&S, &mut S::Conn) -> Result<T, Failure>) -> Result<T, Error> {
         let deadline = Instant::now() + self.wait_timeout;
         let mut last = None;
         for pool in self.order() {
-            match pool.run(deadline, &mut query) {
+            match pool.run(deadline, |conn| query(&pool.server, conn)) {
                 Err(e @ (Error::Down { .. } | Error::Busy(_))) => last = Some(e),
                 other => return other,
             }
