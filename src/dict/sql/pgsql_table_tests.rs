@@ -290,7 +290,7 @@ fn a_slow_query_is_retry_within_query_timeout_and_other_tables_go_on() {
         while !done.load(SeqCst) {
             let start = Instant::now();
             assert_eq!(get(&mut fast, "alice@example.com", 0).as_deref(), Some("alice-value"));
-            assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+            assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
             answered += 1;
             std::thread::sleep(Duration::from_millis(50));
         }
