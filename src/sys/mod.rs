@@ -10,6 +10,7 @@ pub(crate) mod db;
 pub(crate) mod errno;
 pub(crate) mod lmdb;
 pub(crate) mod passwd;
+pub(crate) mod pq;
 pub(crate) mod regex;
 
 use nix::sys::socket::{

@@ -5,12 +5,15 @@
 //! * later `pgsql.rs` and `mysql.rs`: the network servers, each with its
 //!   own connection, host list and quoting, sharing this module's legacy
 //!   query builder and db_common's templates, domain filter and result
-//!   assembly.
+//!   assembly;
+//! * [`pool`]: the network servers' connection pools, one per server
+//!   identity per process.
 //!
 //! What every SQL type shares lives here: the legacy query built from
 //! `select_field`, `table`, `where_field` and `additional_conditions` when
 //! a table has no `query`.
 
+pub(crate) mod pool;
 pub(crate) mod sqlite;
 
 /// The SQLite library's version (for `proxymap --version`).
