@@ -2,10 +2,10 @@
 //!
 //! * [`sqlite`]: `sqlite:<cf>`, a local database file through the system's
 //!   SQLite library;
-//! * later `pgsql.rs` and `mysql.rs`: the network servers, each with its
-//!   own connection, host list and quoting, sharing this module's legacy
-//!   query builder and db_common's templates, domain filter and result
-//!   assembly;
+//! * [`mysql`]: `mysql:<cf>`, a MariaDB or MySQL server through the
+//!   system's libmariadb; later `pgsql.rs`: the network servers, each with
+//!   its own host list and quoting, sharing this module's legacy query
+//!   builder and db_common's templates, domain filter and result assembly;
 //! * [`pool`]: the network servers' connection pools, one per server
 //!   identity per process.
 //!
@@ -13,6 +13,7 @@
 //! `select_field`, `table`, `where_field` and `additional_conditions` when
 //! a table has no `query`.
 
+pub(crate) mod mysql;
 pub(crate) mod pool;
 pub(crate) mod sqlite;
 
