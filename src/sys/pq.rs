@@ -267,6 +267,11 @@ unsafe extern "C" fn on_notice(_arg: *mut c_void, text: *const c_char) {
 /// giving up after `timeout`.
 pub(crate) fn connect(target: &Target, encoding: &str, timeout: Duration) -> Result<Conn, Error> {
     let deadline = Instant::now() + timeout;
+    // `Conn: Send` relies on it (Debian's libpq is; 17+ always are).
+    // SAFETY: a plain query of a library constant.
+    if unsafe { ffi::PQisthreadsafe() } == 0 {
+        return Err(Error::Connect("libpq was built without thread safety".into()));
+    }
     let params = target.params(encoding, timeout)?;
     let keys: Vec<*const c_char> =
         params.iter().map(|(k, _)| k.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();

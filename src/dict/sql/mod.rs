@@ -7,15 +7,25 @@
 //!   its own host list and quoting, sharing this module's legacy query
 //!   builder and db_common's templates, domain filter and result assembly;
 //! * [`pool`]: the network servers' connection pools, one per server
-//!   identity per process.
+//!   identity per process; [`pgsql_server`]: PostgreSQL's server identity
+//!   for them.
 //!
 //! What every SQL type shares lives here: the legacy query built from
 //! `select_field`, `table`, `where_field` and `additional_conditions` when
 //! a table has no `query`.
 
 pub(crate) mod mysql;
+pub(crate) mod pgsql_server;
 pub(crate) mod pool;
 pub(crate) mod sqlite;
+
+#[cfg(test)]
+mod pgsql_tests;
+#[cfg(test)]
+pub(crate) mod test_server;
+// test_server.rs takes TempDir from its parent (as in tests/common/pgsql.rs).
+#[cfg(test)]
+use crate::test_support::TempDir;
 
 /// The SQLite library's version (for `proxymap --version`).
 pub(crate) fn sqlite_version() -> &'static str {

@@ -127,7 +127,7 @@ pub(crate) enum Error {
 }
 
 /// Where the outage lines go (the log, or a test's counter).
-type Report = Arc<dyn Fn(log::Level, &str) + Send + Sync>;
+pub(super) type Report = Arc<dyn Fn(log::Level, &str) + Send + Sync>;
 
 /// The pools of one backend in this process, by identity. Also owns the
 /// thread that closes idle connections (started with the first pool,
@@ -136,8 +136,11 @@ pub(crate) struct Registry<S: Server> {
     shared: Arc<Shared<S>>,
 }
 
+/// Pools by identity.
+type Pools<S> = HashMap<(S, Settings), Arc<Pool<S>>>;
+
 struct Shared<S: Server> {
-    pools: Mutex<HashMap<(S, Settings), Arc<Pool<S>>>>,
+    pools: Mutex<Pools<S>>,
     wake: Arc<Wake>,
     report: Report,
     reaper: Mutex<bool>,
@@ -172,7 +175,7 @@ impl<S: Server> Registry<S> {
         Self::with_report(Arc::new(|level, text| log::log!(level, "{text}")))
     }
 
-    fn with_report(report: Report) -> Self {
+    pub(super) fn with_report(report: Report) -> Self {
         let wake = Arc::new(Wake { state: Mutex::new((0, false)), cv: Condvar::new() });
         Registry {
             shared: Arc::new(Shared { pools: Mutex::new(HashMap::new()), wake, report, reaper: Mutex::new(false) }),

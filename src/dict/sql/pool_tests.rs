@@ -88,7 +88,9 @@ fn fake(name: &'static str, rank: Rank) -> Fake {
 }
 
 /// A registry whose report lines are kept for the test to read.
-fn registry() -> (Registry<Fake>, Arc<Mutex<Vec<(log::Level, String)>>>) {
+type Lines = Arc<Mutex<Vec<(log::Level, String)>>>;
+
+fn registry() -> (Registry<Fake>, Lines) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let reg = Registry::with_report(Arc::new(move |level, text: &str| lock(&sink).push((level, text.to_string()))));
