@@ -9,6 +9,7 @@
 pub(crate) mod db;
 pub(crate) mod errno;
 pub(crate) mod lmdb;
+pub(crate) mod mysql;
 pub(crate) mod passwd;
 pub(crate) mod pq;
 pub(crate) mod regex;

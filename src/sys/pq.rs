@@ -139,6 +139,14 @@ impl std::fmt::Debug for Target {
 /// `entry` (a `hosts` entry, URI or connection string) with any password
 /// replaced by `*`, for log lines: Postfix logs URIs verbatim, passwords
 /// included.
+/// The libpq version, as `PQlibVersion()` reports it (for `proxymap --version`).
+pub(crate) fn library_version() -> String {
+    // SAFETY: PQlibVersion takes no arguments and only returns a number.
+    let v = unsafe { ffi::PQlibVersion() };
+    // Since PostgreSQL 10: major * 10000 + minor.
+    format!("{}.{}", v / 10000, v % 10000)
+}
+
 pub(crate) fn redact(entry: &str) -> String {
     let mut out = entry.to_string();
     // scheme://user:password@host...

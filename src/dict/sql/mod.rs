@@ -3,11 +3,12 @@
 //! * [`sqlite`]: `sqlite:<cf>`, a local database file through the system's
 //!   SQLite library;
 //! * [`pgsql`]: `pgsql:<cf>`, a PostgreSQL server through libpq
-//!   (`sys::pq`), on the connection pools of [`pool`] (one per server
+//!   (`sys::pq`); [`pgsql_server`] is PostgreSQL's server identity;
+//! * [`mysql`]: `mysql:<cf>`, a MariaDB or MySQL server through the
+//!   system's libmariadb (`sys::mysql`);
+//! * [`pool`]: the network servers' connection pools, one per server
 //!   identity per worker process, shared by every table naming it, capped,
-//!   with failover, timeouts and recovery); [`pgsql_server`] is
-//!   PostgreSQL's server identity for them;
-//! * later `mysql.rs`, on the same pools.
+//!   with failover, timeouts and recovery.
 //!
 //! The network tables share this module's legacy query builder and
 //! db_common's templates, domain filter and result assembly with sqlite.
@@ -16,6 +17,7 @@
 //! `select_field`, `table`, `where_field` and `additional_conditions` when
 //! a table has no `query`.
 
+pub(crate) mod mysql;
 pub(crate) mod pgsql;
 pub(crate) mod pgsql_server;
 pub(crate) mod pool;

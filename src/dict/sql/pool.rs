@@ -548,7 +548,6 @@ impl<S: Server> Hosts<S> {
 
     /// Run `query` on the first host that answers, in failover order; a
     /// host that is down is skipped. The error is the last host's.
-    #[cfg(test)]
     pub(crate) fn run<T>(&self, mut query: impl FnMut(&mut S::Conn) -> Result<T, Failure>) -> Result<T, Error> {
         self.run_on(|_, conn| query(conn))
     }
