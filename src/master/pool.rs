@@ -425,10 +425,10 @@ impl Pool {
             }
         });
         let code = match worker {
-            Ok(mut worker) => {
-                worker.run();
-                0
-            }
+            Ok(mut worker) => match worker.run() {
+                crate::worker::Exit::Failed => 1,
+                crate::worker::Exit::Retired | crate::worker::Exit::MasterGone => 0,
+            },
             Err(e) => {
                 log::error!("cannot start worker: {e}");
                 1

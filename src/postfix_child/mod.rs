@@ -116,8 +116,10 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
         })
         .unwrap_or_else(|e| fatal(format_args!("event loop: {e}")));
     let mut worker = worker;
-    worker.run();
-    std::process::exit(0)
+    match worker.run() {
+        crate::worker::Exit::Failed => std::process::exit(1),
+        crate::worker::Exit::Retired | crate::worker::Exit::MasterGone => std::process::exit(0),
+    }
 }
 
 /// With `maillog_file` set, Postfix daemons log through postlogd(8).

@@ -83,6 +83,10 @@ pub enum Exit {
     Retired,
     /// The master closed the control channel (reload, shutdown, or it died).
     MasterGone,
+    /// The event loop cannot wait for events (epoll_wait failed for a reason
+    /// that a retry would not cure): the process exits with an error, and
+    /// its master starts another, as Postfix's event loop does.
+    Failed,
 }
 
 const INTAKE_TOKEN_BASE: u64 = 0;
@@ -231,9 +235,10 @@ impl Worker {
             let n = match self.wait(&mut events) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
+                // EBADF, EFAULT, EINVAL: retrying would spin, logging each turn.
                 Err(e) => {
-                    log::error!("epoll_wait: {e}");
-                    0
+                    log::error!("event loop: epoll_wait: {}; exiting", crate::sys::errno::strerror(e as i32));
+                    return Exit::Failed;
                 }
             };
             let woke = Instant::now();
