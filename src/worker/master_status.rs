@@ -21,7 +21,7 @@ pub struct MasterStatus {
     fd: std::fs::File,
     generation: u32,
     /// master(8) counts a use only on a TAKEN→AVAIL change; one such change
-    /// after the first request tells it this process started fine.
+    /// at the first accepted client tells it this process started fine.
     reported_use: bool,
     /// What master was last told: TAKEN makes it start another process for
     /// the next new connection.
@@ -66,8 +66,9 @@ impl MasterStatus {
         self.fd.write_all(&r)
     }
 
-    /// After a request was served. Err: master is gone.
-    pub fn served(&mut self) -> io::Result<()> {
+    /// Once, at the first accepted client: one TAKEN/AVAIL pair; later
+    /// calls write nothing. Err: master is gone.
+    pub fn started(&mut self) -> io::Result<()> {
         if !self.reported_use {
             self.reported_use = true;
             let _ = self.send(TAKEN);
@@ -133,8 +134,8 @@ mod tests {
     fn records_only_on_availability_changes() {
         let (ours, mut master) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut s = MasterStatus::new(OwnedFd::from(ours), 3);
-        s.served().unwrap();
-        s.served().unwrap();
+        s.started().unwrap();
+        s.started().unwrap();
         assert_eq!(records(&mut master), vec![TAKEN, AVAIL], "one use report, then nothing per request");
         let t0 = s.load.window_start;
         // a saturated window: TAKEN once

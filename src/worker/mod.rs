@@ -397,6 +397,14 @@ impl Worker {
     }
 
     fn add_conn(&mut self, stream: UnixStream) {
+        // A client accepted: this process started fine (configuration,
+        // privileges, sockets are behind it). master(8) takes a process that
+        // dies before its first reported use for a broken command and stops
+        // the whole service for a minute; one killed from here on (kill -9,
+        // the OOM killer) is not that, whatever path its requests take.
+        // Not before the first accept: a TAKEN while the connection that
+        // made master start this process still waits makes it start another.
+        self.report_use();
         if let Intake::Master(_) = self.intake {
             self.service.before_accept();
         }
@@ -489,7 +497,6 @@ impl Worker {
                         conn.served = conn.served.saturating_add(1);
                         self.write_reply(slot, now);
                         self.spin.served(slot);
-                        self.report_use();
                     }
                 }
             }
@@ -546,18 +553,13 @@ impl Worker {
             self.connection_ended();
             return;
         }
-        // The thread serves what this loop did not: its first request, a
-        // request that may wait, or an update. Unless master(8) has counted
-        // a use by now, it would take a later crash (or kill -9) of this
-        // process for a failed start and throttle the service for a minute.
-        self.report_use();
     }
 
-    /// Tell master(8) once that this process serves clients (a TAKEN/AVAIL
+    /// Tell master(8) once that this process started fine (a TAKEN/AVAIL
     /// pair, which it counts as a use); later calls write nothing.
     fn report_use(&mut self) {
         if let Some(status) = &mut self.status {
-            self.master_gone |= status.served().is_err();
+            self.master_gone |= status.started().is_err();
         }
     }
 
