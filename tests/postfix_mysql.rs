@@ -13,13 +13,12 @@ mod common;
 #[path = "../src/dict/sql/test_mariadb.rs"]
 mod mariadb;
 
+use common::mapdiff::{assert_same_warnings, compare, proxymap_lines, query, settled_log, write_settled};
 use common::postfix::{Instance, Server};
 use common::TempDir;
 use mariadb::{Mariadb, DB, PASSWORD, USER};
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE t (k VARCHAR(100) COLLATE utf8mb4_general_ci, v VARCHAR(100), w VARCHAR(100), n INT, d DECIMAL(6,2))",
@@ -133,63 +132,6 @@ fn setup(inst: &Instance, db: &Mariadb) {
     }
 }
 
-/// Write a file with its time stamp an hour back (Postfix and we re-read
-/// a `.cf` file written in the last second).
-fn write_settled(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write");
-    let f = std::fs::File::options().write(true).open(path).expect("open");
-    f.set_modified(SystemTime::now() - Duration::from_secs(3600)).expect("mtime");
-}
-
-/// `postmap -q KEY TABLE` in the instance: (exit code, stdout, stderr
-/// without warnings, with `proxy:` taken out, and the warnings apart).
-fn query(inst: &Instance, key: &str, table: &str) -> (String, Vec<String>) {
-    let out: Output = Command::new("timeout")
-        .args(["20", "postmap", "-c"])
-        .arg(&inst.config)
-        .args(["-q", key, table])
-        .stdin(Stdio::null())
-        .output()
-        .expect("postmap");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let warnings = stderr.lines().filter_map(|l| l.strip_prefix("postmap: warning: ")).map(str::to_string).collect();
-    // postmap's "query error: %m" shows whatever errno the client had last
-    let rest: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("postmap: warning: "))
-        .map(|l| l.split_once("query error: ").map_or(l, |(head, _)| head))
-        .collect();
-    let outcome = format!(
-        "exit={:?} stdout={:?} stderr={:?}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        rest.join("\n").replace("proxy:mysql:", "mysql:")
-    );
-    (outcome, warnings)
-}
-
-/// The text of our proxymap's log lines of one severity (`warning`, `error`).
-fn proxymap_lines(log: &str, severity: &str) -> Vec<String> {
-    let tag = format!("]: {severity}: ");
-    log.lines()
-        .filter(|l| l.contains(" postfix/proxymap["))
-        .filter_map(|l| l.split_once(&tag).map(|(_, text)| text.to_string()))
-        .collect()
-}
-
-/// Our log, once it has stopped growing (postlogd writes it).
-fn settled_log(inst: &Instance) -> String {
-    let mut last = inst.log();
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = inst.log();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-}
-
 #[test]
 fn mysql_tables_answer_as_postfix_in_process() {
     let Some(db) = Mariadb::start("pf-mysql") else { return };
@@ -202,36 +144,15 @@ fn mysql_tables_answer_as_postfix_in_process() {
     inst.start();
     let t = inst.tables.display().to_string();
 
-    let mut theirs_warnings = BTreeSet::new();
-    let mut diffs = Vec::new();
-    let mut hits = 0;
     let tables: Vec<String> =
         TABLES.iter().map(|(n, _)| format!("mysql:{t}/{n}")).chain(["mysql:mymain".to_string()]).collect();
-    for table in &tables {
-        for key in KEYS {
-            let (theirs, warnings) = query(&inst, key, table);
-            theirs_warnings.extend(warnings);
-            let (ours, our_stderr_warnings) = query(&inst, key, &format!("proxy:{table}"));
-            assert!(our_stderr_warnings.is_empty(), "{table} {key:?}: client warnings {our_stderr_warnings:?}");
-            if theirs != ours {
-                diffs.push(format!("{table} {key:?}\n  postfix: {theirs}\n  ours:    {ours}"));
-            }
-            hits += usize::from(theirs.starts_with("exit=Some(0)"));
-        }
-    }
-    assert!(diffs.is_empty(), "{} difference(s):\n{}", diffs.len(), diffs.join("\n"));
-    assert!(hits > 60, "only {hits} hits: is the database there?");
+    let found = compare(&inst, &tables, KEYS);
+    assert!(found.hits > 60, "only {} hits: is the database there?", found.hits);
 
-    let log = settled_log(&inst);
-    let ours_warnings: BTreeSet<String> = proxymap_lines(&log, "warning").into_iter().collect();
-    if std::env::var_os("PM_DIFF_SHOW").is_some() {
-        eprintln!("{hits} hits; warnings: {ours_warnings:#?}");
-    }
-    assert!(theirs_warnings.len() >= 5, "{theirs_warnings:?}");
-    assert_eq!(theirs_warnings, ours_warnings, "warnings differ; log:\n{log}");
+    assert_same_warnings(&inst, &found, 5);
 
     // Shared connections: one per proxymap process for every table here.
-    let processes = proxymap_pids(&log).len();
+    let processes = proxymap_pids(&settled_log(&inst)).len();
     let connections = db.processlist();
     assert!(connections >= 1 && connections <= processes, "{connections} connections, {processes} proxymap processes");
 

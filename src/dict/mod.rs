@@ -10,9 +10,12 @@
 //!   `fail`, `internal`, `environ`, `unix`);
 //! * `composite`: tables made of other tables (`pipemap`, `unionmap`,
 //!   `randmap`, nested `proxy`);
-//! * `sql`: SQL databases (`sqlite`; `pgsql` and `mysql` to come), on
-//!   `db_common`, the `.cf` files, `%` templates, domain filter and result
-//!   assembly that every database and network table shares.
+//! * `sql`: SQL databases (`sqlite`, `pgsql`, `mysql`);
+//! * `net`: servers asked over a stream socket (`socketmap`, `tcp`,
+//!   `memcache`);
+//! * `db_common`: what every database and network table shares: the `.cf`
+//!   files, `%` templates, domain filter, result assembly and connection
+//!   pools.
 //!
 //! Beside them: [`registry`] (type names), `surrogate` (the stand-in for a
 //! table that failed to open) and `postmap_text` (Postfix's text syntax).
@@ -24,6 +27,7 @@ pub(crate) mod builtin;
 pub(crate) mod composite;
 pub(crate) mod db_common;
 pub(crate) mod file;
+pub(crate) mod net;
 pub(crate) mod pattern;
 pub(crate) mod postmap_text;
 pub mod registry;

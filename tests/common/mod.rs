@@ -2,6 +2,7 @@
 //! protocol exchanges, and the standalone daemon as a child process.
 #![allow(dead_code)]
 
+pub(crate) mod mapdiff;
 pub(crate) mod pgsql;
 pub(crate) mod postfix;
 

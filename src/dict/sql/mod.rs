@@ -5,10 +5,9 @@
 //! * [`pgsql`]: `pgsql:<cf>`, a PostgreSQL server through libpq
 //!   (`sys::pq`); [`pgsql_server`] is PostgreSQL's server identity;
 //! * [`mysql`]: `mysql:<cf>`, a MariaDB or MySQL server through the
-//!   system's libmariadb (`sys::mysql`);
-//! * [`pool`]: the network servers' connection pools, one per server
-//!   identity per worker process, shared by every table naming it, capped,
-//!   with failover, timeouts and recovery.
+//!   system's libmariadb (`sys::mysql`).
+//!
+//! pgsql and mysql connect through `db_common::pool`.
 //!
 //! The network tables share this module's legacy query builder and
 //! db_common's templates, domain filter and result assembly with sqlite.
@@ -20,7 +19,6 @@
 pub(crate) mod mysql;
 pub(crate) mod pgsql;
 pub(crate) mod pgsql_server;
-pub(crate) mod pool;
 pub(crate) mod sqlite;
 
 #[cfg(test)]

@@ -25,9 +25,9 @@
 //! server dropped is replaced and the query retried at once; connect and
 //! query timeouts; the `utf8mb4` character set set explicitly (3.9).
 
-use super::pool::{self, Connection, Failure, Hosts, Rank, Registry, Server, Settings};
 use crate::dict::db_common::cf::Cf;
 use crate::dict::db_common::domain::{DomainFilter, System};
+use crate::dict::db_common::pool::{self, Connection, Failure, Hosts, Rank, Registry, Server, Settings};
 use crate::dict::db_common::results::{Assembly, LimitWarning};
 use crate::dict::db_common::template::{Context, Role, Template};
 use crate::dict::postmap_text::until_nul;

@@ -35,9 +35,9 @@
 //! happens in the worker process that serves it (never before a fork).
 
 use super::pgsql_server::{query, registry, PgServer};
-use super::pool::{Error, Failure, Hosts, Registry, Settings};
 use crate::dict::db_common::cf::Cf;
 use crate::dict::db_common::domain::{DomainFilter, System};
+use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
 use crate::dict::db_common::results::{Assembly, LimitWarning};
 use crate::dict::db_common::template::{Context, Role, Template};
 use crate::dict::postmap_text::until_nul;

@@ -2,7 +2,7 @@
 //! `hosts` entry with the table's login, database and client encoding) and
 //! how a query's outcome counts for the pool ([`query`]).
 
-use super::pool::{Connection, Failure, Rank, Registry, Server};
+use crate::dict::db_common::pool::{Connection, Failure, Rank, Registry, Server};
 use crate::sys::pq::{self, PgResult, Status, Target};
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::Params;
-use crate::dict::sql::pool::Report;
+use crate::dict::db_common::pool::Report;
 use crate::dict::sql::test_server::{Postgres, DB, PASSWORD, USER};
 use crate::dict::testutil::get;
 use crate::dict::Mode;

@@ -3,8 +3,8 @@
 //! PostgreSQL is not installed (scripts/install-test-deps.sh installs it).
 
 use super::pgsql_server::{query, PgServer};
-use super::pool::{Error, Failure, Pool, Registry, Report, Settings};
 use super::test_server::{Postgres, DB, PASSWORD, USER};
+use crate::dict::db_common::pool::{Error, Failure, Pool, Registry, Report, Settings};
 use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,5 @@
-//! Connection pools for the SQL tables (`pgsql:`, later `mysql:`), one per
+//! Connection pools for the database and network tables (`pgsql:`,
+//! `mysql:`, and the network tables), one per
 //! server identity (where, as whom, which database, and the pool settings)
 //! and per worker process, shared by every table that names that server.
 //!
@@ -124,7 +125,7 @@ pub(crate) enum Error {
 }
 
 /// Where the outage lines go (the log, or a test's counter).
-pub(super) type Report = Arc<dyn Fn(log::Level, &str) + Send + Sync>;
+pub(crate) type Report = Arc<dyn Fn(log::Level, &str) + Send + Sync>;
 
 /// The pools of one backend in this process, by identity. Also owns the
 /// thread that closes idle connections (started with the first pool,
@@ -172,7 +173,7 @@ impl<S: Server> Registry<S> {
         Self::with_report(Arc::new(|level, text| log::log!(level, "{text}")))
     }
 
-    pub(super) fn with_report(report: Report) -> Self {
+    pub(crate) fn with_report(report: Report) -> Self {
         let wake = Arc::new(Wake { state: Mutex::new((0, false)), cv: Condvar::new() });
         Registry {
             shared: Arc::new(Shared { pools: Mutex::new(HashMap::new()), wake, report, reaper: Mutex::new(false) }),
