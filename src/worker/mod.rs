@@ -551,7 +551,6 @@ impl Worker {
             log::error!("start connection thread: {e}");
             self.active -= 1;
             self.connection_ended();
-            return;
         }
     }
 
