@@ -17,6 +17,10 @@
 //! * idle connections closed after 60 s by the event loop → by a reaper
 //!   thread of the registry after [`Settings::idle_interval`], whether or
 //!   not lookups come;
+//! * one table's slow queries could take every connection of the pool →
+//!   a table that already holds a connection of a pool shared with other
+//!   tables takes another only while one more stays free for them
+//!   ([`Share`]), so one slow table never makes the others wait;
 //! * a warning per failed lookup → one line when a server goes down and one
 //!   when it is back, however many lookups fail in between. Log lines name
 //!   a server by [`Server::name`], which never shows a password.
@@ -32,6 +36,7 @@
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -270,6 +275,25 @@ struct State<C> {
     /// Since when the current outage lasts, once it was reported.
     outage: Option<Instant>,
     last_error: String,
+    /// Tables using this pool ([`Hosts`] alive).
+    tables: usize,
+}
+
+/// One table's use of one pool: the connections it holds now. Changed
+/// only under the pool's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Share {
+    held: AtomicUsize,
+}
+
+impl Share {
+    fn held(&self) -> usize {
+        self.held.load(Relaxed)
+    }
+
+    fn add(&self, n: isize) {
+        self.held.store(self.held().wrapping_add_signed(n), Relaxed);
+    }
 }
 
 struct Idle<C> {
@@ -281,6 +305,7 @@ struct Idle<C> {
 /// A connection taken from a pool; goes back (or is closed) when dropped.
 struct Lease<'a, S: Server> {
     pool: &'a Pool<S>,
+    share: &'a Share,
     conn: Option<S::Conn>,
     generation: u64,
     discard: bool,
@@ -289,7 +314,7 @@ struct Lease<'a, S: Server> {
 impl<S: Server> Drop for Lease<'_, S> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.release(conn, self.generation, self.discard);
+            self.pool.release(conn, self.share, self.generation, self.discard);
         }
     }
 }
@@ -308,6 +333,7 @@ impl<S: Server> Pool<S> {
                 down_until: None,
                 outage: None,
                 last_error: String::new(),
+                tables: 0,
             }),
             freed: Condvar::new(),
             wake,
@@ -321,15 +347,26 @@ impl<S: Server> Pool<S> {
         &self.name
     }
 
-    /// Run `query` on a connection of this pool, waiting for a free one
-    /// until `deadline`. A connection that broke is replaced and `query`
-    /// run once more, at once.
+    /// [`Pool::run_as`] for a caller that holds no other connection.
+    #[cfg(test)]
     pub(crate) fn run<T>(
         &self,
         deadline: Instant,
+        query: impl FnMut(&mut S::Conn) -> Result<T, Failure>,
+    ) -> Result<T, Error> {
+        self.run_as(&Share::default(), deadline, query)
+    }
+
+    /// Run `query` on a connection of this pool for the table whose use of
+    /// it `share` counts, waiting for a free one until `deadline`. A
+    /// connection that broke is replaced and `query` run once more, at once.
+    pub(crate) fn run_as<T>(
+        &self,
+        share: &Share,
+        deadline: Instant,
         mut query: impl FnMut(&mut S::Conn) -> Result<T, Failure>,
     ) -> Result<T, Error> {
-        let mut lease = self.acquire(deadline, false)?;
+        let mut lease = self.acquire(share, deadline, false)?;
         let first = match lease.conn.as_mut() {
             Some(conn) => query(conn),
             None => return Err(Error::Busy(self.name.clone())),
@@ -340,7 +377,7 @@ impl<S: Server> Pool<S> {
                 drop(lease);
                 self.forget_older_than_now();
                 log::debug!("{}: connection lost ({why}); retrying on a new connection", self.name);
-                let mut lease = self.acquire(deadline, true)?;
+                let mut lease = self.acquire(share, deadline, true)?;
                 let second = match lease.conn.as_mut() {
                     Some(conn) => query(conn),
                     None => return Err(Error::Busy(self.name.clone())),
@@ -380,8 +417,9 @@ impl<S: Server> Pool<S> {
     }
 
     /// Take an idle connection (not when `fresh`) or open one, waiting
-    /// until `deadline` while the pool is full.
-    fn acquire(&self, deadline: Instant, fresh: bool) -> Result<Lease<'_, S>, Error> {
+    /// until `deadline` while the pool is full, or while the table already
+    /// holds one and taking another would leave none for the other tables.
+    fn acquire<'a>(&'a self, share: &'a Share, deadline: Instant, fresh: bool) -> Result<Lease<'a, S>, Error> {
         let mut st = lock(&self.state);
         loop {
             let now = Instant::now();
@@ -393,19 +431,30 @@ impl<S: Server> Pool<S> {
                 st = lock(&self.state);
                 continue;
             }
+            let available = self.settings.max_connections.saturating_sub(st.open) + st.idle.len();
+            let keeps_one_free = share.held() == 0 || st.tables <= 1 || available >= 2;
+            if !keeps_one_free {
+                if now >= deadline {
+                    return Err(Error::Busy(self.name.clone()));
+                }
+                st = self.freed.wait_timeout(st, deadline - now).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+                continue;
+            }
             if !fresh {
                 if let Some(mut idle) = st.idle.pop() {
+                    share.add(1);
                     drop(st);
                     if !idle.conn.is_broken() {
                         return Ok(Lease {
                             pool: self,
+                            share,
                             conn: Some(idle.conn),
                             generation: idle.generation,
                             discard: false,
                         });
                     }
                     // Closed by the server while idle: not an outage.
-                    self.release(idle.conn, idle.generation, true);
+                    self.release(idle.conn, share, idle.generation, true);
                     st = lock(&self.state);
                     continue;
                 }
@@ -415,9 +464,10 @@ impl<S: Server> Pool<S> {
                     return Err(Error::Down { server: self.name.clone(), reason: st.last_error.clone() });
                 }
                 st.open += 1;
+                share.add(1);
                 let generation = st.generation;
                 drop(st);
-                return self.open(generation);
+                return self.open(share, generation);
             }
             if fresh && !st.idle.is_empty() {
                 // Full, and a new connection is needed: close the oldest idle one.
@@ -435,8 +485,8 @@ impl<S: Server> Pool<S> {
         }
     }
 
-    /// Open a connection counted in `open` already.
-    fn open(&self, generation: u64) -> Result<Lease<'_, S>, Error> {
+    /// Open a connection counted in `open` and `share` already.
+    fn open<'a>(&'a self, share: &'a Share, generation: u64) -> Result<Lease<'a, S>, Error> {
         match self.server.connect(self.settings.connect_timeout) {
             Ok(conn) => {
                 let mut st = lock(&self.state);
@@ -445,14 +495,16 @@ impl<S: Server> Pool<S> {
                     let secs = since.elapsed().as_secs();
                     (self.report)(log::Level::Info, &format!("{} is back after {secs} s", self.name));
                 }
-                Ok(Lease { pool: self, conn: Some(conn), generation, discard: false })
+                Ok(Lease { pool: self, share, conn: Some(conn), generation, discard: false })
             }
             Err(reason) => {
                 {
                     let mut st = lock(&self.state);
                     st.open -= 1;
+                    share.add(-1);
                 }
-                self.freed.notify_one();
+                // all: waiters differ in what they may take (see acquire)
+                self.freed.notify_all();
                 Err(self.mark_down(reason))
             }
         }
@@ -472,19 +524,20 @@ impl<S: Server> Pool<S> {
         Error::Down { server: self.name.clone(), reason }
     }
 
-    fn release(&self, conn: S::Conn, generation: u64, discard: bool) {
+    fn release(&self, conn: S::Conn, share: &Share, generation: u64, discard: bool) {
         let mut st = lock(&self.state);
+        share.add(-1);
         if discard || generation < st.generation {
             st.open -= 1;
             drop(st);
-            self.freed.notify_one();
+            self.freed.notify_all();
             drop(conn);
             return;
         }
         let first = st.idle.is_empty();
         st.idle.push(Idle { conn, since: Instant::now(), generation });
         drop(st);
-        self.freed.notify_one();
+        self.freed.notify_all();
         if first {
             self.wake.notify(false);
         }
@@ -533,17 +586,33 @@ impl<S: Server> Pool<S> {
     }
 }
 
-/// The hosts of one table, in failover order.
+/// The hosts of one table, in failover order, with the table's share of
+/// each host's pool.
 pub(crate) struct Hosts<S: Server> {
-    pools: Vec<Arc<Pool<S>>>,
+    pools: Vec<(Arc<Pool<S>>, Share)>,
     wait_timeout: Duration,
+}
+
+impl<S: Server> Drop for Hosts<S> {
+    fn drop(&mut self) {
+        for (pool, _) in &self.pools {
+            lock(&pool.state).tables -= 1;
+        }
+    }
 }
 
 impl<S: Server> Hosts<S> {
     /// The pools of `servers` (a table's `hosts`, in its order) from
     /// `registry`.
     pub(crate) fn new(registry: &Registry<S>, servers: Vec<S>, settings: Settings) -> Self {
-        let pools = servers.into_iter().map(|s| registry.pool(s, settings)).collect();
+        let pools = servers
+            .into_iter()
+            .map(|s| {
+                let pool = registry.pool(s, settings);
+                lock(&pool.state).tables += 1;
+                (pool, Share::default())
+            })
+            .collect();
         Hosts { pools, wait_timeout: settings.wait_timeout }
     }
 
@@ -558,8 +627,8 @@ impl<S: Server> Hosts<S> {
     pub(crate) fn run_on<T>(&self, mut query: impl FnMut(&S, &mut S::Conn) -> Result<T, Failure>) -> Result<T, Error> {
         let deadline = Instant::now() + self.wait_timeout;
         let mut last = None;
-        for pool in self.order() {
-            match pool.run(deadline, |conn| query(&pool.server, conn)) {
+        for (pool, share) in self.order() {
+            match pool.run_as(share, deadline, |conn| query(&pool.server, conn)) {
                 Err(e @ (Error::Down { .. } | Error::Busy(_))) => last = Some(e),
                 other => return other,
             }
@@ -570,14 +639,14 @@ impl<S: Server> Hosts<S> {
     /// Hosts marked down last; before them sockets, then TCP hosts, then
     /// URIs; within each, hosts with idle connections first, then in random
     /// order.
-    fn order(&self) -> Vec<&Arc<Pool<S>>> {
+    fn order(&self) -> Vec<&(Arc<Pool<S>>, Share)> {
         let now = Instant::now();
         let random = std::hash::RandomState::new();
         let mut keyed: Vec<_> = self
             .pools
             .iter()
             .enumerate()
-            .map(|(i, p)| ((p.is_down(now), p.rank, !p.has_idle(), random.hash_one(i)), p))
+            .map(|(i, p)| ((p.0.is_down(now), p.0.rank, !p.0.has_idle(), random.hash_one(i)), p))
             .collect();
         keyed.sort_by_key(|(k, _)| *k);
         keyed.into_iter().map(|(_, p)| p).collect()

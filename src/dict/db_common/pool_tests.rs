@@ -370,3 +370,60 @@ fn the_idle_thread_ends_with_its_registry() {
     drop(pool);
     assert!(weak.upgrade().is_none());
 }
+
+#[test]
+fn a_slow_table_leaves_a_connection_for_the_other_tables() {
+    let (reg, _) = registry();
+    let server = fake("a", Rank::Inet);
+    let slow = Hosts::new(&reg, vec![server.clone()], quick());
+    let fast = Hosts::new(&reg, vec![server.clone()], quick());
+    let release = AtomicBool::new(false);
+    let in_slow = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // eight lookups of the slow table, each holding its connection
+        for _ in 0..8 {
+            s.spawn(|| {
+                slow.run(|c| {
+                    in_slow.fetch_add(1, SeqCst);
+                    while !release.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    in_slow.fetch_sub(1, SeqCst);
+                    c.query()
+                })
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(in_slow.load(SeqCst), 3, "the slow table holds all but one");
+        // the fast table answers at once, many times, on the one left
+        let start = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(fast.run(FakeConn::query), Ok(0));
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+        release.store(true, SeqCst);
+    });
+    assert!(server.ctl.most_live.load(SeqCst) <= 4);
+    // alone on its pool, a table may use every connection
+    drop(fast);
+    let release = AtomicBool::new(false);
+    let busy = AtomicUsize::new(0);
+    let most = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                slow.run(|c| {
+                    most.fetch_max(busy.fetch_add(1, SeqCst) + 1, SeqCst);
+                    while !release.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    busy.fetch_sub(1, SeqCst);
+                    c.query()
+                })
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        release.store(true, SeqCst);
+    });
+    assert_eq!(most.load(SeqCst), 4);
+}

@@ -1,0 +1,314 @@
+//! `cargo bench --bench databases`: `pgsql:` and `mysql:` tables through
+//! Postfix 3.7's own proxymap and through ours, under the same Postfix
+//! master(8), against one PostgreSQL and one MariaDB server of the bench's
+//! own (temp dirs, UNIX socket and loopback port). Clients ask 14 tables
+//! of one server in turn, as a site's many maps do. Prints, per database
+//! and number of clients: lookups per second, latency p50/p99, and the
+//! database connections the proxymap processes held while the clients ran
+//! (the figure proxymap exists for). Then isolation: clients of a fast
+//! pgsql table and of an lmdb table while other clients ask a pgsql table
+//! whose query takes 200 ms, the fast tables' p99 with each server. See
+//! docs/performance.md.
+//!
+//! Environment: PM_BENCH_SECS (5), PM_BENCH_CONNS (1,16,64).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../src/dict/sql/test_mariadb.rs"]
+mod mariadb;
+
+use common::mapdiff::write_settled;
+use common::pgsql::Postgres;
+use common::postfix::{Instance, Server};
+use common::TempDir;
+use mariadb::Mariadb;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+const ROWS: usize = 10_000;
+/// Tables per database (identical queries, separate `.cf` files).
+const TABLES: usize = 14;
+/// Clients on the slow table during the isolation run, and on each fast one.
+const SLOW_CLIENTS: usize = 8;
+const FAST_CLIENTS: usize = 4;
+
+/// A proxymap client with buffered reads: one reply per request.
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(path: &Path) -> std::io::Result<Client> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut c = Client { stream, buf: Vec::with_capacity(512) };
+        c.reply()?; // the announcement
+        Ok(c)
+    }
+
+    /// One attribute list: a NUL where a name would start ends it.
+    fn reply(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut chunk = [0u8; 512];
+        loop {
+            let mut at_name = true;
+            let mut in_value = false;
+            for (i, &b) in self.buf.iter().enumerate() {
+                if b == 0 {
+                    if at_name && !in_value {
+                        let rest = self.buf.split_off(i + 1);
+                        return Ok(std::mem::replace(&mut self.buf, rest));
+                    }
+                    // a name's NUL starts its value; a value's NUL ends it
+                    in_value = !in_value;
+                    at_name = !in_value;
+                } else {
+                    at_name = false;
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn lookup(&mut self, table: &str, key: &str) -> std::io::Result<bool> {
+        self.stream.write_all(&common::list(&common::lookup(table, key)))?;
+        Ok(self.reply()?.starts_with(b"status\x000\0"))
+    }
+}
+
+/// What a group of clients did in one run.
+#[derive(Default)]
+struct Run {
+    lookups: usize,
+    failed: usize,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        self.latencies.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// `conns` clients asking `tables` in turn until `stop` (at most 3 × `secs`).
+fn run(socket: &Path, tables: &[String], conns: usize, secs: f64, stop: &AtomicBool, start: &Barrier) -> Vec<Run> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|id| {
+                s.spawn(move || {
+                    let mut run = Run::default();
+                    let mut client = Client::connect(socket).expect("connect");
+                    start.wait();
+                    let t0 = Instant::now();
+                    let mut i = id * 7919;
+                    while !stop.load(Ordering::Relaxed) && t0.elapsed().as_secs_f64() < secs * 3.0 {
+                        let key = format!("user{}@example.com", i % ROWS);
+                        i += 1;
+                        let t = Instant::now();
+                        match client.lookup(&tables[i % tables.len()], &key) {
+                            Ok(true) => run.lookups += 1,
+                            Ok(false) => run.failed += 1,
+                            Err(_) => {
+                                run.failed += 1;
+                                match Client::connect(socket) {
+                                    Ok(c) => client = c,
+                                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                                }
+                            }
+                        }
+                        run.latencies.push(t.elapsed());
+                    }
+                    run
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client thread")).collect()
+    })
+}
+
+fn merge(runs: Vec<Run>) -> Run {
+    runs.into_iter().fold(Run::default(), |mut all, r| {
+        all.lookups += r.lookups;
+        all.failed += r.failed;
+        all.latencies.extend(r.latencies);
+        all
+    })
+}
+
+/// A database the bench asks: its table spec and how to count the
+/// connections the proxymap processes hold.
+struct Database<'a> {
+    label: &'static str,
+    fast: Vec<String>,
+    held: Box<dyn Fn() -> usize + 'a>,
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("databases: skipped (run `cargo bench --bench databases`)");
+        return;
+    }
+    let secs: f64 = std::env::var("PM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let conns: Vec<usize> = std::env::var("PM_BENCH_CONNS")
+        .unwrap_or_else(|_| "1,16,64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+
+    let pg = Postgres::start("bench-pg").expect("PostgreSQL (scripts/install-test-deps.sh)");
+    pg.sql("CREATE TABLE users (k text PRIMARY KEY, v text); GRANT SELECT ON users TO proxymap");
+    pg.sql(&format!(
+        "INSERT INTO users SELECT 'user' || i || '@example.com', 'value ' || i FROM generate_series(0, {}) i",
+        ROWS - 1
+    ));
+    let my = Mariadb::start("bench-my").expect("MariaDB (scripts/install-test-deps.sh)");
+    my.sql("CREATE TABLE users (k VARCHAR(64) PRIMARY KEY, v TEXT)");
+    my.sql(&format!(
+        "SET max_recursive_iterations = 1000000; INSERT INTO users WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
+         SELECT CONCAT('user', i, '@example.com'), CONCAT('value ', i) FROM s",
+        ROWS - 1
+    ));
+
+    let pg_login = format!(
+        "hosts = unix:{}\ndbname = {}\nuser = {}\n",
+        pg.socket_dir().display(),
+        common::pgsql::DB,
+        common::pgsql::USER
+    );
+    let my_login = format!(
+        "hosts = inet:127.0.0.1:{}\nuser = {}\npassword = {}\ndbname = {}\n",
+        my.port(),
+        mariadb::USER,
+        mariadb::PASSWORD,
+        mariadb::DB
+    );
+    let query = "query = SELECT v FROM users WHERE k='%s'\n";
+    let mut cfs = vec![(
+        "pg-slow.cf".to_string(),
+        format!("{pg_login}query = SELECT v FROM users, pg_sleep(0.2) WHERE k='%s'\n"),
+    )];
+    for i in 1..=TABLES {
+        cfs.push((format!("pg-{i:02}.cf"), format!("{pg_login}{query}")));
+        cfs.push((format!("my-{i:02}.cf"), format!("{my_login}{query}")));
+    }
+    let specs = |t: &str, prefix: &str| -> Vec<String> {
+        (1..=TABLES).map(|i| format!("{t}:@TABLES@/{prefix}-{i:02}.cf")).collect()
+    };
+    let databases = [
+        Database { label: "pgsql", fast: specs("pgsql", "pg"), held: Box::new(|| pg.backends(common::pgsql::DB)) },
+        Database { label: "mysql", fast: specs("mysql", "my"), held: Box::new(|| my.processlist()) },
+    ];
+    let slow = "pgsql:@TABLES@/pg-slow.cf".to_string();
+    let lmdb = "lmdb:@TABLES@/users".to_string();
+    let maps: Vec<String> =
+        databases.iter().flat_map(|d| d.fast.iter()).chain([&slow, &lmdb]).map(|t| format!("proxy:{t}")).collect();
+    let mut inst = Instance::new("dbbench", &format!("proxy_read_maps = {}\n", maps.join(" ")), Server::Postfix);
+    for (name, text) in &cfs {
+        write_settled(&inst.tables.join(name), text);
+    }
+    let users: String = (0..ROWS).map(|i| format!("user{i}@example.com value {i}\n")).collect();
+    std::fs::write(inst.tables.join("users"), users).expect("users");
+    let tables = inst.tables.display().to_string();
+    let lmdb = lmdb.replace("@TABLES@", &tables);
+    let out = inst.postmap(&[&lmdb]);
+    assert!(out.status.success(), "postmap {lmdb}: {}", String::from_utf8_lossy(&out.stderr));
+    let slow = slow.replace("@TABLES@", &tables);
+    let databases: Vec<Database<'_>> = databases
+        .into_iter()
+        .map(|d| Database { fast: d.fast.iter().map(|t| t.replace("@TABLES@", &tables)).collect(), ..d })
+        .collect();
+    inst.start();
+    let socket = inst.socket("proxymap");
+
+    println!("| table | clients | server | lookups/s | p50 | p99 | failed | connections held |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    for db in &databases {
+        for &n in &conns {
+            for server in [Server::Postfix, Server::Ours] {
+                // fresh processes: every run starts with no connection open
+                inst.restart_with(server);
+                let stop = AtomicBool::new(false);
+                let start = Barrier::new(n + 1);
+                let (mut all, held) = std::thread::scope(|s| {
+                    let fast = &db.fast;
+                    let clients = s.spawn(|| run(&socket, fast, n, secs, &stop, &start));
+                    start.wait();
+                    std::thread::sleep(Duration::from_secs_f64(secs * 0.8));
+                    let held = (db.held)();
+                    std::thread::sleep(Duration::from_secs_f64(secs * 0.2));
+                    stop.store(true, Ordering::Relaxed);
+                    (merge(clients.join().expect("clients")), held)
+                });
+                println!(
+                    "| {} | {n} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} |",
+                    db.label,
+                    name(server),
+                    all.lookups as f64 / secs,
+                    all.percentile(0.5).as_secs_f64() * 1e3,
+                    all.percentile(0.99).as_secs_f64() * 1e3,
+                    all.failed
+                );
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "Isolation: {FAST_CLIENTS} clients of a fast pgsql table and {FAST_CLIENTS} of an lmdb table, \
+         alone and while {SLOW_CLIENTS} ask a pgsql table whose query takes 200 ms"
+    );
+    println!();
+    println!("| server | slow table | pgsql p50 | pgsql p99 | lmdb p50 | lmdb p99 | slow lookups/s | failed |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let fast_pg = vec![databases[0].fast[0].clone()];
+    let lmdb = vec![lmdb];
+    let slow = vec![slow];
+    for server in [Server::Postfix, Server::Ours] {
+        for with_slow in [false, true] {
+            inst.restart_with(server);
+            let stop = AtomicBool::new(false);
+            let slow_clients = if with_slow { SLOW_CLIENTS } else { 0 };
+            let start = Barrier::new(2 * FAST_CLIENTS + slow_clients + 1);
+            let (mut pg_run, mut lmdb_run, slow_run) = std::thread::scope(|s| {
+                let slow_run = s.spawn(|| run(&socket, &slow, slow_clients, secs, &stop, &start));
+                let pg_run = s.spawn(|| run(&socket, &fast_pg, FAST_CLIENTS, secs, &stop, &start));
+                let lmdb_run = s.spawn(|| run(&socket, &lmdb, FAST_CLIENTS, secs, &stop, &start));
+                start.wait();
+                std::thread::sleep(Duration::from_secs_f64(secs));
+                stop.store(true, Ordering::Relaxed);
+                let join = |h: std::thread::ScopedJoinHandle<'_, Vec<Run>>| merge(h.join().expect("clients"));
+                (join(pg_run), join(lmdb_run), join(slow_run))
+            });
+            let ms = |r: &mut Run, p| r.percentile(p).as_secs_f64() * 1e3;
+            println!(
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} | {} |",
+                name(server),
+                if with_slow { "busy" } else { "idle" },
+                ms(&mut pg_run, 0.5),
+                ms(&mut pg_run, 0.99),
+                ms(&mut lmdb_run, 0.5),
+                ms(&mut lmdb_run, 0.99),
+                slow_run.lookups as f64 / secs,
+                pg_run.failed + lmdb_run.failed + slow_run.failed
+            );
+        }
+    }
+    inst.stop();
+}
+
+fn name(server: Server) -> &'static str {
+    match server {
+        Server::Postfix => "Postfix",
+        Server::Ours => "ours",
+    }
+}
