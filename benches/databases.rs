@@ -5,7 +5,9 @@
 //! of one server in turn, as a site's many maps do. Prints, per database
 //! and number of clients: lookups per second, latency p50/p99, and the
 //! database connections the proxymap processes held while the clients ran
-//! (the figure proxymap exists for). Then isolation: clients of a fast
+//! (the figure proxymap exists for), and CPU time per lookup spent in the
+//! proxymap processes and in the database server (where the time goes).
+//! Then isolation: clients of a fast
 //! pgsql table and of an lmdb table while other clients ask a pgsql table
 //! whose query takes 200 ms, the fast tables' p99 with each server. See
 //! docs/performance.md.
@@ -151,6 +153,29 @@ struct Database<'a> {
     label: &'static str,
     fast: Vec<String>,
     held: Box<dyn Fn() -> usize + 'a>,
+    /// The server's process (its backends are its children).
+    server_pid: i32,
+}
+
+/// CPU time (user + system, all threads) of `pid` and its children.
+fn cpu_time(pid: i32) -> Duration {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+        let fields: Vec<u64> =
+            stat.rsplit(") ").next()?.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+        // clock ticks: 100 per second on Linux
+        Some(Duration::from_millis(10 * fields.iter().sum::<u64>()))
+    });
+    own.unwrap_or_default() + common::children_of(pid).into_iter().map(cpu_time).sum::<Duration>()
+}
+
+/// CPU time of the instance's proxymap processes.
+fn proxymap_cpu(inst: &Instance) -> Duration {
+    let Some(master) = inst.master_pid() else { return Duration::ZERO };
+    common::children_of(master)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "proxymap"))
+        .map(cpu_time)
+        .sum()
 }
 
 fn main() {
@@ -205,8 +230,18 @@ fn main() {
         (1..=TABLES).map(|i| format!("{t}:@TABLES@/{prefix}-{i:02}.cf")).collect()
     };
     let databases = [
-        Database { label: "pgsql", fast: specs("pgsql", "pg"), held: Box::new(|| pg.backends(common::pgsql::DB)) },
-        Database { label: "mysql", fast: specs("mysql", "my"), held: Box::new(|| my.processlist()) },
+        Database {
+            label: "pgsql",
+            fast: specs("pgsql", "pg"),
+            held: Box::new(|| pg.backends(common::pgsql::DB)),
+            server_pid: pg.pid(),
+        },
+        Database {
+            label: "mysql",
+            fast: specs("mysql", "my"),
+            held: Box::new(|| my.processlist()),
+            server_pid: my.pid() as i32,
+        },
     ];
     let slow = "pgsql:@TABLES@/pg-slow.cf".to_string();
     let lmdb = "lmdb:@TABLES@/users".to_string();
@@ -230,8 +265,8 @@ fn main() {
     inst.start();
     let socket = inst.socket("proxymap");
 
-    println!("| table | clients | server | lookups/s | p50 | p99 | failed | connections held |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    println!("| table | clients | server | lookups/s | p50 | p99 | failed | connections held | proxymap CPU/lookup | database CPU/lookup |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for db in &databases {
         for &n in &conns {
             for server in [Server::Postfix, Server::Ours] {
@@ -239,24 +274,31 @@ fn main() {
                 inst.restart_with(server);
                 let stop = AtomicBool::new(false);
                 let start = Barrier::new(n + 1);
-                let (mut all, held) = std::thread::scope(|s| {
+                let (mut all, held, ours_cpu, db_cpu) = std::thread::scope(|s| {
                     let fast = &db.fast;
                     let clients = s.spawn(|| run(&socket, fast, n, secs, &stop, &start));
                     start.wait();
+                    let cpu0 = (proxymap_cpu(&inst), cpu_time(db.server_pid));
                     std::thread::sleep(Duration::from_secs_f64(secs * 0.8));
                     let held = (db.held)();
                     std::thread::sleep(Duration::from_secs_f64(secs * 0.2));
+                    let cpu1 = (proxymap_cpu(&inst), cpu_time(db.server_pid));
                     stop.store(true, Ordering::Relaxed);
-                    (merge(clients.join().expect("clients")), held)
+                    let all = merge(clients.join().expect("clients"));
+                    (all, held, cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1))
                 });
+                let lookups = all.lookups.max(1) as f64;
+                let per_lookup = |d: Duration| d.as_secs_f64() * 1e6 / lookups;
                 println!(
-                    "| {} | {n} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} |",
+                    "| {} | {n} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} | {:.0} µs | {:.0} µs |",
                     db.label,
                     name(server),
                     all.lookups as f64 / secs,
                     all.percentile(0.5).as_secs_f64() * 1e3,
                     all.percentile(0.99).as_secs_f64() * 1e3,
-                    all.failed
+                    all.failed,
+                    per_lookup(ours_cpu),
+                    per_lookup(db_cpu),
                 );
             }
         }

@@ -37,7 +37,7 @@ use crate::sync::lock;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// One open connection of a backend.
@@ -257,7 +257,11 @@ pub(crate) struct Pool<S: Server> {
     rank: Rank,
     settings: Settings,
     state: Mutex<State<S::Conn>>,
-    freed: Condvar,
+    /// Lookups waiting for a connection, by what they need (see
+    /// [`Pool::acquire`]): [0] one free connection, [1] two (their table
+    /// holds one already). Two queues so that a freed connection wakes one
+    /// lookup that can take it, not every waiting thread.
+    freed: [Condvar; 2],
     wake: Arc<Wake>,
     report: Report,
 }
@@ -277,6 +281,15 @@ struct State<C> {
     last_error: String,
     /// Tables using this pool ([`Hosts`] alive).
     tables: usize,
+    /// Lookups waiting on each of [`Pool::freed`].
+    waiting: [usize; 2],
+}
+
+impl<C> State<C> {
+    /// Connections that could be taken now (idle, or not yet opened).
+    fn available(&self, max: usize) -> usize {
+        max.saturating_sub(self.open) + self.idle.len()
+    }
 }
 
 /// One table's use of one pool: the connections it holds now. Changed
@@ -334,8 +347,9 @@ impl<S: Server> Pool<S> {
                 outage: None,
                 last_error: String::new(),
                 tables: 0,
+                waiting: [0, 0],
             }),
-            freed: Condvar::new(),
+            freed: [Condvar::new(), Condvar::new()],
             wake,
             report,
         }
@@ -431,13 +445,12 @@ impl<S: Server> Pool<S> {
                 st = lock(&self.state);
                 continue;
             }
-            let available = self.settings.max_connections.saturating_sub(st.open) + st.idle.len();
-            let keeps_one_free = share.held() == 0 || st.tables <= 1 || available >= 2;
-            if !keeps_one_free {
+            let needs_two = share.held() > 0 && st.tables > 1;
+            if needs_two && st.available(self.settings.max_connections) < 2 {
                 if now >= deadline {
                     return Err(Error::Busy(self.name.clone()));
                 }
-                st = self.freed.wait_timeout(st, deadline - now).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+                st = self.wait(st, 1, deadline - now);
                 continue;
             }
             if !fresh {
@@ -481,7 +494,31 @@ impl<S: Server> Pool<S> {
             if now >= deadline {
                 return Err(Error::Busy(self.name.clone()));
             }
-            st = self.freed.wait_timeout(st, deadline - now).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            st = self.wait(st, usize::from(needs_two), deadline - now);
+        }
+    }
+
+    fn wait<'a>(
+        &self,
+        mut st: MutexGuard<'a, State<S::Conn>>,
+        queue: usize,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State<S::Conn>> {
+        st.waiting[queue] += 1;
+        let mut st = self.freed[queue].wait_timeout(st, timeout).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        st.waiting[queue] -= 1;
+        st
+    }
+
+    /// A connection came free (or a lookup's needs changed): wake one
+    /// lookup of each queue that can go on.
+    fn wake_waiters(&self, st: &State<S::Conn>) {
+        let available = st.available(self.settings.max_connections);
+        if st.waiting[0] > 0 && available >= 1 {
+            self.freed[0].notify_one();
+        }
+        if st.waiting[1] > 0 && (available >= 2 || st.tables <= 1) {
+            self.freed[1].notify_one();
         }
     }
 
@@ -502,9 +539,8 @@ impl<S: Server> Pool<S> {
                     let mut st = lock(&self.state);
                     st.open -= 1;
                     share.add(-1);
+                    self.wake_waiters(&st);
                 }
-                // all: waiters differ in what they may take (see acquire)
-                self.freed.notify_all();
                 Err(self.mark_down(reason))
             }
         }
@@ -527,17 +563,21 @@ impl<S: Server> Pool<S> {
     fn release(&self, conn: S::Conn, share: &Share, generation: u64, discard: bool) {
         let mut st = lock(&self.state);
         share.add(-1);
+        if share.held() == 0 && st.waiting[1] > 0 {
+            // the table's waiting lookups may now take the last free one
+            self.freed[1].notify_all();
+        }
         if discard || generation < st.generation {
             st.open -= 1;
+            self.wake_waiters(&st);
             drop(st);
-            self.freed.notify_all();
             drop(conn);
             return;
         }
         let first = st.idle.is_empty();
         st.idle.push(Idle { conn, since: Instant::now(), generation });
+        self.wake_waiters(&st);
         drop(st);
-        self.freed.notify_all();
         if first {
             self.wake.notify(false);
         }
@@ -550,9 +590,6 @@ impl<S: Server> Pool<S> {
         let stale = std::mem::take(&mut st.idle);
         st.open -= stale.len();
         drop(st);
-        if !stale.is_empty() {
-            self.freed.notify_all();
-        }
         drop(stale);
     }
 
@@ -562,9 +599,6 @@ impl<S: Server> Pool<S> {
         let n = st.idle.iter().take_while(|i| now.duration_since(i.since) >= ttl).count();
         let expired: Vec<_> = st.idle.drain(..n).collect();
         st.open -= expired.len();
-        if !expired.is_empty() {
-            self.freed.notify_all();
-        }
         expired
     }
 
@@ -596,7 +630,11 @@ pub(crate) struct Hosts<S: Server> {
 impl<S: Server> Drop for Hosts<S> {
     fn drop(&mut self) {
         for (pool, _) in &self.pools {
-            lock(&pool.state).tables -= 1;
+            let mut st = lock(&pool.state);
+            st.tables -= 1;
+            if st.tables <= 1 {
+                pool.freed[1].notify_all();
+            }
         }
     }
 }
