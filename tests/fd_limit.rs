@@ -172,3 +172,37 @@ fn a_connection_that_arrives_without_its_descriptor_is_reported_done() {
     assert_eq!(c.read_lists(1), b"protocol\0proxymap_protocol\0\0");
     assert_eq!(c.call(&lookup("static:hello", "k")), found("hello"));
 }
+
+#[test]
+fn a_table_that_failed_to_open_for_want_of_descriptors_opens_once_they_are_back() {
+    let _turn = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("fd-limit-open");
+    let socket = dir.path().join("proxymap");
+    let table = dir.path().join("users");
+    std::fs::write(&table, "alice ok\n").expect("write table");
+    let spec = format!("texthash:{}", table.display());
+    let params =
+        Arc::new(Params::from_text(&format!("proxy_read_maps = proxy:{spec}\n"), "main.cf", &[]).expect("main.cf"));
+    let allowlist = proxy_allowlist(&params, false);
+    let service = Service::new(Role::Reader, params, allowlist);
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let mut worker = Worker::new(service, Intake::Listen(vec![listener]), limits()).expect("worker");
+    if let Some(after) = test_threads() {
+        worker = worker.with_threads(after).expect("threads");
+    }
+    std::thread::spawn(move || worker.run());
+    let mut old = Raw::connect(&socket);
+
+    // No descriptor to open the table with: RETRY.
+    let exhausted = Exhausted::leaving(0);
+    let reply = old.call(&lookup(&spec, "alice"));
+    assert!(reply.starts_with(b"status\x002\0"), "RETRY: {:?}", String::from_utf8_lossy(&reply));
+    drop(exhausted);
+
+    // Descriptors back: after a second the table opens, for a new client
+    // and for the one that got RETRY.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut new = Raw::connect(&socket);
+    assert_eq!(new.call(&lookup(&spec, "alice")), found("ok"));
+    assert_eq!(old.call(&lookup(&spec, "alice")), found("ok"));
+}

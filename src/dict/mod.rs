@@ -82,12 +82,35 @@ pub type DictResult<T> = Result<T, DictError>;
 #[error("{reason}")]
 pub struct OpenError {
     pub reason: String,
+    /// The process was short of descriptors or memory: the table itself
+    /// may be fine, and the open is tried again (see `Surrogate`).
+    pub(crate) transient: bool,
 }
 
 impl OpenError {
     pub fn new(reason: impl Into<String>) -> Self {
-        OpenError { reason: reason.into() }
+        OpenError { reason: reason.into(), transient: false }
     }
+
+    /// `<context>: <%m>` for a failed system call, transient when the
+    /// process ran out of descriptors or memory.
+    pub(crate) fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        let mut err = OpenError::new(format!("{context}: {}", crate::sys::errno::io_error_text(e)));
+        err.transient = e.raw_os_error().is_some_and(is_shortage);
+        err
+    }
+
+    /// As [`OpenError::io`], from an errno value.
+    pub(crate) fn errno(context: impl std::fmt::Display, code: i32) -> Self {
+        let mut err = OpenError::new(format!("{context}: {}", crate::sys::errno::strerror(code)));
+        err.transient = is_shortage(code);
+        err
+    }
+}
+
+/// Errno values that say "this process, now", not "this table".
+fn is_shortage(code: i32) -> bool {
+    matches!(code, libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
 }
 
 /// Open mode, as Postfix's O_RDONLY (proxymap) or O_RDWR|O_CREAT (proxywrite).

@@ -6,6 +6,12 @@ use crate::config::Params;
 
 pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
+/// A table whose open failed for want of descriptors or memory is opened
+/// again after this long, at the read-only service's next accept (the
+/// clients that used it then look it up again). proxywrite keeps it, as
+/// Postfix does, until the process ends.
+const TRANSIENT_REOPEN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Every table type this build serves, by Postfix type name.
 const TYPES: &[(&str, OpenFn)] = &[
     ("btree", super::file::db::open_btree),
@@ -60,6 +66,7 @@ pub fn open_or_surrogate(full: &str, mode: Mode, flags: u32, params: &Params) ->
     };
     result.unwrap_or_else(|e| {
         log::error!("{}", e.reason);
-        Box::new(Surrogate::new(full, &e.reason, flags))
+        let surrogate = Surrogate::new(full, &e.reason, flags);
+        Box::new(if e.transient { surrogate.reopen_after(TRANSIENT_REOPEN) } else { surrogate })
     })
 }

@@ -13,6 +13,11 @@ pub(crate) struct Surrogate {
     flags: u32,
     message: String,
     log: Mutex<Logged>,
+    /// For an open that failed for want of descriptors or memory: when
+    /// the table is opened again (it reports itself changed). Postfix keeps
+    /// the surrogate until the process ends, which for a worker with
+    /// connection threads can be hours.
+    reopen_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -32,7 +37,14 @@ impl Surrogate {
             flags: open_flags | PATTERN,
             message: format!("{full_name} is unavailable. {reason}"),
             log: Mutex::new(Logged::default()),
+            reopen_at: None,
         }
+    }
+
+    /// The surrogate of an open that failed for a passing reason: the
+    /// table is opened again once `after` has passed.
+    pub(crate) fn reopen_after(self, after: Duration) -> Self {
+        Surrogate { reopen_at: Some(Instant::now() + after), ..self }
     }
 
     fn fail<T>(&self) -> DictResult<T> {
@@ -60,6 +72,9 @@ impl Dict for Surrogate {
 
     fn waits(&self) -> Waits {
         Waits::Never
+    }
+    fn changed(&self) -> bool {
+        self.reopen_at.is_some_and(|t| Instant::now() >= t)
     }
     fn lookup(&self, _: &[u8], _: u32, _: &mut Vec<u8>) -> DictResult<bool> {
         self.fail()

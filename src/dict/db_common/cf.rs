@@ -14,7 +14,6 @@
 //! asks for are ignored, as in Postfix; [`Cf::unused`] lists them.
 
 use crate::config::{convert, maincf, ConfigError, Params};
-use crate::dict::postmap_text::io_error_text;
 use crate::dict::OpenError;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -49,7 +48,7 @@ impl<'a> Cf<'a> {
         if !is_file_name(name) {
             return Ok(Cf { name: name.to_string(), source: Source::MainCf(params), asked: RefCell::default() });
         }
-        let text = read_settled(name).map_err(|e| OpenError::new(format!("open {name}: {}", io_error_text(&e))))?;
+        let text = read_settled(name).map_err(|e| OpenError::io(format_args!("open {name}"), &e))?;
         Cf::from_file_text(name, &text)
     }
 

@@ -55,8 +55,8 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         ));
     }
     let cdb_path = format!("{}.cdb", req.name);
-    let mut file = std::fs::File::open(&cdb_path)
-        .map_err(|e| OpenError::new(format!("open database {cdb_path}: {}", io_error_text(&e))))?;
+    let mut file =
+        std::fs::File::open(&cdb_path).map_err(|e| OpenError::io(format_args!("open database {cdb_path}"), &e))?;
     let unable = |text: String| OpenError::new(format!("dict_cdbq_open: unable to init {cdb_path}: {text}"));
     let meta = file.metadata().map_err(|e| unable(io_error_text(&e)))?;
     let mut data = Vec::new();

@@ -317,7 +317,7 @@ fn open_handle(
     verify: bool,
 ) -> Result<Db, OpenError> {
     let cache_size = settings.cache_size;
-    let m = |what: &str, code: Code| OpenError::new(format!("{what}: {}", strerror(code)));
+    let m = |what: &str, code: Code| OpenError::errno(what, code);
     let path = std::path::Path::new(db_path);
     // sane_dirname()/sane_basename(): the environment lives in the file's directory.
     let home = match path.parent().map(|p| p.as_os_str().as_encoded_bytes()) {

@@ -194,8 +194,8 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         // Postfix re-reads a file modified within about a second of the read,
         // in case it was being written meanwhile.
         let before = unix_now();
-        let mut file = std::fs::File::open(path)
-            .map_err(|e| OpenError::new(format!("open database {path}: {}", errno::io_error_text(&e))))?;
+        let mut file =
+            std::fs::File::open(path).map_err(|e| OpenError::io(format_args!("open database {path}"), &e))?;
         let mut data = Vec::new();
         // Postfix exits (fatal) on read/fstat errors; we fail the open instead.
         file.read_to_end(&mut data)

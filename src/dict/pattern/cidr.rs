@@ -230,8 +230,7 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let (text, source) = if name.starts_with('{') {
         (inline_to_multiline(name.as_bytes()).map_err(|e| OpenError::new(format!("cidr map: {e}")))?, None)
     } else {
-        let mut file = std::fs::File::open(name)
-            .map_err(|e| OpenError::new(format!("open {name}: {}", postmap_text::io_error_text(&e))))?;
+        let mut file = std::fs::File::open(name).map_err(|e| OpenError::io(format_args!("open {name}"), &e))?;
         let meta = file
             .metadata()
             .map_err(|e| OpenError::new(format!("fstat {name}: {}", postmap_text::io_error_text(&e))))?;

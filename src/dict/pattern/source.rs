@@ -29,7 +29,7 @@ pub(super) fn read_source(req: &OpenRequest) -> Result<Source, OpenError> {
     }
     let path = req.name;
     let shown = |e: &std::io::Error| postmap_text::io_error_text(e);
-    let mut file = std::fs::File::open(path).map_err(|e| OpenError::new(format!("open {path}: {}", shown(&e))))?;
+    let mut file = std::fs::File::open(path).map_err(|e| OpenError::io(format_args!("open {path}"), &e))?;
     let meta = file.metadata().map_err(|e| OpenError::new(format!("fstat {path}: {}", shown(&e))))?;
     let mut text = Vec::new();
     // A read error (a directory, say) ends the input, as for Postfix's
