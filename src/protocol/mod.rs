@@ -9,4 +9,4 @@ pub mod request;
 
 pub use flags::Status;
 pub use reply::{Reply, ANNOUNCEMENT};
-pub use request::{parse, Dialect, Op, Outcome, Parse, Request, Warning};
+pub use request::{parse, parse_more, Dialect, Op, Outcome, Parse, Request, Warning};

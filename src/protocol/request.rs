@@ -165,11 +165,34 @@ pub enum Outcome<'a> {
 
 /// Parse one request from the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parse<'_> {
+    #[cfg(test)]
+    FULL_PARSES.with(|n| n.set(n.get() + 1));
     let mut s = Scanner::new(buf);
     match parse_inner(&mut s) {
         Ok(outcome) => Parse::Done { consumed: s.consumed(), outcome },
         Err(incomplete) => Parse::NeedMore(incomplete),
     }
+}
+
+/// [`parse`] for a buffer that grew, from `grown_from` on, since a parse
+/// of it needed more bytes (`last`). Bytes without a NUL complete no
+/// string, so the answer is known without scanning the buffer again: a
+/// client sending a request a byte at a time costs linear time, not
+/// quadratic (a decision needs a bounded number of strings, so the full
+/// parses are bounded too).
+pub fn parse_more(buf: &[u8], grown_from: usize, last: Option<Incomplete>) -> Parse<'_> {
+    match last {
+        Some(inc) if grown_from <= buf.len() && !buf[grown_from..].contains(&0) => {
+            Parse::NeedMore(Incomplete { partial: inc.partial || grown_from < buf.len(), ..inc })
+        }
+        _ => parse(buf),
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of [`parse`] on this thread (the tests count them).
+    pub(crate) static FULL_PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
@@ -251,4 +274,72 @@ fn parse_inner<'a>(s: &mut Scanner<'a>) -> Result<Outcome<'a>, Incomplete> {
         return bad(req.dialect, warning);
     }
     Ok(Outcome::Request { req, warning })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in pairs {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out.push(0);
+        out
+    }
+
+    /// Feed `bytes` in pieces of `step`, as reads would deliver them.
+    fn fed(bytes: &[u8], step: usize, mut each: impl FnMut(&[u8], Parse<'_>)) {
+        let mut buf = Vec::new();
+        let mut last = None;
+        for piece in bytes.chunks(step) {
+            let grown_from = buf.len();
+            buf.extend_from_slice(piece);
+            let got = parse_more(&buf, grown_from, last);
+            last = match got {
+                Parse::NeedMore(inc) => Some(inc),
+                Parse::Done { .. } => None,
+            };
+            each(&buf, got);
+            if last.is_none() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn resuming_answers_as_parsing_from_the_start() {
+        let requests = [
+            list(&[("request", b"lookup"), ("table", b"hash:/t"), ("flags", b"16448"), ("key", b"k@example.com")]),
+            list(&[("request", b"open"), ("table", b"lmdb:/t"), ("instance_flags", b"64")]),
+            list(&[("request", b"update"), ("table", b"t"), ("flags", b"1"), ("key", b"k"), ("value", b"v")]),
+            list(&[("request", b"lookup"), ("table", b"t"), ("flags", b"x1"), ("key", b"k")]),
+            list(&[("request", b"frobnicate")]),
+            list(&[("bogus", b"x")]),
+            list(&[("request", b"lookup"), ("key", b"k")]),
+            b"\0".to_vec(),
+        ];
+        for req in &requests {
+            for step in [1, 2, 3, 7] {
+                fed(req, step, |buf, got| assert_eq!(got, parse(buf), "{req:?} in pieces of {step}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_sent_a_byte_at_a_time_is_parsed_a_bounded_number_of_times() {
+        let key = vec![b'k'; 64 * 1024];
+        let req = list(&[("request", b"lookup"), ("table", b"hash:/t"), ("flags", b"16448"), ("key", &key)]);
+        FULL_PARSES.with(|n| n.set(0));
+        let mut done = false;
+        fed(&req, 1, |_, got| done = matches!(got, Parse::Done { .. }));
+        assert!(done);
+        // one parse per completed string (9 here), not one per byte
+        let parses = FULL_PARSES.with(std::cell::Cell::get);
+        assert!(parses <= 10, "{parses} full parses for {} bytes", req.len());
+    }
 }

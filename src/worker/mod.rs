@@ -448,6 +448,7 @@ impl Worker {
             }
             return;
         }
+        let grown_from = conn.inbuf.len();
         let status = match conn.read_some(&mut self.scratch) {
             Ok(s) => s,
             Err(_) => return self.close(slot),
@@ -465,7 +466,7 @@ impl Worker {
                 if conn.served >= self.move_after && self.threads.as_ref().is_some_and(Threads::has_room) {
                     return self.move_to_thread(slot);
                 }
-                match protocol::parse(&conn.inbuf) {
+                match protocol::parse_more(&conn.inbuf, grown_from, conn.incomplete) {
                     Parse::NeedMore(inc) => {
                         conn.incomplete = Some(inc);
                         conn.request_started.get_or_insert(now);

@@ -252,6 +252,7 @@ impl ThreadConn<'_> {
         let mut polled = None;
         let mut handed = !inbuf.is_empty();
         loop {
+            let grown_from = inbuf.len();
             if std::mem::take(&mut handed) {
                 // Parse what the loop read before reading more.
             } else if let Some(n) = polled.take() {
@@ -287,7 +288,7 @@ impl ThreadConn<'_> {
                     Err(_) => return,
                 }
             }
-            match protocol::parse(&inbuf) {
+            match protocol::parse_more(&inbuf, grown_from, incomplete) {
                 Parse::NeedMore(inc) => {
                     incomplete = Some(inc);
                     started.get_or_insert_with(Instant::now);
