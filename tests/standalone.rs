@@ -212,3 +212,42 @@ fn workers_are_named_by_service() {
     assert_eq!(names, ["pm-proxymap", "pm-proxymap", "pm-proxywrite"]);
     assert_eq!(comm(d.pid()), "proxymap");
 }
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// A worker that stops reading its channel (stopped here; in life, stuck)
+/// must not make the master accept without bound: it stops accepting for
+/// that service until the channel drains, leaving clients in the kernel's
+/// backlog, and every client is served once the worker runs again.
+#[test]
+fn a_backed_up_worker_channel_stops_the_master_accepting() {
+    let toml = TOML.replace("workers = 2", "workers = 1");
+    let d = start("backlog", &toml);
+    let t = texthash(&d);
+    let workers = d.workers();
+    let reader = *workers
+        .iter()
+        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pm-proxymap"))
+        .expect("a proxymap worker");
+    let baseline = open_fds(d.pid());
+    kill(Pid::from_raw(reader), Signal::SIGSTOP).expect("SIGSTOP");
+    let socket = d.socket("proxymap");
+    let clients = std::thread::spawn(move || {
+        (0..3000)
+            .map(|i| std::os::unix::net::UnixStream::connect(&socket).unwrap_or_else(|e| panic!("connect {i}: {e}")))
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let held = open_fds(d.pid());
+    kill(Pid::from_raw(reader), Signal::SIGCONT).expect("SIGCONT");
+    assert!(held < baseline + 64, "the master holds {held} descriptors (was {baseline}) for a stopped worker");
+    let clients = clients.join().expect("clients");
+    for stream in clients {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut raw = Raw { stream };
+        assert_eq!(raw.read_lists(1), b"protocol\0proxymap_protocol\0\0");
+        assert_eq!(raw.call(&lookup(&t, "alice@example.com")), found("alice-value"));
+    }
+}

@@ -165,7 +165,14 @@ impl Pool {
             match self.listeners[idx].socket.accept() {
                 Ok((stream, _)) => {
                     self.listeners[idx].failing.accepted();
-                    self.dispatch(role, stream);
+                    if !self.dispatch(role, stream) {
+                        // Every worker's channel is full: leave further
+                        // clients in the kernel's backlog rather than hold
+                        // their descriptors here without bound (maintain()
+                        // resumes once the queued one is handed over).
+                        self.pause(idx, true);
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -193,8 +200,9 @@ impl Pool {
         }
     }
 
-    /// Hand a connection to the least busy worker of its service.
-    fn dispatch(&mut self, role: Role, stream: UnixStream) {
+    /// Hand a connection to the least busy worker of its service; false
+    /// when no worker's channel took it and it waits in `pending`.
+    fn dispatch(&mut self, role: Role, stream: UnixStream) -> bool {
         let mut candidates: Vec<(usize, u64)> =
             self.workers.iter().filter(|(_, w)| w.available(role)).map(|(id, w)| (w.conns, *id)).collect();
         candidates.sort_unstable();
@@ -203,10 +211,11 @@ impl Pool {
             let Some(ctl) = w.ctl.as_ref().filter(|_| w.accepting) else { continue };
             if sys::send_msg(ctl, control::CONNECTION, Some(stream.as_raw_fd()), sys::Send::NoWait).is_ok() {
                 w.conns += 1;
-                return; // our copy of the descriptor closes here
+                return true; // our copy of the descriptor closes here
             }
         }
         self.pending.push_back((role, stream));
+        false
     }
 
     fn control_event(&mut self, id: u64) {
@@ -337,7 +346,7 @@ impl Pool {
         self.spawn_missing(&[]);
         let pending = std::mem::take(&mut self.pending);
         for (role, stream) in pending {
-            self.dispatch(role, stream);
+            let _queued_again = self.dispatch(role, stream);
         }
         for idx in 0..self.listeners.len() {
             let role = self.listeners[idx].role;
