@@ -3,7 +3,8 @@
 //! limits and warnings (`dict_ldap_open`).
 //!
 //! Read and honoured: `server_host` (hosts and `ldap://`/`ldapi://` URLs;
-//! a bare host gets `server_port`), `server_port`, `version`, `scope`,
+//! a bare host gets `server_port`), `server_port`, `version` (default 3,
+//! as Debian's postfix-ldap 3.7.11 has it; upstream's is 2), `scope`,
 //! `search_base`, `timeout`, `query_filter`, `result_format` (or the old
 //! `result_filter`), `domain`, `terminal_result_attribute`,
 //! `leaf_result_attribute`, `result_attribute`, `special_result_attribute`,
@@ -76,10 +77,11 @@ pub(super) fn read(name: &str, params: &crate::config::Params) -> Result<Config,
     let str0 = |param, default| cf.get_str(param, Some(default), 0, 0).map(Option::unwrap_or_default);
     let server_host = cf.get_str("server_host", Some("localhost"), 1, 0)?.unwrap_or_default();
     let server_port = cf.get_int("server_port", LDAP_PORT, 0, 0)?;
-    let mut version = cf.get_int("version", 2, 2, 0)?;
+    // Debian's build (the reference here) defaults to 3; upstream 3.7 to 2.
+    let mut version = cf.get_int("version", 3, 2, 0)?;
     if version != 2 && version != 3 {
-        log::warn!("dict_ldap_open: {name} Unknown version {version}, using 2.");
-        version = 2;
+        log::warn!("dict_ldap_open: {name} Unknown version {version}, using 3.");
+        version = 3;
     }
     let mut urls: Vec<String> = Vec::new();
     let mut ldaps = false;
