@@ -202,8 +202,11 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, i32> {
     } else {
         let mut v = Vec::new();
         for i in 0.. {
-            // SAFETY: `attrs` is a NULL-terminated array of C strings; we stop at the NULL.
-            let a = unsafe { *d.attrs.add(i) };
+            // SAFETY: `attrs` is a NULL-terminated array; we stop at the NULL, so
+            // index `i` is within it.
+            let slot = unsafe { d.attrs.add(i) };
+            // SAFETY: `slot` points into the array (see above).
+            let a = unsafe { *slot };
             if a.is_null() {
                 break;
             }
@@ -439,8 +442,11 @@ impl Ldap {
     fn values(vals: *mut *mut ffi::BerVal) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for i in 0.. {
-            // SAFETY: `vals` is NULL-terminated; we stop at the NULL.
-            let v = unsafe { *vals.add(i) };
+            // SAFETY: `vals` is NULL-terminated; we stop at the NULL, so index
+            // `i` is within it.
+            let slot = unsafe { vals.add(i) };
+            // SAFETY: `slot` points into the array (see above).
+            let v = unsafe { *slot };
             if v.is_null() {
                 break;
             }
