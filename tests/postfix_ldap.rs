@@ -105,7 +105,7 @@ fn write_tables(inst: &Instance, slapd: &Slapd, tables: &[(&str, &str)]) {
 fn ldap_tables_answer_as_postfix_in_process() {
     let Some(mut slapd) = Slapd::start("ldap-diff", SAMPLE_LDIF) else { return };
     let mut names: Vec<&str> = TABLES.iter().map(|(n, _)| *n).collect();
-    names.extend(["down.cf", "v2.cf"]);
+    names.extend(["down.cf", "v2.cf", "starttls.cf", "ldaps.cf", "ldaps-nocheck.cf"]);
     let mut inst = Instance::new("ldap", &main_cf(&names, &slapd), Server::Ours);
     write_tables(&inst, &slapd, TABLES);
     inst.start();
@@ -128,6 +128,35 @@ fn ldap_tables_answer_as_postfix_in_process() {
         assert!(found.theirs_warnings.iter().any(|w| w.contains(expected)), "{expected}: {:?}", found.theirs_warnings);
     }
     assert_same_warnings(&inst, &found, 8);
+
+    // TLS: STARTTLS and ldaps, the certificate checked or not.
+    if let Some((ldaps, ca)) = slapd.tls() {
+        let ca = ca.display();
+        let tls = [
+            (
+                "starttls.cf",
+                format!(
+                    "server_host = {}\nstart_tls = yes\ntls_require_cert = yes\ntls_ca_cert_file = {ca}\n",
+                    slapd.url()
+                ),
+            ),
+            (
+                "ldaps.cf",
+                format!("server_host = {ldaps}\nversion = 2\ntls_require_cert = yes\ntls_ca_cert_file = {ca}\n"),
+            ),
+            ("ldaps-nocheck.cf", format!("server_host = {ldaps}\n")),
+        ];
+        let mut tables = Vec::new();
+        for (name, text) in &tls {
+            write_settled(
+                &inst.tables.join(name),
+                &format!("{text}{SEARCH}query_filter = (mail=%s)\nresult_attribute = uid\n"),
+            );
+            tables.push(format!("ldap:{t}/{name}"));
+        }
+        let found = compare(&inst, &tables, &["alice@example.com", "team@example.com", "nobody@example.com"]);
+        assert_eq!(found.hits, 6, "TLS tables answer");
+    }
 
     // On purpose: a server that cannot be reached. The same answer (RETRY:
     // postmap exits 1 with the same message); Postfix warns at every

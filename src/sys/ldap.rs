@@ -33,7 +33,24 @@ const OPT_REFERRALS: c_int = 0x0008;
 const OPT_PROTOCOL_VERSION: c_int = 0x0011;
 const OPT_TIMEOUT: c_int = 0x5002;
 const OPT_NETWORK_TIMEOUT: c_int = 0x5005;
+const OPT_X_TLS_REQUIRE_CERT: c_int = 0x6006;
+const OPT_X_TLS_NEWCTX: c_int = 0x600f;
 const OPT_SUCCESS: c_int = 0;
+
+/// `tls_require_cert` values (LDAP_OPT_X_TLS_NEVER, LDAP_OPT_X_TLS_DEMAND).
+pub(crate) const TLS_NEVER: i32 = 0;
+pub(crate) const TLS_DEMAND: i32 = 2;
+
+/// The TLS file and string options, as Postfix's `tls_*` parameters set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TlsOption {
+    CaCertFile = 0x6002,
+    CaCertDir = 0x6003,
+    CertFile = 0x6004,
+    KeyFile = 0x6005,
+    CipherSuite = 0x6008,
+    RandomFile = 0x6009,
+}
 const API_INFO_VERSION: c_int = 1;
 
 mod ffi {
@@ -90,6 +107,7 @@ mod ffi {
         pub(super) fn ldap_set_option(ld: *mut Ldap, option: c_int, invalue: *const c_void) -> c_int;
         pub(super) fn ldap_get_option(ld: *mut Ldap, option: c_int, outvalue: *mut c_void) -> c_int;
         pub(super) fn ldap_connect(ld: *mut Ldap) -> c_int;
+        pub(super) fn ldap_start_tls_s(ld: *mut Ldap, sctrls: *mut *mut c_void, cctrls: *mut *mut c_void) -> c_int;
         pub(super) fn ldap_sasl_bind_s(
             ld: *mut Ldap,
             dn: *const c_char,
@@ -317,6 +335,34 @@ impl Ldap {
         let tv = timeval(d);
         let p: *const c_void = (&tv as *const ffi::TimeVal).cast();
         self.set(OPT_NETWORK_TIMEOUT, p) && self.set(OPT_TIMEOUT, p)
+    }
+
+    /// Set a TLS string option on this handle; libldap's result code.
+    pub(crate) fn set_tls(&mut self, option: TlsOption, value: &str) -> i32 {
+        let Ok(c) = CString::new(value) else { return LDAP_PARAM_ERROR };
+        // SAFETY: live handle; these options take a C string, copied by libldap.
+        unsafe { ffi::ldap_set_option(self.ld.as_ptr(), option as c_int, c.as_ptr().cast()) }
+    }
+
+    /// `LDAP_OPT_X_TLS_REQUIRE_CERT`; libldap's result code.
+    pub(crate) fn set_tls_require_cert(&mut self, value: i32) -> i32 {
+        let v: c_int = value;
+        // SAFETY: live handle; the option takes a pointer to an int.
+        unsafe { ffi::ldap_set_option(self.ld.as_ptr(), OPT_X_TLS_REQUIRE_CERT, (&v as *const c_int).cast()) }
+    }
+
+    /// A new TLS context for this handle with the options set so far
+    /// (`LDAP_OPT_X_TLS_NEWCTX`, client side); libldap's result code.
+    pub(crate) fn new_tls_context(&mut self) -> i32 {
+        let am_server: c_int = 0;
+        // SAFETY: live handle; the option takes a pointer to an int.
+        unsafe { ffi::ldap_set_option(self.ld.as_ptr(), OPT_X_TLS_NEWCTX, (&am_server as *const c_int).cast()) }
+    }
+
+    /// STARTTLS (`ldap_start_tls_s`), bounded by the handle's timeouts.
+    pub(crate) fn start_tls(&mut self) -> i32 {
+        // SAFETY: live handle; no controls.
+        unsafe { ffi::ldap_start_tls_s(self.ld.as_ptr(), ptr::null_mut(), ptr::null_mut()) }
     }
 
     /// The socket, once connected.

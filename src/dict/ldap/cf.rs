@@ -13,21 +13,26 @@
 //! `chase_referrals`; `cache`, `cache_expiry`, `cache_size` are read and
 //! ignored with Postfix's warnings; `debuglevel` is read and ignored.
 //!
+//! TLS as Postfix: `start_tls`, `ldaps://` URLs, `tls_require_cert`,
+//! `tls_ca_cert_file`, `tls_ca_cert_dir`, `tls_cert`, `tls_key`,
+//! `tls_random_file`, `tls_cipher_suite` (set only when one of the first
+//! two asks for TLS).
+//!
 //! Refused at open (the table becomes a surrogate answering RETRY, with a
 //! reason naming the parameter; docs/compatibility.md): `bind = sasl`,
-//! `start_tls = yes` and `ldaps://` URLs, which this build does not
-//! implement. The TLS and SASL parameters are still read, so that their
-//! syntax errors are Postfix's.
+//! which this build does not implement. The SASL parameters are still
+//! read, so that their syntax errors are Postfix's.
 //!
 //! Ours: `max_connections` (4, per server per worker process) and
 //! `retry_interval` (5 s without connect attempts after a failed one).
 
 use super::filter::is_dynamic;
+use super::server::Tls;
 use crate::dict::db_common::cf::Cf;
 use crate::dict::db_common::domain::{DomainFilter, System};
 use crate::dict::db_common::template::{Context, Role, Template};
 use crate::dict::OpenError;
-use crate::sys::ldap::{self, SCOPE_BASE, SCOPE_ONE, SCOPE_SUB};
+use crate::sys::ldap::{self, TlsOption, SCOPE_BASE, SCOPE_ONE, SCOPE_SUB};
 
 /// Postfix's CHARS_COMMA_SP.
 const SEPARATORS: &[char] = &[',', ' ', '\t', '\r', '\n'];
@@ -67,6 +72,8 @@ pub(super) struct Config {
     pub(super) size_limit: i32,
     pub(super) dereference: i32,
     pub(super) chase_referrals: bool,
+    /// Set when `start_tls = yes` or a URL is `ldaps:`.
+    pub(super) tls: Option<Tls>,
     pub(super) max_connections: i32,
     pub(super) retry_interval: i32,
 }
@@ -174,21 +181,30 @@ pub(super) fn read(name: &str, params: &crate::config::Params) -> Result<Config,
         log::warn!("dict_ldap_open: {name} start_tls requires protocol version 3");
         version = 3;
     }
-    cf.get_bool("tls_require_cert", false)?;
-    for p in ["tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert", "tls_key", "tls_random_file", "tls_cipher_suite"] {
-        str0(p, "")?;
+    let require_cert = cf.get_bool("tls_require_cert", false)?;
+    let mut files = Vec::new();
+    for (param, option) in [
+        ("tls_ca_cert_file", TlsOption::CaCertFile),
+        ("tls_ca_cert_dir", TlsOption::CaCertDir),
+        ("tls_cert", TlsOption::CertFile),
+        ("tls_key", TlsOption::KeyFile),
+        ("tls_random_file", TlsOption::RandomFile),
+        ("tls_cipher_suite", TlsOption::CipherSuite),
+    ] {
+        let value = str0(param, "")?;
+        if !value.is_empty() {
+            files.push((option, param, value));
+        }
     }
+    // Postfix sets them in this order (the random file first).
+    files.sort_by_key(|(o, _, _)| *o != TlsOption::RandomFile);
     cf.get_int("debuglevel", 0, 0, 0)?;
     let max_connections = cf.get_int("max_connections", 4, 1, 0)?;
     let retry_interval = cf.get_int("retry_interval", 5, 1, 0)?;
-    let unsupported = |what: &str| Err(OpenError::new(format!("{name}: {what} is not supported by this proxymap")));
-    let Some(bind) = bind else { return unsupported("bind = sasl") };
-    if start_tls {
-        return unsupported("start_tls = yes");
-    }
-    if ldaps {
-        return unsupported("an ldaps: URL in server_host");
-    }
+    let Some(bind) = bind else {
+        return Err(OpenError::new(format!("{name}: bind = sasl is not supported by this proxymap")));
+    };
+    let tls = (start_tls || ldaps).then_some(Tls { start_tls, require_cert, files });
     Ok(Config {
         urls: urls.join(" "),
         version,
@@ -209,6 +225,7 @@ pub(super) fn read(name: &str, params: &crate::config::Params) -> Result<Config,
         size_limit,
         dereference,
         chase_referrals,
+        tls,
         max_connections,
         retry_interval,
     })

@@ -77,6 +77,7 @@ fn open_in(req: &OpenRequest, pools: &Registry<LdapServer>) -> Result<Box<dyn Di
         dereference: cf.dereference,
         chase_referrals: cf.chase_referrals,
         timeout,
+        tls: cf.tls.clone(),
     };
     let settings = Settings {
         max_connections: usize::try_from(cf.max_connections).unwrap_or(1),

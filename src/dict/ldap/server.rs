@@ -1,19 +1,20 @@
 //! An LDAP server identity on `db_common::pool`: what Postfix's connection
 //! cache key holds (the URL list, protocol version, bind mode, DN and
-//! password, dereference, referral chasing) plus the timeout. Tables with
+//! password, dereference, referral chasing, TLS settings) plus the timeout. Tables with
 //! equal identities share one capped pool per worker process, as Postfix
 //! shares one handle per process. The password is part of the identity,
 //! never of its name.
 //!
 //! Connecting is Postfix's `dict_ldap_connect`: `ldap_initialize` with the
 //! URL list (libldap tries the URLs in order), the network timeout, the
-//! protocol version, dereferencing, referrals, then a simple bind when
+//! protocol version, dereferencing, referrals, the TLS options and
+//! STARTTLS when the table uses TLS, then a simple bind when
 //! `bind` says so, all bounded by `timeout`; without a bind the connection
 //! is opened at once, so that a server that is down is noticed here and
 //! logged once by the pool.
 
 use crate::dict::db_common::pool::{Connection, Rank, Registry, Server};
-use crate::sys::ldap::{self, Ldap, LDAP_SUCCESS};
+use crate::sys::ldap::{self, Ldap, TlsOption, LDAP_SUCCESS, TLS_DEMAND, TLS_NEVER};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -34,6 +35,46 @@ pub(crate) struct LdapServer {
     pub(super) dereference: i32,
     pub(super) chase_referrals: bool,
     pub(super) timeout: Duration,
+    pub(super) tls: Option<Tls>,
+}
+
+/// The TLS settings of a server that uses TLS (STARTTLS or `ldaps:`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Tls {
+    pub(super) start_tls: bool,
+    pub(super) require_cert: bool,
+    /// The file and string options that are set: option, parameter, value.
+    pub(super) files: Vec<(TlsOption, &'static str, String)>,
+}
+
+impl Tls {
+    /// Postfix's `dict_ldap_set_tls_options` and STARTTLS; the error is
+    /// Postfix's message.
+    fn apply(&self, ld: &mut Ldap) -> Result<(), String> {
+        const ME: &str = "dict_ldap_set_tls_options";
+        for (option, param, value) in &self.files {
+            let rc = ld.set_tls(*option, value);
+            if rc != LDAP_SUCCESS {
+                return Err(format!("{ME}: Unable to set {param} to {value}: {rc}: {}", ldap::err2string(rc)));
+            }
+        }
+        let require = if self.require_cert { TLS_DEMAND } else { TLS_NEVER };
+        let rc = ld.set_tls_require_cert(require);
+        if rc != LDAP_SUCCESS {
+            return Err(format!("{ME}: Unable to set tls_require_cert to {require}: {rc}: {}", ldap::err2string(rc)));
+        }
+        let rc = ld.new_tls_context();
+        if rc != LDAP_SUCCESS {
+            return Err(format!("{ME}: Unable to allocate new TLS context {rc}: {}", ldap::err2string(rc)));
+        }
+        if self.start_tls {
+            let rc = ld.start_tls();
+            if rc != LDAP_SUCCESS {
+                return Err(format!("dict_ldap_connect: Unable to set STARTTLS: {rc}: {}", ldap::err2string(rc)));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A connection: a bound libldap handle.
@@ -78,6 +119,9 @@ impl Server for LdapServer {
         }
         if !ld.set_referrals(self.chase_referrals) {
             return Err(format!("{ME}: Unable to set Referral chasing."));
+        }
+        if let Some(tls) = &self.tls {
+            tls.apply(&mut ld)?;
         }
         let rc = if self.bind { ld.simple_bind(&self.bind_dn, &self.bind_pw) } else { ld.connect() };
         if rc != LDAP_SUCCESS {

@@ -28,6 +28,8 @@ const SLAPADD: &str = "/usr/sbin/slapadd";
 pub struct Slapd {
     dir: TempDir,
     port: u16,
+    /// The `ldaps://` port; 0 when no certificate could be made.
+    tls_port: u16,
     child: Option<Child>,
 }
 
@@ -52,8 +54,14 @@ impl Slapd {
             .iter()
             .map(|s| format!("include /etc/ldap/schema/{s}.schema\n"))
             .collect();
+        let tls = if make_certificate(dir.path()) {
+            format!("TLSCertificateFile {d}/cert.pem\nTLSCertificateKeyFile {d}/key.pem\n")
+        } else {
+            eprintln!("no TLS: openssl could not make a certificate");
+            String::new()
+        };
         let conf = format!(
-            "{schemas}pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
+            "{schemas}{tls}pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
              database mdb\nmaxsize 10485760\nsuffix \"{SUFFIX}\"\nrootdn \"{ROOT_DN}\"\nrootpw \"{ROOT_PW}\"\n\
              directory {d}/db\n"
         );
@@ -70,8 +78,12 @@ impl Slapd {
             .output()
             .expect("slapadd");
         assert!(out.status.success(), "slapadd failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut server = Slapd { dir, port: 0, child: None };
+        let has_tls = !tls.is_empty();
+        let mut server = Slapd { dir, port: 0, tls_port: 0, child: None };
         server.port = free_port();
+        if has_tls {
+            server.tls_port = free_port();
+        }
         server.run();
         Some(server)
     }
@@ -84,7 +96,10 @@ impl Slapd {
             .open(self.dir.path().join("slapd.log"))
             .expect("slapd.log");
         let err = log.try_clone().expect("log");
-        let urls = format!("{} {}", self.url(), self.ldapi_url());
+        let mut urls = format!("{} {}", self.url(), self.ldapi_url());
+        if self.tls_port != 0 {
+            urls = format!("{urls} ldaps://127.0.0.1:{}/", self.tls_port);
+        }
         let child = Command::new(SLAPD)
             .args(["-d", "0", "-f"])
             .arg(self.dir.path().join("slapd.conf"))
@@ -112,6 +127,13 @@ impl Slapd {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `ldaps://127.0.0.1:<port>/`, and the certificate to trust (the
+    /// server's own, self-signed for 127.0.0.1); None without TLS.
+    pub fn tls(&self) -> Option<(String, PathBuf)> {
+        (self.tls_port != 0)
+            .then(|| (format!("ldaps://127.0.0.1:{}/", self.tls_port), self.dir.path().join("cert.pem")))
     }
 
     /// The UNIX socket.
@@ -149,6 +171,19 @@ impl Slapd {
         self.stop();
         self.run();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 (cert.pem, key.pem in `dir`).
+fn make_certificate(dir: &std::path::Path) -> bool {
+    Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 impl Drop for Slapd {
