@@ -114,6 +114,13 @@ fn ldap_tables_answer_as_postfix_in_process() {
     let tables: Vec<String> =
         TABLES.iter().map(|(n, _)| format!("ldap:{t}/{n}")).chain(["ldap:ldapmain".to_string()]).collect();
     let found = compare(&inst, &tables, KEYS);
+    eprintln!(
+        "{} tables x {} keys asked of both: {} found by Postfix, {} distinct warnings of Postfix's",
+        tables.len(),
+        KEYS.len(),
+        found.hits,
+        found.theirs_warnings.len()
+    );
     assert!(found.hits > 60, "only {} hits: is the directory there?", found.hits);
     for expected in [
         "Size limit exceeded",
