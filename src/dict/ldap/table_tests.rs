@@ -248,3 +248,33 @@ fn bad_configurations_fail_the_open_with_postfixs_text() {
     let cf = write("ok.cf", "server_host = ldap://[bad localhost\n");
     assert!(open_cf(&cf).is_ok());
 }
+
+#[test]
+fn server_hosts_become_a_url_list_as_postfix_makes_it() {
+    let dir = TempDir::new("ldap-hosts");
+    let read = |text: &str| {
+        let p = dir.write("h.cf", text);
+        backdate(&p);
+        cf::read(p.to_str().unwrap(), &Params::default()).map_err(|e| e.reason)
+    };
+    let c =
+        read("server_host = a.example, b.example:1389 ldap://c.example/\n  ldapi://%2Frun%2Fs/\nserver_port = 10389\n")
+            .unwrap();
+    assert_eq!(c.urls, "ldap://a.example:10389 ldap://b.example:1389 ldap://c.example/ ldapi://%2Frun%2Fs/");
+    assert_eq!(c.version, 3);
+    // a scheme other than ldap forces version 3
+    assert_eq!(read("server_host = ldapi://%2Frun%2Fs/\nversion = 2\n").unwrap().version, 3);
+    assert_eq!(read("server_host = ldap://h/\nversion = 2\n").unwrap().version, 2);
+    assert_eq!(read("version = 7\n").unwrap().version, 3);
+    assert_eq!(read("\n").unwrap().urls, "ldap://localhost:389");
+    // a URL libldap cannot parse is skipped (with Postfix's error line)
+    assert_eq!(read("server_host = ldap://[bad h2\n").unwrap().urls, "ldap://h2:389");
+    let c = read("terminal_result_attribute = t\nleaf_result_attribute = l1 l2\nspecial_result_attribute = member\n")
+        .unwrap();
+    assert_eq!(c.attributes.names, ["t", "l1", "l2", "maildrop", "member"]);
+    assert_eq!((c.attributes.num_terminal, c.attributes.num_leaf, c.attributes.num_attributes), (1, 2, 4));
+    assert_eq!(c.size_limit, 0);
+    assert_eq!(read("expansion_limit = 5\n").unwrap().size_limit, 5);
+    assert!(c.tls.is_none());
+    assert!(read("server_host = ldaps://h/\n").unwrap().tls.is_some_and(|t| !t.start_tls));
+}
