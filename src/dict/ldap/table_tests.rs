@@ -245,6 +245,9 @@ fn bad_configurations_fail_the_open_with_postfixs_text() {
     assert!(open_cf(&cf).err().unwrap().reason.contains("bind = sasl is not supported"));
     let cf = write("t.cf", "query_filter = (x=%z)\n");
     assert!(open_cf(&cf).err().unwrap().reason.contains("Invalid query template"));
+    let params = Params::default();
+    let rw = OpenRequest { type_name: "ldap", name: &cf, mode: Mode::ReadWrite, flags: 0, params: &params };
+    assert_eq!(open(&rw).err().unwrap().reason, format!("ldap:{cf} map requires O_RDONLY access mode"));
     let cf = write("ok.cf", "server_host = ldap://[bad localhost\n");
     assert!(open_cf(&cf).is_ok());
 }
