@@ -14,6 +14,7 @@ apt_install_missing() {
     # Preseeds that matter only when their package is installed.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     echo "postfix postfix/mailname string localhost.localdomain" | debconf-set-selections
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 }

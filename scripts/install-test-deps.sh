@@ -8,7 +8,9 @@
 # package writes no main.cf and starts nothing; the tests run private instances.
 # PostgreSQL's package may create and start its default cluster: the tests
 # leave it alone (they never use its socket or port); so with MariaDB's.
+# slapd is preseeded to configure nothing; the ldap tests run slapd
+# instances of their own.
 set -euo pipefail
 . "$(dirname "$0")/apt-install-missing.sh"
 apt_install_missing install-test-deps postfix postfix-lmdb postfix-cdb postfix-pcre postfix-sqlite sqlite3 \
-    postgresql postfix-pgsql mariadb-server postfix-mysql
+    postgresql postfix-pgsql mariadb-server postfix-mysql slapd ldap-utils postfix-ldap

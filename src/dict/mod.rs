@@ -11,6 +11,7 @@
 //! * `composite`: tables made of other tables (`pipemap`, `unionmap`,
 //!   `randmap`, nested `proxy`);
 //! * `sql`: SQL databases (`sqlite`, `pgsql`, `mysql`);
+//! * `ldap`: LDAP directories (`ldap`), through OpenLDAP's libldap;
 //! * `net`: servers asked over a stream socket (`socketmap`, `tcp`,
 //!   `memcache`);
 //! * `db_common`: what every database and network table shares: the `.cf`
@@ -27,6 +28,7 @@ pub(crate) mod builtin;
 pub(crate) mod composite;
 pub(crate) mod db_common;
 pub(crate) mod file;
+pub(crate) mod ldap;
 pub(crate) mod net;
 pub(crate) mod pattern;
 pub(crate) mod postmap_text;

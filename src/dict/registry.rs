@@ -22,6 +22,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("hash", super::file::db::open_hash),
     ("inline", super::builtin::inline::open),
     ("internal", super::builtin::internal::open),
+    ("ldap", super::ldap::open),
     ("lmdb", super::file::lmdb::open),
     ("mysql", super::sql::mysql::open),
     ("pcre", super::pattern::pcre::open),

@@ -8,6 +8,7 @@
 
 pub(crate) mod db;
 pub(crate) mod errno;
+pub(crate) mod ldap;
 pub(crate) mod lmdb;
 pub(crate) mod mysql;
 pub(crate) mod passwd;

@@ -5,6 +5,7 @@
 pub(crate) mod mapdiff;
 pub(crate) mod pgsql;
 pub(crate) mod postfix;
+pub(crate) mod slapd;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
