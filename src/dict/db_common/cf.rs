@@ -149,8 +149,6 @@ impl<'a> Cf<'a> {
     }
 
     /// A boolean parameter: `yes` or `no`, in any case.
-    // for the types with boolean parameters (ldap, memcache), still to come
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn get_bool(&self, param: &str, default: bool) -> Result<bool, OpenError> {
         match self.value(param)? {
             (Some(v), shown) => {
