@@ -17,6 +17,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("inline", super::builtin::inline::open),
     ("internal", super::builtin::internal::open),
     ("lmdb", super::file::lmdb::open),
+    ("memcache", super::net::memcache::open),
     ("mysql", super::sql::mysql::open),
     ("pcre", super::pattern::pcre::open),
     ("pgsql", super::sql::pgsql::open),
