@@ -74,6 +74,9 @@ pub(crate) struct Memcache {
     max_try: i32,
     limits: Limits,
     timeout: Duration,
+    /// The `%m` Postfix prints for an EOF or an overlong line (see
+    /// [`stale_errno`]).
+    eof_errno: Option<&'static str>,
     pool: Arc<Pool<Endpoint>>,
     backup: Option<Box<dyn Dict>>,
 }
@@ -90,10 +93,8 @@ pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<Endpoint>) -> Result<B
     }
     let cf = Cf::open(name, req.params)?;
     let key_format = cf.get_str("key_format", Some("%s"), 0, 0)?.unwrap_or_default();
-    let timeout = match cf.get_int("timeout", 2, 0, 0)? {
-        n if n > 0 => seconds(n),
-        _ => NO_TIMEOUT,
-    };
+    let timeout_secs = cf.get_int("timeout", 2, 0, 0)?;
+    let timeout = if timeout_secs > 0 { seconds(timeout_secs) } else { NO_TIMEOUT };
     let ttl = cf.get_int("ttl", 3600, 0, 0)?;
     let mc_flags = cf.get_int("flags", 0, 0, 0)?;
     let retry_pause = seconds(cf.get_int("retry_pause", 1, 1, 0)?);
@@ -132,9 +133,22 @@ pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<Endpoint>) -> Result<B
         max_try,
         limits: Limits { line, data },
         timeout,
-        pool: pools.pool(endpoint, settings),
+        eof_errno: stale_errno(&endpoint, timeout_secs),
+        pool: pools.pool(endpoint.clone(), settings),
         backup,
     }))
+}
+
+/// Postfix prints `%m` for an EOF or an overlong reply line too, where
+/// errno is left over from before. That is the retry's: every retry runs
+/// on a new connection, and over TCP with a timeout the connect is a
+/// non-blocking one that leaves EINPROGRESS behind (found by running
+/// 3.7.11). Over a UNIX socket the connect completes at once.
+fn stale_errno(endpoint: &Endpoint, timeout: i32) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::Inet { .. } if timeout > 0 => Some("Operation now in progress"),
+        _ => None,
+    }
 }
 
 fn seconds(n: i32) -> Duration {
@@ -258,7 +272,7 @@ impl Memcache {
             },
             Err(Error::Failed(_)) => match failed.take() {
                 Some(Fail::Timeout) => Outcome::Stop { text: self.io_text(Some("Connection timed out")), log: true },
-                Some(Fail::Io(errno)) => Outcome::Again(self.io_text(errno.as_deref())),
+                Some(Fail::Io(errno)) => Outcome::Again(self.io_text(errno.as_deref().or(self.eof_errno))),
                 Some(Fail::Reply(line)) => Outcome::Again(match what {
                     Op::Get => format!("{}: unexpected memcache server reply: {}", self.name, clip(&line, 30)),
                     Op::Set => format!("database memcache:{}: update failed: {}", self.name, clip(&line, 30)),
@@ -266,7 +280,7 @@ impl Memcache {
                 }),
                 Some(Fail::Data) => Outcome::Again(format!("{}: EOF receiving memcache server reply", self.name)),
                 // Stale failures went to the pool as Broken: never here.
-                Some(Fail::Stale(_)) | None => Outcome::Again(self.io_text(None)),
+                Some(Fail::Stale(_)) | None => Outcome::Again(self.io_text(self.eof_errno)),
             },
         }
     }
