@@ -68,7 +68,11 @@ const KEYS: &[&str] = &[
 ];
 
 /// Tables written through proxywrite (and by postmap -d).
-const WTABLES: &[(&str, &str)] = &[("w.cf", "ttl = 600\nflags = 5\n"), ("wdata.cf", "data_size_limit = 20\n")];
+const WTABLES: &[(&str, &str)] = &[
+    ("w.cf", "ttl = 600\nflags = 5\n"),
+    ("wdata.cf", "data_size_limit = 20\n"),
+    ("wbackup.cf", "backup = hash:@WTABLES@/backup\n"),
+];
 
 fn main_cf(t: &str) -> String {
     let read: Vec<String> = TABLES.iter().map(|(n, _)| format!("proxy:memcache:{t}/{n}")).collect();
@@ -86,7 +90,8 @@ fn seed(mc: &Memcached) {
 fn write_tables(inst: &Instance, mc: &Memcached) {
     let t = inst.tables.display().to_string();
     for (name, rest) in TABLES.iter().chain(WTABLES) {
-        let text = format!("memcache = {}\n{}", mc.service(), rest.replace("@TABLES@", &t));
+        let rest = rest.replace("@TABLES@", &t).replace("@WTABLES@", &inst.wtables.display().to_string());
+        let text = format!("memcache = {}\n{rest}", mc.service());
         write_settled(&inst.tables.join(name), &text);
     }
     std::fs::write(inst.tables.join("backup.txt"), "persistent@example.com from the backup\nbig small\n")
@@ -261,4 +266,68 @@ fn memcache_down_is_retry_as_in_postfix_and_logged_once_per_outage() {
     seed(&mc);
     let (ours, _) = query(&inst, "alice@example.com", &format!("proxy:{basic}"));
     assert!(ours.starts_with("exit=Some(0) stdout=\"alice-value\\n\""), "{ours}");
+}
+
+/// An empty `hash:` backup in `dir`, owned by the postfix user
+/// (proxywrite writes it); built with `inst`'s postmap.
+fn fresh_backup(inst: &Instance, dir: &std::path::Path) {
+    let path = dir.join("backup");
+    let _ = std::fs::remove_file(path.with_extension("db"));
+    std::fs::write(&path, "").expect("backup source");
+    let out = inst.postmap(&[&format!("hash:{}", path.display())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let chown = std::process::Command::new("chown").arg("postfix:postfix").arg(path.with_extension("db")).status();
+    assert!(chown.is_ok_and(|s| s.success()));
+}
+
+/// Send one request; the reply, or `(no reply)` when the server closed the
+/// connection instead.
+fn reply_or_eof(c: &mut Raw, request: &[u8]) -> String {
+    use std::io::Read;
+    c.send(request);
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    // a reply here is one list of short attributes: it ends in two NULs
+    while !got.ends_with(b"\0\0") {
+        match c.stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => return "(no reply)".to_string(),
+        }
+    }
+    String::from_utf8_lossy(&got).replace('\0', "|")
+}
+
+#[test]
+fn memcache_backup_duplicate_kills_postfix_proxywrite_and_is_replaced_in_ours() {
+    let Some(mc) = Memcached::start("pf-memcache-dup") else { return };
+    let mut ours = Instance::new("memcache-dup", &main_cf("@TABLES@"), Server::Ours);
+    write_tables(&ours, &mc);
+    let t = ours.tables.display().to_string();
+    let mut theirs = Instance::new("memcache-duppf", &main_cf(&t), Server::Postfix);
+    let table = format!("memcache:{t}/wbackup.cf");
+    let wtables = ours.wtables.clone();
+    let update = |v: &str| {
+        list(&[("request", "update"), ("table", &table), ("flags", "16768"), ("key", "k@example.com"), ("value", v)])
+    };
+    // the first request opens the table (and its backup) without DUP_REPLACE
+    let open = list(&[("request", "open"), ("table", &table), ("flags", "0")]);
+    let run = |inst: &mut Instance| -> Vec<String> {
+        seed(&mc);
+        fresh_backup(inst, &wtables);
+        inst.start();
+        let mut c = Raw::connect(&inst.socket("proxywrite"));
+        let replies = [open.clone(), update("v1"), update("v2")].iter().map(|r| reply_or_eof(&mut c, r)).collect();
+        replies
+    };
+    let their_replies = run(&mut theirs);
+    theirs.stop();
+    assert_eq!(their_replies[1..], ["status|0||", "(no reply)"], "{}", theirs.log());
+    assert!(theirs.log().contains("duplicate entry: \"k@example.com\""), "{}", theirs.log());
+    // On purpose (docs/compatibility.md): ours replaces the backup's value.
+    let our_replies = run(&mut ours);
+    assert_eq!(our_replies[1..], ["status|0||", "status|0||"]);
+    assert_eq!(mc.value("k@example.com").as_deref(), Some("v2"));
+    let backup = format!("hash:{}", ours.wtables.join("backup").display());
+    let out = ours.postmap(&["-q", "k@example.com", &backup]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n");
 }

@@ -172,6 +172,8 @@ fn a_backup_answers_misses_refills_the_cache_and_follows_writes() {
     assert_eq!(mc.value("persistent@example.com").as_deref(), Some("stored value"), "written back");
     assert_eq!(get(&mut d, "absent@example.com", 0), None);
     // Writes go to both; the backup's outcome decides.
+    assert_eq!(d.update(b"new@example.com", b"first", DUP_REPLACE), Ok(true));
+    // a key already in the backup is replaced (proxywrite's DUP_REPLACE)
     assert_eq!(d.update(b"new@example.com", b"both", DUP_REPLACE), Ok(true));
     assert_eq!(mc.value("new@example.com").as_deref(), Some("both"));
     mc.raw(b"delete new@example.com\r\n");
