@@ -298,3 +298,36 @@ fn odd_replies_are_retried_after_the_pause_and_logged_from_the_second_try() {
     let seen = server.join().unwrap();
     assert_eq!(seen, ["get k", "get k", "set k 0 3600 1", "v", "set k 0 3600 1"]);
 }
+
+#[test]
+fn an_outage_is_one_line_however_many_lookups_fail() {
+    let Some(mut mc) = Memcached::start("mct-outage") else { return };
+    let dir = TempDir::new("mct-outage");
+    let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    let report: crate::dict::db_common::pool::Report =
+        Arc::new(move |_, text: &str| crate::sync::lock(&sink).push(text.to_string()));
+    let pools = Registry::with_report(report);
+    let name = cf(&dir, "o.cf", &format!("memcache = {}\n", mc.service()));
+    let params = Params::default();
+    let open = |name: &str| {
+        let req = OpenRequest { type_name: "memcache", name, mode: Mode::ReadOnly, flags: 0, params: &params };
+        open_in(&req, &pools).unwrap_or_else(|e| panic!("{}", e.reason))
+    };
+    let (a, b) = (open(&name), open(&name));
+    mc.put("k", "v");
+    assert_eq!(a.lookup(b"k", 0, &mut Vec::new()), Ok(true));
+    mc.kill();
+    for _ in 0..5 {
+        retry(&*a, "k");
+        retry(&*b, "k");
+    }
+    mc.restart();
+    mc.put("k", "v");
+    assert_eq!(b.lookup(b"k", 0, &mut Vec::new()), Ok(true));
+    assert_eq!(a.lookup(b"k", 0, &mut Vec::new()), Ok(true));
+    let lines = crate::sync::lock(&lines).clone();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("{} is down: connect to ", mc.service())), "{lines:?}");
+    assert!(lines[1].starts_with(&format!("{} is back after ", mc.service())), "{lines:?}");
+}
