@@ -40,13 +40,13 @@ use super::memcache_client::{self as client, Fail, Limits};
 use super::memcache_proto::{clip, has_space};
 use crate::dict::db_common::cf::Cf;
 use crate::dict::db_common::domain::{DomainFilter, System};
-use crate::dict::db_common::pool::{Error, Failure, Pool, Registry, Settings};
+use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
 use crate::dict::db_common::template::{Context, Role, Template};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Cursor, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FIXED, FOLD_FIX, MULTI_WRITER, NO_UNAUTH};
 use std::cell::Cell;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// Connections per memcached server per worker process.
@@ -77,7 +77,8 @@ pub(crate) struct Memcache {
     /// The `%m` Postfix prints for an EOF or an overlong line (see
     /// [`stale_errno`]).
     eof_errno: Option<&'static str>,
-    pool: Arc<Pool<Endpoint>>,
+    /// The memcached's pool (the one host of this table).
+    server: Hosts<Endpoint>,
     backup: Option<Box<dyn Dict>>,
 }
 
@@ -134,7 +135,7 @@ pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<Endpoint>) -> Result<B
         limits: Limits { line, data },
         timeout,
         eof_errno: stale_errno(&endpoint, timeout_secs),
-        pool: pools.pool(endpoint.clone(), settings),
+        server: Hosts::new(pools, vec![endpoint.clone()], settings),
         backup,
     }))
 }
@@ -247,7 +248,7 @@ impl Memcache {
     fn once<T>(&self, command: &mut impl FnMut(&mut Stream, Instant) -> Result<T, Fail>, what: Op) -> Outcome<T> {
         let deadline = Instant::now() + self.timeout;
         let failed = Cell::new(None);
-        let result = self.pool.run(deadline, |stream| match command(stream, deadline) {
+        let result = self.server.run(|stream| match command(stream, deadline) {
             Ok(v) => Ok(v),
             Err(Fail::Stale(why)) => Err(Failure::Broken(why)),
             Err(other) => {

@@ -12,6 +12,7 @@ use crate::protocol::flags::DUP_REPLACE;
 use crate::test_support::{backdate, TempDir};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
 
 /// A `.cf` file in `dir` with `text`, settled.
 fn cf(dir: &TempDir, file: &str, text: &str) -> String {
