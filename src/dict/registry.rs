@@ -24,6 +24,7 @@ const TYPES: &[(&str, OpenFn)] = &[
     ("internal", super::builtin::internal::open),
     ("ldap", super::ldap::open),
     ("lmdb", super::file::lmdb::open),
+    ("memcache", super::net::memcache::open),
     ("mysql", super::sql::mysql::open),
     ("pcre", super::pattern::pcre::open),
     ("pgsql", super::sql::pgsql::open),

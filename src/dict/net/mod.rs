@@ -4,6 +4,13 @@
 //! * [`endpoint`]: `inet:host:port` / `unix:/path` and a connection with
 //!   deadlines; an endpoint is a `db_common::pool` server identity, so
 //!   tables naming one endpoint share one capped pool of connections.
+//! * [`memcache`]: `memcache:` tables (readable and, through proxywrite,
+//!   writable), with `memcache_proto` (the text protocol, no I/O) and
+//!   `memcache_client` (one command on a connection, with a deadline).
 
-#[allow(dead_code)] // until the first network table uses it (this is its first commit)
 pub(crate) mod endpoint;
+pub(crate) mod memcache;
+mod memcache_client;
+mod memcache_proto;
+#[cfg(test)]
+pub(crate) mod test_memcached;
