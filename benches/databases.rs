@@ -102,8 +102,28 @@ impl Run {
     }
 }
 
+/// How the clients connect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    /// Each keeps its connection (as a long-lived Postfix daemon).
+    Persistent,
+    /// Each connects anew every [`SHORT_LOOKUPS`] lookups (as Postfix's
+    /// processes come and go): master(8) then starts more proxymap
+    /// processes.
+    Short,
+}
+
+const SHORT_LOOKUPS: usize = 5;
+
 /// `conns` clients asking `tables` in turn until `stop` (at most 3 × `secs`).
-fn run(socket: &Path, tables: &[String], conns: usize, secs: f64, stop: &AtomicBool, start: &Barrier) -> Vec<Run> {
+fn run(
+    socket: &Path,
+    tables: &[String],
+    (conns, how): (usize, Clients),
+    secs: f64,
+    stop: &AtomicBool,
+    start: &Barrier,
+) -> Vec<Run> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..conns)
             .map(|id| {
@@ -117,6 +137,11 @@ fn run(socket: &Path, tables: &[String], conns: usize, secs: f64, stop: &AtomicB
                         let key = format!("user{}@example.com", i % ROWS);
                         i += 1;
                         let t = Instant::now();
+                        if how == Clients::Short && i % SHORT_LOOKUPS == 0 {
+                            if let Ok(c) = Client::connect(socket) {
+                                client = c;
+                            }
+                        }
                         match client.lookup(&tables[i % tables.len()], &key) {
                             Ok(true) => run.lookups += 1,
                             Ok(false) => run.failed += 1,
@@ -268,7 +293,8 @@ fn main() {
     println!("| table | clients | server | lookups/s | p50 | p99 | failed | connections held | proxymap CPU/lookup | database CPU/lookup |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for db in &databases {
-        for &n in &conns {
+        let cells = conns.iter().map(|&n| (n, Clients::Persistent)).chain([(16, Clients::Short)]);
+        for (n, how) in cells {
             for server in [Server::Postfix, Server::Ours] {
                 // fresh processes: every run starts with no connection open
                 inst.restart_with(server);
@@ -276,7 +302,7 @@ fn main() {
                 let start = Barrier::new(n + 1);
                 let (mut all, held, ours_cpu, db_cpu) = std::thread::scope(|s| {
                     let fast = &db.fast;
-                    let clients = s.spawn(|| run(&socket, fast, n, secs, &stop, &start));
+                    let clients = s.spawn(|| run(&socket, fast, (n, how), secs, &stop, &start));
                     start.wait();
                     let cpu0 = (proxymap_cpu(&inst), cpu_time(db.server_pid));
                     std::thread::sleep(Duration::from_secs_f64(secs * 0.8));
@@ -290,8 +316,9 @@ fn main() {
                 let lookups = all.lookups.max(1) as f64;
                 let per_lookup = |d: Duration| d.as_secs_f64() * 1e6 / lookups;
                 println!(
-                    "| {} | {n} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} | {:.0} µs | {:.0} µs |",
+                    "| {} | {n}{} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} | {:.0} µs | {:.0} µs |",
                     db.label,
+                    if how == Clients::Short { " short" } else { "" },
                     name(server),
                     all.lookups as f64 / secs,
                     all.percentile(0.5).as_secs_f64() * 1e3,
@@ -322,9 +349,9 @@ fn main() {
             let slow_clients = if with_slow { SLOW_CLIENTS } else { 0 };
             let start = Barrier::new(2 * FAST_CLIENTS + slow_clients + 1);
             let (mut pg_run, mut lmdb_run, slow_run) = std::thread::scope(|s| {
-                let slow_run = s.spawn(|| run(&socket, &slow, slow_clients, secs, &stop, &start));
-                let pg_run = s.spawn(|| run(&socket, &fast_pg, FAST_CLIENTS, secs, &stop, &start));
-                let lmdb_run = s.spawn(|| run(&socket, &lmdb, FAST_CLIENTS, secs, &stop, &start));
+                let slow_run = s.spawn(|| run(&socket, &slow, (slow_clients, Clients::Persistent), secs, &stop, &start));
+                let pg_run = s.spawn(|| run(&socket, &fast_pg, (FAST_CLIENTS, Clients::Persistent), secs, &stop, &start));
+                let lmdb_run = s.spawn(|| run(&socket, &lmdb, (FAST_CLIENTS, Clients::Persistent), secs, &stop, &start));
                 start.wait();
                 std::thread::sleep(Duration::from_secs_f64(secs));
                 stop.store(true, Ordering::Relaxed);
