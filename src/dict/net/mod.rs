@@ -4,6 +4,15 @@
 //! * [`endpoint`]: `inet:host:port` / `unix:/path` and a connection with
 //!   deadlines; an endpoint is a `db_common::pool` server identity, so
 //!   tables naming one endpoint share one capped pool of connections.
+//! * [`socketmap`]: `socketmap:` tables (netstring requests, [`netstring`]);
+//!   [`tcp`]: `tcp:` tables (`%XX`-quoted lines, [`hex_quote`]); both on
+//!   the pools of [`session`].
 
-#[allow(dead_code)] // until the first network table uses it (this is its first commit)
 pub(crate) mod endpoint;
+pub(crate) mod hex_quote;
+pub(crate) mod netstring;
+pub(crate) mod session;
+pub(crate) mod socketmap;
+pub(crate) mod tcp;
+#[cfg(test)]
+pub(crate) mod test_server;
