@@ -68,6 +68,9 @@ pub(crate) struct Tcp {
     flags: u32,
     /// `host:port` as the table names it.
     addr: String,
+    /// `smtputf8_enable`: whether warnings keep UTF-8 text (Postfix's
+    /// printable() under `util_utf8_enable`).
+    utf8: bool,
     limits: Limits,
     pool: Arc<Pool<NetServer>>,
 }
@@ -95,12 +98,27 @@ pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<NetServer>, limits: Li
     let spec = if addr.starts_with(':') { format!("localhost{addr}") } else { addr.to_string() };
     let endpoint = Endpoint::parse(&spec, true).map_err(|why| OpenError::new(format!("{addr}: {why}")))?;
     let server = NetServer::new(Protocol::Tcp, endpoint, addr, None);
-    Ok(Box::new(Tcp { flags: req.flags | PATTERN, addr: addr.to_string(), limits, pool: pools.pool(server, limits.pool) }))
+    let utf8 = req.params.get_bool("smtputf8_enable").unwrap_or(false);
+    Ok(Box::new(Tcp {
+        flags: req.flags | PATTERN,
+        addr: addr.to_string(),
+        utf8,
+        limits,
+        pool: pools.pool(server, limits.pool),
+    }))
 }
 
-/// Postfix's `printable(line, '_')` cut at 100 bytes.
-fn shown(line: &[u8]) -> String {
-    let text: String = lossy(line, '_').chars().map(|c| if c.is_ascii_control() { '_' } else { c }).collect();
+/// Postfix's `printable(line, '_')` cut at 100 bytes: ASCII controls, and
+/// without `utf8` every non-ASCII byte, become `_`.
+fn shown(line: &[u8], utf8: bool) -> String {
+    let mut text = String::with_capacity(line.len());
+    for c in lossy(line, '_').chars() {
+        match c {
+            c if c.is_ascii_control() => text.push('_'),
+            c if !c.is_ascii() && !utf8 => text.extend(std::iter::repeat_n('_', c.len_utf8())),
+            c => text.push(c),
+        }
+    }
     at_most(&text, 100).to_string()
 }
 
@@ -158,11 +176,11 @@ impl Tcp {
             _ => None,
         };
         match well_formed {
-            None => Reply::Retry(Some(self.reply_error(&format!("malformed reply: {}", shown(line))))),
+            None => Reply::Retry(Some(self.reply_error(&format!("malformed reply: {}", shown(line, self.utf8))))),
             Some((b'2', value)) => Reply::Found(until_nul(&value).to_vec()),
             Some((b'5', _)) => Reply::NotFound,
             Some((b'4', _)) => Reply::Retry(None),
-            Some(_) => Reply::Retry(Some(self.reply_error(&format!("bad status code: {}", shown(line))))),
+            Some(_) => Reply::Retry(Some(self.reply_error(&format!("bad status code: {}", shown(line, self.utf8))))),
         }
     }
 }
