@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::mapdiff::{assert_same_warnings, compare, query, settled_log};
+use common::mapdiff::{assert_same_warnings, compare, proxymap_lines, query, settled_log};
 use common::postfix::{Instance, Server};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -75,6 +75,14 @@ const TCP_KEYS: &[&str] = &[
 /// Postfix's proxy client ("empty string result is not allowed"), whichever
 /// proxymap answered; asked of ours alone.
 const EMPTY_VALUE_KEYS: &[(&str, usize)] = &[("okempty", 0), ("empty", 1)];
+
+/// Tables Postfix 3.7 exits on (postmap in process), with the fatal text;
+/// ours answers RETRY with the same text in its log.
+const FATAL: &[(&str, &str)] = &[
+    ("socketmap:tcp:127.0.0.1:9:m", "invalid transport name: tcp in service: tcp:127.0.0.1:9"),
+    ("socketmap:unix:m", "need service transport:endpoint instead of \"unix\""),
+    ("socketmap:nomap", "socketmap requires server:socketmap argument"),
+];
 
 fn netstring(payload: &[u8]) -> Vec<u8> {
     [format!("{}:", payload.len()).as_bytes(), payload, b","].concat()
@@ -274,7 +282,9 @@ fn socketmap_and_tcp_tables_answer_as_postfix_in_process() {
     let tcp_map = format!("tcp:127.0.0.1:{port2}");
     // the UNIX socket lives in the instance's table directory, named below
     let unix_map = "socketmap:unix:@TABLES@/sm.sock:other";
-    let main_cf = format!("proxy_read_maps = proxy:{inet_map} proxy:{unix_map} proxy:{tcp_map}\n");
+    let fatal: Vec<String> = FATAL.iter().map(|(t, _)| format!("proxy:{t}")).collect();
+    let main_cf =
+        format!("proxy_read_maps = proxy:{inet_map} proxy:{unix_map} proxy:{tcp_map} {}\n", fatal.join(" "));
     let mut inst = Instance::new("net", &main_cf, Server::Ours);
     let unix_map = unix_map.replace("@TABLES@", &inst.tables.display().to_string());
     let sock = inst.tables.join("sm.sock");
@@ -294,6 +304,23 @@ fn socketmap_and_tcp_tables_answer_as_postfix_in_process() {
     for (key, table) in EMPTY_VALUE_KEYS {
         let (_, client_warnings) = query(&inst, key, &format!("proxy:{}", tables[*table]));
         assert!(client_warnings.iter().any(|w| w.ends_with("empty string result is not allowed")), "{client_warnings:?}");
+    }
+
+    // Postfix exits; ours answers RETRY, logs the same text and keeps serving
+    for (table, text) in FATAL {
+        let (theirs, _) = query(&inst, "k", table);
+        // the outcome shows stderr as a Rust string literal
+        let shown = text.replace('"', "\\\"");
+        assert!(theirs.starts_with("exit=Some(1) stdout=\"\"") && theirs.contains(&shown), "{table}: {theirs}");
+        let (ours, _) = query(&inst, "k", &format!("proxy:{table}"));
+        assert!(ours.starts_with("exit=Some(1) stdout=\"\""), "{table}: {ours}");
+        let (still, _) = query(&inst, "alice@example.com", &format!("proxy:{inet_map}"));
+        assert!(still.starts_with("exit=Some(0)"), "{table}: {still}");
+    }
+    let log = settled_log(&inst);
+    let errors = proxymap_lines(&log, "error");
+    for (table, text) in FATAL {
+        assert!(errors.iter().any(|l| l.ends_with(text)), "{table}: {text:?} not logged:\n{log}");
     }
 
     // servers restarted while our proxymap holds connections to them

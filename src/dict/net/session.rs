@@ -205,3 +205,44 @@ mod tests {
         assert_eq!(at_most("abc", 200), "abc");
     }
 }
+
+/// `host:port` with a service name for port (`localhost:smtp`, as Postfix
+/// allows) made numeric from /etc/services; anything else unchanged (the
+/// endpoint parser then refuses what is wrong).
+pub(crate) fn numeric_service(hostport: &str) -> String {
+    let Some((host, service)) = hostport.rsplit_once(':') else { return hostport.to_string() };
+    if service.is_empty() || service.bytes().all(|b| b.is_ascii_digit()) {
+        return hostport.to_string();
+    }
+    match std::fs::read_to_string("/etc/services").ok().and_then(|text| tcp_port(&text, service)) {
+        Some(port) => format!("{host}:{port}"),
+        None => hostport.to_string(),
+    }
+}
+
+/// The TCP port of `service` in services(5) text.
+fn tcp_port(services: &str, service: &str) -> Option<u16> {
+    services.lines().find_map(|line| {
+        let mut words = line.split('#').next()?.split_whitespace();
+        let name = words.next()?;
+        let (port, proto) = words.next()?.split_once('/')?;
+        (proto == "tcp" && (name == service || words.any(|alias| alias == service))).then(|| port.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+
+    #[test]
+    fn service_names_become_ports() {
+        let text = "# comment\nsmtp\t\t25/tcp\t\tmail\nsubmission 587/tcp\nsyslog 514/udp\n";
+        assert_eq!(tcp_port(text, "smtp"), Some(25));
+        assert_eq!(tcp_port(text, "mail"), Some(25));
+        assert_eq!(tcp_port(text, "syslog"), None);
+        assert_eq!(tcp_port(text, "nope"), None);
+        assert_eq!(numeric_service("127.0.0.1:9"), "127.0.0.1:9");
+        assert_eq!(numeric_service("[::1]:9"), "[::1]:9");
+        assert_eq!(numeric_service("nocolon"), "nocolon");
+    }
+}

@@ -35,7 +35,7 @@
 
 use super::endpoint::Endpoint;
 use super::netstring::{self, NetstringError};
-use super::session::{at_most, lossy, registry, IoFailure, NetServer, Protocol, Session};
+use super::session::{at_most, lossy, numeric_service, registry, IoFailure, NetServer, Protocol, Session};
 use crate::dict::db_common::pool::{Error, Failure, Pool, Registry, Settings};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
@@ -125,7 +125,7 @@ fn parse_service(service: &str) -> Result<(Endpoint, &str), OpenError> {
         return Err(OpenError::new(format!("need service transport:endpoint instead of \"{service}\"")));
     };
     let spec = match transport {
-        "inet" => service.to_string(),
+        "inet" => format!("inet:{}", numeric_service(endpoint)),
         "unix" | "local" => format!("unix:{endpoint}"),
         _ => return Err(OpenError::new(format!("invalid transport name: {transport} in service: {service}"))),
     };

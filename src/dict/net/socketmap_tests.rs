@@ -241,4 +241,7 @@ fn open_refusals_are_postfixs() {
     );
     assert_eq!(err("unix:m", Mode::ReadOnly, 0).as_deref(), Some("need service transport:endpoint instead of \"unix\""));
     assert!(err("inet:localhost:9:m", Mode::ReadOnly, 0).is_none(), "nothing is connected at open");
+    if std::fs::read_to_string("/etc/services").is_ok_and(|t| t.contains("smtp")) {
+        assert!(err("inet:localhost:smtp:m", Mode::ReadOnly, 0).is_none(), "a service name");
+    }
 }

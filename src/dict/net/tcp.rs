@@ -34,7 +34,7 @@
 
 use super::endpoint::Endpoint;
 use super::hex_quote;
-use super::session::{at_most, lossy, registry, IoFailure, NetServer, Protocol, Session};
+use super::session::{at_most, lossy, numeric_service, registry, IoFailure, NetServer, Protocol, Session};
 use crate::dict::db_common::pool::{Error, Failure, Pool, Registry, Settings};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
@@ -96,6 +96,7 @@ pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<NetServer>, limits: Li
     req.require_read_only()?;
     // Postfix's host_port(): no host is the local host
     let spec = if addr.starts_with(':') { format!("localhost{addr}") } else { addr.to_string() };
+    let spec = numeric_service(&spec);
     let endpoint = Endpoint::parse(&spec, true).map_err(|why| OpenError::new(format!("{addr}: {why}")))?;
     let server = NetServer::new(Protocol::Tcp, endpoint, addr, None);
     let utf8 = req.params.get_bool("smtputf8_enable").unwrap_or(false);
