@@ -169,20 +169,30 @@ impl TestServer {
             l.set_nonblocking(true).unwrap();
             let st = stop.clone();
             threads.push(std::thread::spawn(move || {
-                accept_loop(&st, || l.accept().map(|(s, _)| s), protocol, |s: &TcpStream| {
-                    s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                })
+                accept_loop(
+                    &st,
+                    || l.accept().map(|(s, _)| s),
+                    protocol,
+                    |s: &TcpStream| {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    },
+                )
             }));
         }
         if let Some(l) = unix {
             l.set_nonblocking(true).unwrap();
             let st = stop.clone();
             threads.push(std::thread::spawn(move || {
-                accept_loop(&st, || l.accept().map(|(s, _)| s), protocol, |s: &std::os::unix::net::UnixStream| {
-                    s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                })
+                accept_loop(
+                    &st,
+                    || l.accept().map(|(s, _)| s),
+                    protocol,
+                    |s: &std::os::unix::net::UnixStream| {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    },
+                )
             }));
         }
         TestServer { stop, threads }
@@ -283,8 +293,7 @@ fn socketmap_and_tcp_tables_answer_as_postfix_in_process() {
     // the UNIX socket lives in the instance's table directory, named below
     let unix_map = "socketmap:unix:@TABLES@/sm.sock:other";
     let fatal: Vec<String> = FATAL.iter().map(|(t, _)| format!("proxy:{t}")).collect();
-    let main_cf =
-        format!("proxy_read_maps = proxy:{inet_map} proxy:{unix_map} proxy:{tcp_map} {}\n", fatal.join(" "));
+    let main_cf = format!("proxy_read_maps = proxy:{inet_map} proxy:{unix_map} proxy:{tcp_map} {}\n", fatal.join(" "));
     let mut inst = Instance::new("net", &main_cf, Server::Ours);
     let unix_map = unix_map.replace("@TABLES@", &inst.tables.display().to_string());
     let sock = inst.tables.join("sm.sock");
@@ -303,7 +312,10 @@ fn socketmap_and_tcp_tables_answer_as_postfix_in_process() {
     let tables = [&inet_map, &tcp_map];
     for (key, table) in EMPTY_VALUE_KEYS {
         let (_, client_warnings) = query(&inst, key, &format!("proxy:{}", tables[*table]));
-        assert!(client_warnings.iter().any(|w| w.ends_with("empty string result is not allowed")), "{client_warnings:?}");
+        assert!(
+            client_warnings.iter().any(|w| w.ends_with("empty string result is not allowed")),
+            "{client_warnings:?}"
+        );
     }
 
     // Postfix exits; ours answers RETRY, logs the same text and keeps serving

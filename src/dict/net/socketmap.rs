@@ -88,7 +88,11 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 }
 
 /// Open with the pools of `pools` and these limits (the process's, or a test's).
-pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<NetServer>, limits: Limits) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open_in(
+    req: &OpenRequest,
+    pools: &Registry<NetServer>,
+    limits: Limits,
+) -> Result<Box<dyn Dict>, OpenError> {
     req.require_read_only()?;
     let name = req.name;
     if req.flags & NO_UNAUTH != 0 {

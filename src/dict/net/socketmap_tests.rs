@@ -24,7 +24,13 @@ fn quick() -> Limits {
     }
 }
 
-fn open_with(name: &str, mode: Mode, flags: u32, pools: &Registry<NetServer>, limits: Limits) -> Result<Box<dyn Dict>, OpenError> {
+fn open_with(
+    name: &str,
+    mode: Mode,
+    flags: u32,
+    pools: &Registry<NetServer>,
+    limits: Limits,
+) -> Result<Box<dyn Dict>, OpenError> {
     let params = Params::default();
     open_in(&OpenRequest { type_name: "socketmap", name, mode, flags, params: &params }, pools, limits)
 }
@@ -239,7 +245,10 @@ fn open_refusals_are_postfixs() {
         err("tcp:localhost:9:m", Mode::ReadOnly, 0).as_deref(),
         Some("invalid transport name: tcp in service: tcp:localhost:9")
     );
-    assert_eq!(err("unix:m", Mode::ReadOnly, 0).as_deref(), Some("need service transport:endpoint instead of \"unix\""));
+    assert_eq!(
+        err("unix:m", Mode::ReadOnly, 0).as_deref(),
+        Some("need service transport:endpoint instead of \"unix\"")
+    );
     assert!(err("inet:localhost:9:m", Mode::ReadOnly, 0).is_none(), "nothing is connected at open");
     if std::fs::read_to_string("/etc/services").is_ok_and(|t| t.contains("smtp")) {
         assert!(err("inet:localhost:smtp:m", Mode::ReadOnly, 0).is_none(), "a service name");

@@ -88,7 +88,11 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
 }
 
 /// Open with the pools of `pools` and these limits (the process's, or a test's).
-pub(crate) fn open_in(req: &OpenRequest, pools: &Registry<NetServer>, limits: Limits) -> Result<Box<dyn Dict>, OpenError> {
+pub(crate) fn open_in(
+    req: &OpenRequest,
+    pools: &Registry<NetServer>,
+    limits: Limits,
+) -> Result<Box<dyn Dict>, OpenError> {
     let addr = req.name;
     if req.flags & NO_UNAUTH != 0 {
         return Err(OpenError::new(format!("tcp:{addr} map is not allowed for security sensitive data")));
@@ -136,7 +140,8 @@ impl Tcp {
         let io_failure = |f: IoFailure| match f {
             IoFailure::Eof(_) if first => Failure::Broken("unexpected EOF".into()),
             IoFailure::Eof(e) => {
-                let why = e.map_or_else(|| "connection closed by server".into(), |e| crate::sys::errno::io_error_text(&e));
+                let why =
+                    e.map_or_else(|| "connection closed by server".into(), |e| crate::sys::errno::io_error_text(&e));
                 Failure::Timeout(self.reply_error(&format!("unexpected EOF ({why})")))
             }
             IoFailure::Timeout => Failure::Timeout(self.reply_error("unexpected EOF (Connection timed out)")),

@@ -70,8 +70,14 @@ fn keys_are_quoted_and_values_unquoted_both_ways() {
     let mut d = open_with(&format!("127.0.0.1:{}", server.port()), Mode::ReadOnly, 0, &pools).unwrap();
     assert_eq!(d.flags(), PATTERN);
     assert_eq!(d.waits(), Waits::Always);
-    let keys: [&[u8]; 6] =
-        [b"plain@example.com", b"with space", b"100% sure", "ünïcødé €".as_bytes(), b"ctl\x01\x1f\x7f\t\r\x0b", b"\xff\xfe"];
+    let keys: [&[u8]; 6] = [
+        b"plain@example.com",
+        b"with space",
+        b"100% sure",
+        "ünïcødé €".as_bytes(),
+        b"ctl\x01\x1f\x7f\t\r\x0b",
+        b"\xff\xfe",
+    ];
     for key in keys {
         assert_eq!(lookup(&*d, key).unwrap(), Some([&b"echo:"[..], key].concat()), "{key:?}");
     }
@@ -155,7 +161,10 @@ fn open_refusals_are_postfixs() {
         err("localhost:9", Mode::ReadOnly, NO_UNAUTH).as_deref(),
         Some("tcp:localhost:9 map is not allowed for security sensitive data")
     );
-    assert_eq!(err("localhost:9", Mode::ReadWrite, 0).as_deref(), Some("tcp:localhost:9 map requires O_RDONLY access mode"));
+    assert_eq!(
+        err("localhost:9", Mode::ReadWrite, 0).as_deref(),
+        Some("tcp:localhost:9 map requires O_RDONLY access mode")
+    );
     assert!(err("nocolon", Mode::ReadOnly, 0).is_some());
     assert!(err(":9", Mode::ReadOnly, 0).is_none(), "no host is localhost");
     assert!(err("[::1]:9", Mode::ReadOnly, 0).is_none());

@@ -117,7 +117,13 @@ impl Drop for TestServer {
     }
 }
 
-fn converse(mut stream: Stream, framing: Framing, respond: &Responder, requests: &Mutex<Vec<Vec<u8>>>, stop: &AtomicBool) {
+fn converse(
+    mut stream: Stream,
+    framing: Framing,
+    respond: &Responder,
+    requests: &Mutex<Vec<Vec<u8>>>,
+    stop: &AtomicBool,
+) {
     // nonblocking listeners may hand out nonblocking streams
     let nonblocking = match &stream {
         Stream::Tcp(s) => s.set_nonblocking(false),
