@@ -254,3 +254,32 @@ fn open_refusals_are_postfixs() {
         assert!(err("inet:localhost:smtp:m", Mode::ReadOnly, 0).is_none(), "a service name");
     }
 }
+
+#[test]
+fn idle_connections_are_closed_and_busy_ones_capped() {
+    let server = TestServer::tcp(0, Framing::Netstring, responder());
+    let pools = Registry::new();
+    let mut limits = quick();
+    limits.pool.idle_interval = Duration::from_millis(200);
+    limits.pool.wait_timeout = Duration::from_millis(150);
+    let name = format!("inet:127.0.0.1:{}:m", server.port());
+    let d = Arc::new(open_with(&name, Mode::ReadOnly, 0, &pools, limits).unwrap());
+    assert!(lookup(&**d, "k").unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(lookup(&**d, "k").unwrap().is_some());
+    assert_eq!(server.accepted.load(SeqCst), 2, "closed after the idle time");
+    // two connections at most: a third lookup waits, then RETRY
+    let hung: Vec<_> = (0..2)
+        .map(|_| {
+            let d = d.clone();
+            std::thread::spawn(move || lookup(&**d, "hang"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let third = lookup(&**d, "k");
+    assert!(matches!(&third, Err(DictError::Retry(t)) if t.contains("no free connection")), "{third:?}");
+    for h in hung {
+        assert!(h.join().unwrap().is_err());
+    }
+    assert!(lookup(&**d, "k").unwrap().is_some());
+}
