@@ -36,11 +36,10 @@
 use super::endpoint::Endpoint;
 use super::netstring::{self, NetstringError};
 use super::session::{at_most, lossy, numeric_service, registry, IoFailure, NetServer, Protocol, Session};
-use crate::dict::db_common::pool::{Error, Failure, Pool, Registry, Settings};
+use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FOLD_MUL, NO_UNAUTH, PATTERN};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Postfix's reply size limit (`DICT_SOCKMAP_DEF_MAX_REPLY`).
@@ -80,7 +79,8 @@ pub(crate) struct Socketmap {
     map: Vec<u8>,
     max_reply: usize,
     limits: Limits,
-    pool: Arc<Pool<NetServer>>,
+    /// The endpoint's pool (one server: no failover).
+    pool: Hosts<NetServer>,
 }
 
 pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
@@ -117,7 +117,7 @@ pub(crate) fn open_in(
         map: map.as_bytes().to_vec(),
         max_reply,
         limits,
-        pool: pools.pool(server, limits.pool),
+        pool: Hosts::new(pools, vec![server], limits.pool),
     }))
 }
 
@@ -222,8 +222,7 @@ impl Dict for Socketmap {
         let mut request = Vec::with_capacity(query.len() + 8);
         netstring::encode(&query, &mut request);
         let mut attempt = 0;
-        let wait = Instant::now() + self.limits.pool.wait_timeout;
-        let reply = self.pool.run(wait, |conn| {
+        let reply = self.pool.run(|conn| {
             attempt += 1;
             self.exchange(conn, &request, attempt == 1)
         });

@@ -9,6 +9,7 @@ use crate::dict::Mode;
 use crate::protocol::flags::FOLD_FIX;
 use crate::test_support::TempDir;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 
 fn quick() -> Limits {
     Limits {

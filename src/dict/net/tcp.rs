@@ -35,11 +35,10 @@
 use super::endpoint::Endpoint;
 use super::hex_quote;
 use super::session::{at_most, lossy, numeric_service, registry, IoFailure, NetServer, Protocol, Session};
-use crate::dict::db_common::pool::{Error, Failure, Pool, Registry, Settings};
+use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FOLD_MUL, NO_UNAUTH, PATTERN};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Postfix's reply line limit, newline included (`DICT_TCP_MAXLEN`).
@@ -72,7 +71,8 @@ pub(crate) struct Tcp {
     /// printable() under `util_utf8_enable`).
     utf8: bool,
     limits: Limits,
-    pool: Arc<Pool<NetServer>>,
+    /// The endpoint's pool (one server: no failover).
+    pool: Hosts<NetServer>,
 }
 
 /// What one reply line says.
@@ -109,7 +109,7 @@ pub(crate) fn open_in(
         addr: addr.to_string(),
         utf8,
         limits,
-        pool: pools.pool(server, limits.pool),
+        pool: Hosts::new(pools, vec![server], limits.pool),
     }))
 }
 
@@ -209,8 +209,7 @@ impl Dict for Tcp {
         hex_quote::quote(&key, &mut request);
         request.push(b'\n');
         let mut attempt = 0;
-        let wait = Instant::now() + self.limits.pool.wait_timeout;
-        let reply = self.pool.run(wait, |conn| {
+        let reply = self.pool.run(|conn| {
             attempt += 1;
             self.exchange(conn, &request, attempt == 1)
         });

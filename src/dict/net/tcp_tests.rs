@@ -7,6 +7,7 @@ use crate::dict::net::test_server::{Action, Framing, Responder, TestServer};
 use crate::dict::testutil::get;
 use crate::dict::Mode;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 
 fn quick() -> Limits {
     Limits {
