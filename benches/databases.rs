@@ -1,7 +1,8 @@
-//! `cargo bench --bench databases`: `pgsql:` and `mysql:` tables through
-//! Postfix 3.7's own proxymap and through ours, under the same Postfix
-//! master(8), against one PostgreSQL and one MariaDB server of the bench's
-//! own (temp dirs, UNIX socket and loopback port). Clients ask 14 tables
+//! `cargo bench --bench databases`: `pgsql:`, `mysql:`, `ldap:` and
+//! `socketmap:` tables through Postfix 3.7's own proxymap and through ours,
+//! under the same Postfix master(8), against a PostgreSQL, a MariaDB and
+//! an OpenLDAP server of the bench's own (temp dirs, UNIX socket and
+//! loopback ports) and a socketmap server in this process. Clients ask 14 tables
 //! of one server in turn, as a site's many maps do. Prints, per database
 //! and number of clients: lookups per second, latency p50/p99, and the
 //! database connections the proxymap processes held while the clients ran
@@ -19,6 +20,8 @@ mod common;
 #[path = "../src/dict/sql/test_mariadb.rs"]
 mod mariadb;
 
+use common::slapd::Slapd;
+
 use common::mapdiff::write_settled;
 use common::pgsql::Postgres;
 use common::postfix::{Instance, Server};
@@ -27,8 +30,9 @@ use mariadb::Mariadb;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const ROWS: usize = 10_000;
@@ -178,8 +182,62 @@ struct Database<'a> {
     label: &'static str,
     fast: Vec<String>,
     held: Box<dyn Fn() -> usize + 'a>,
-    /// The server's process (its backends are its children).
+    /// The server's process (its backends are its children); 0: in this
+    /// process (not measured).
     server_pid: i32,
+}
+
+/// Established TCP connections to `port` on 127.0.0.1 (the server's view).
+fn tcp_connections_to(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// A socketmap server: a thread per connection answering `OK value` to
+/// each netstring request (`<map> user<N>@example.com`).
+fn socketmap_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let count = count.clone();
+            count.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let _ = serve_socketmap(stream);
+                count.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    });
+    (port, open)
+}
+
+fn serve_socketmap(stream: std::net::TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut len = Vec::new();
+        if std::io::BufRead::read_until(&mut reader, b':', &mut len)? == 0 {
+            return Ok(());
+        }
+        let n: usize = std::str::from_utf8(&len[..len.len() - 1]).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let mut body = vec![0u8; n + 1]; // and the comma
+        reader.read_exact(&mut body)?;
+        let key = body[..n].split(|&b| b == b' ').nth(1).unwrap_or_default();
+        let reply = [b"OK value of ".as_slice(), key].concat();
+        writer.write_all(format!("{}:", reply.len()).as_bytes())?;
+        writer.write_all(&reply)?;
+        writer.write_all(b",")?;
+    }
 }
 
 /// CPU time (user + system, all threads) of `pid` and its children.
@@ -242,6 +300,20 @@ fn main() {
         mariadb::PASSWORD,
         mariadb::DB
     );
+    let people: String = (0..ROWS)
+        .map(|i| {
+            format!(
+                "dn: uid=user{i},ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: user{i}\ncn: User {i}\n\
+                 sn: {i}\nmail: user{i}@example.com\n\n"
+            )
+        })
+        .collect();
+    let ldap = Slapd::start(
+        "bench-ldap",
+        &format!("dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n{people}"),
+    )
+    .expect("slapd (scripts/install-test-deps.sh)");
+    let (sockmap_port, sockmap_open) = socketmap_server();
     let query = "query = SELECT v FROM users WHERE k='%s'\n";
     let mut cfs = vec![(
         "pg-slow.cf".to_string(),
@@ -250,6 +322,14 @@ fn main() {
     for i in 1..=TABLES {
         cfs.push((format!("pg-{i:02}.cf"), format!("{pg_login}{query}")));
         cfs.push((format!("my-{i:02}.cf"), format!("{my_login}{query}")));
+        cfs.push((
+            format!("ldap-{i:02}.cf"),
+            format!(
+                "server_host = {}\nversion = 3\nsearch_base = ou=people,dc=example,dc=com\n\
+                 query_filter = (mail=%s)\nresult_attribute = cn\n",
+                ldap.url()
+            ),
+        ));
     }
     let specs = |t: &str, prefix: &str| -> Vec<String> {
         (1..=TABLES).map(|i| format!("{t}:@TABLES@/{prefix}-{i:02}.cf")).collect()
@@ -266,6 +346,18 @@ fn main() {
             fast: specs("mysql", "my"),
             held: Box::new(|| my.processlist()),
             server_pid: my.pid() as i32,
+        },
+        Database {
+            label: "ldap",
+            fast: specs("ldap", "ldap"),
+            held: Box::new(|| tcp_connections_to(ldap.port())),
+            server_pid: ldap.pid(),
+        },
+        Database {
+            label: "socketmap",
+            fast: (1..=TABLES).map(|i| format!("socketmap:inet:127.0.0.1:{sockmap_port}:map{i:02}")).collect(),
+            held: Box::new(|| sockmap_open.load(Ordering::Relaxed)),
+            server_pid: 0,
         },
     ];
     let slow = "pgsql:@TABLES@/pg-slow.cf".to_string();
@@ -290,7 +382,7 @@ fn main() {
     inst.start();
     let socket = inst.socket("proxymap");
 
-    println!("| table | clients | server | lookups/s | p50 | p99 | failed | connections held | proxymap CPU/lookup | database CPU/lookup |");
+    println!("| table | clients | server | lookups/s | p50 | p99 | failed | connections held | proxymap CPU/lookup | server CPU/lookup |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for db in &databases {
         let cells = conns.iter().map(|&n| (n, Clients::Persistent)).chain([(16, Clients::Short)]);
@@ -304,19 +396,22 @@ fn main() {
                     let fast = &db.fast;
                     let clients = s.spawn(|| run(&socket, fast, (n, how), secs, &stop, &start));
                     start.wait();
-                    let cpu0 = (proxymap_cpu(&inst), cpu_time(db.server_pid));
+                    let server_cpu = || if db.server_pid == 0 { Duration::ZERO } else { cpu_time(db.server_pid) };
+                    let cpu0 = (proxymap_cpu(&inst), server_cpu());
                     std::thread::sleep(Duration::from_secs_f64(secs * 0.8));
                     let held = (db.held)();
                     std::thread::sleep(Duration::from_secs_f64(secs * 0.2));
-                    let cpu1 = (proxymap_cpu(&inst), cpu_time(db.server_pid));
+                    let cpu1 = (proxymap_cpu(&inst), server_cpu());
                     stop.store(true, Ordering::Relaxed);
                     let all = merge(clients.join().expect("clients"));
                     (all, held, cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1))
                 });
                 let lookups = all.lookups.max(1) as f64;
                 let per_lookup = |d: Duration| d.as_secs_f64() * 1e6 / lookups;
+                let db_cpu =
+                    if db.server_pid == 0 { "-".to_string() } else { format!("{:.0} µs", per_lookup(db_cpu)) };
                 println!(
-                    "| {} | {n}{} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} | {:.0} µs | {:.0} µs |",
+                    "| {} | {n}{} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {held} | {:.0} µs | {db_cpu} |",
                     db.label,
                     if how == Clients::Short { " short" } else { "" },
                     name(server),
@@ -325,7 +420,6 @@ fn main() {
                     all.percentile(0.99).as_secs_f64() * 1e3,
                     all.failed,
                     per_lookup(ours_cpu),
-                    per_lookup(db_cpu),
                 );
             }
         }
@@ -349,9 +443,12 @@ fn main() {
             let slow_clients = if with_slow { SLOW_CLIENTS } else { 0 };
             let start = Barrier::new(2 * FAST_CLIENTS + slow_clients + 1);
             let (mut pg_run, mut lmdb_run, slow_run) = std::thread::scope(|s| {
-                let slow_run = s.spawn(|| run(&socket, &slow, (slow_clients, Clients::Persistent), secs, &stop, &start));
-                let pg_run = s.spawn(|| run(&socket, &fast_pg, (FAST_CLIENTS, Clients::Persistent), secs, &stop, &start));
-                let lmdb_run = s.spawn(|| run(&socket, &lmdb, (FAST_CLIENTS, Clients::Persistent), secs, &stop, &start));
+                let slow_run =
+                    s.spawn(|| run(&socket, &slow, (slow_clients, Clients::Persistent), secs, &stop, &start));
+                let pg_run =
+                    s.spawn(|| run(&socket, &fast_pg, (FAST_CLIENTS, Clients::Persistent), secs, &stop, &start));
+                let lmdb_run =
+                    s.spawn(|| run(&socket, &lmdb, (FAST_CLIENTS, Clients::Persistent), secs, &stop, &start));
                 start.wait();
                 std::thread::sleep(Duration::from_secs_f64(secs));
                 stop.store(true, Ordering::Relaxed);

@@ -147,6 +147,11 @@ impl Slapd {
         format!("ldapi://{path}/")
     }
 
+    /// The server's process id (0 when stopped).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default()
     }
