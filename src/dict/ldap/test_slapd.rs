@@ -63,7 +63,7 @@ impl Slapd {
         let conf = format!(
             "{schemas}{tls}pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
              database mdb\nmaxsize 10485760\nsuffix \"{SUFFIX}\"\nrootdn \"{ROOT_DN}\"\nrootpw \"{ROOT_PW}\"\n\
-             directory {d}/db\n"
+             directory {d}/db\nindex objectClass eq\nindex mail,uid eq\n"
         );
         std::fs::write(dir.path().join("slapd.conf"), conf).expect("slapd.conf");
         let base = format!(
