@@ -206,10 +206,13 @@ fn no_connection_is_lost_while_workers_retire() {
 fn workers_are_named_by_service() {
     let d = start("names", TOML);
     let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
-    assert!(wait_until(10, || d.workers().len() == 3), "workers: {:?}", d.workers());
-    let mut names: Vec<String> = d.workers().into_iter().map(comm).collect();
-    names.sort();
-    assert_eq!(names, ["pm-proxymap", "pm-proxymap", "pm-proxywrite"]);
+    // A worker renames itself just after the fork.
+    let names = || {
+        let mut names: Vec<String> = d.workers().into_iter().map(comm).collect();
+        names.sort();
+        names
+    };
+    assert!(wait_until(10, || names() == ["pm-proxymap", "pm-proxymap", "pm-proxywrite"]), "workers: {:?}", names());
     assert_eq!(comm(d.pid()), "proxymap");
 }
 
@@ -226,11 +229,10 @@ fn a_backed_up_worker_channel_stops_the_master_accepting() {
     let toml = TOML.replace("workers = 2", "workers = 1");
     let d = start("backlog", &toml);
     let t = texthash(&d);
-    let workers = d.workers();
-    let reader = *workers
-        .iter()
-        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pm-proxymap"))
-        .expect("a proxymap worker");
+    // Workers are forked and renamed just after the sockets are bound.
+    let is_reader = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pm-proxymap");
+    assert!(wait_until(10, || d.workers().iter().any(is_reader)), "workers: {:?}", d.workers());
+    let reader = d.workers().into_iter().find(is_reader).expect("a proxymap worker");
     let baseline = open_fds(d.pid());
     kill(Pid::from_raw(reader), Signal::SIGSTOP).expect("SIGSTOP");
     let socket = d.socket("proxymap");
