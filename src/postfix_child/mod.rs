@@ -21,9 +21,21 @@ use std::time::Duration;
 const MASTER_STATUS_FD: i32 = 5;
 const MASTER_LISTEN_FD: i32 = 6;
 
+/// The name Postfix would give the process: the command's file name, but
+/// `proxymap` for our install name `proxymap-rs`, so that log lines keep the
+/// `postfix/proxymap` tag that log filters (pflogsumm, logwatch, fail2ban)
+/// match, and `$process_name` expands as for Postfix's proxymap.
+fn process_name(argv0: &str) -> String {
+    let name = Path::new(argv0).file_name().map_or("proxymap".into(), |n| n.to_string_lossy().into_owned());
+    match name.strip_suffix("-rs") {
+        Some("proxymap") => "proxymap".into(),
+        _ => name,
+    }
+}
+
 /// Run as `argv0 args...` started by master(8) (or `-S` by hand). Never returns.
 pub fn run(argv0: &str, args: &[String]) -> ! {
-    let process_name = Path::new(argv0).file_name().map_or("proxymap".into(), |n| n.to_string_lossy().into_owned());
+    let process_name = process_name(argv0);
     let verbose_env = std::env::var_os("MAIL_VERBOSE").is_some();
     let early_tag = std::env::var("MAIL_LOGTAG").unwrap_or_else(|_| "postfix".into());
     logging::init(&format!("{early_tag}/{process_name}"), logging::Destination::Syslog, verbose_env);
@@ -173,5 +185,16 @@ fn serve_stdio(service: &mut Service) {
             Ok(0) | Err(_) => return,
             Ok(n) => input.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn our_install_name_logs_as_proxymap() {
+        assert_eq!(super::process_name("/usr/lib/postfix/sbin/proxymap-rs"), "proxymap");
+        assert_eq!(super::process_name("proxymap"), "proxymap");
+        assert_eq!(super::process_name("/x/proxymap-test"), "proxymap-test");
+        assert_eq!(super::process_name("other-rs"), "other-rs");
     }
 }
