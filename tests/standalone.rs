@@ -253,3 +253,34 @@ fn a_backed_up_worker_channel_stops_the_master_accepting() {
         assert_eq!(raw.call(&lookup(&t, "alice@example.com")), found("alice-value"));
     }
 }
+
+/// systemd's `Type=notify` protocol, against a listener of our own: READY=1
+/// once both sockets answer, RELOADING=1 then READY=1 around SIGHUP,
+/// STOPPING=1 on SIGTERM.
+#[test]
+fn readiness_is_reported_to_the_service_manager() {
+    let listen_dir = TempDir::new("notify");
+    let path = listen_dir.path().join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    manager.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a message from the daemon");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let d = Daemon::spawn("notify", TOML, MAIN_CF, &[("NOTIFY_SOCKET", path.as_os_str())]);
+    d.dir.write("virtual", VIRTUAL);
+    let ready = recv();
+    // The moment READY=1 arrives, both sockets take clients.
+    for service in ["proxymap", "proxywrite"] {
+        assert!(std::os::unix::net::UnixStream::connect(d.socket(service)).is_ok(), "{service} not bound at READY");
+    }
+    assert_eq!(ready, format!("READY=1\nSTATUS=serving\nMAINPID={}", d.pid()));
+    assert_eq!(lookup_value(&d, &texthash(&d), "alice@example.com").as_deref(), Some("alice-value"));
+    d.signal(Signal::SIGHUP);
+    let reloading = recv();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(recv().starts_with("READY=1"));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1");
+}

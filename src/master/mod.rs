@@ -7,6 +7,7 @@
 //! SIGINT (stop).
 
 pub(crate) mod demo;
+mod notify;
 mod pool;
 
 use crate::config::settings::{LogTarget, Service as ServiceName, Settings};

@@ -1,6 +1,7 @@
 //! The master's worker pool: spawning, dispatching connections, reaping,
 //! respawning, reload and shutdown.
 
+use super::notify::Notifier;
 use super::{limits, Loaded, MasterError, Source, TOKEN_SIGNAL, TOKEN_WORKER_BASE};
 use crate::config::allowlist::proxy_allowlist;
 use crate::logging;
@@ -65,6 +66,7 @@ pub(super) struct Pool {
     log_dest: logging::Destination,
     verbose: bool,
     tag: String,
+    notify: Notifier,
 }
 
 impl Pool {
@@ -101,6 +103,7 @@ impl Pool {
             log_dest,
             verbose,
             tag,
+            notify: Notifier::from_env(),
         }
     }
 
@@ -114,6 +117,7 @@ impl Pool {
     /// The master's main loop; returns after SIGTERM/SIGINT once every worker is gone.
     pub(super) fn serve(&mut self, source: &Source) -> Result<(), MasterError> {
         self.maintain();
+        self.notify.ready("serving");
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             let n = match self.epoll().wait(&mut events, 250u16) {
@@ -126,6 +130,7 @@ impl Pool {
                     TOKEN_SIGNAL => {
                         if let Some(stop) = self.signal_event(source) {
                             log::info!("terminating on signal {stop}");
+                            self.notify.stopping();
                             self.shutdown();
                             return Ok(());
                         }
@@ -144,7 +149,11 @@ impl Pool {
         while let Some(Ok(Some(info))) = self.sigfd.as_ref().map(SignalFd::read_signal) {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(Signal::SIGHUP) => self.reload(source),
+                Ok(Signal::SIGHUP) => {
+                    self.notify.reloading();
+                    self.reload(source);
+                    self.notify.ready("serving");
+                }
                 Ok(Signal::SIGTERM) => stop = Some("TERM"),
                 Ok(Signal::SIGINT) => stop = Some("INT"),
                 _ => {}

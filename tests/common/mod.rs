@@ -158,6 +158,13 @@ impl Daemon {
     /// Start `proxymap standalone --config` with this TOML (its `@DIR@` replaced
     /// by the test directory) and this main.cf, and wait for both sockets.
     pub(crate) fn start(tag: &str, toml: &str, main_cf: &str) -> Daemon {
+        let daemon = Daemon::spawn(tag, toml, main_cf, &[]);
+        daemon.wait_for_socket("proxymap");
+        daemon
+    }
+
+    /// Start it with these environment variables, without waiting.
+    pub(crate) fn spawn(tag: &str, toml: &str, main_cf: &str, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
         dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + &worker_main_cf()));
@@ -165,13 +172,12 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_proxymap"))
             .args(["standalone", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("daemon.log")).expect("log file")))
             .spawn()
             .expect("start proxymap");
-        let daemon = Daemon { child, dir, config };
-        daemon.wait_for_socket("proxymap");
-        daemon
+        Daemon { child, dir, config }
     }
 
     pub(crate) fn socket(&self, service: &str) -> PathBuf {
