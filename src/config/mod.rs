@@ -164,6 +164,18 @@ impl Params {
         convert::parse_time(name, &self.try_get(name)?, unit)
     }
 
+    /// try_get() that also tells which `$name` each piece of the value came
+    /// through (see [`expand::expand_traced`]).
+    pub(crate) fn get_traced(&self, name: &str) -> Result<(String, Vec<expand::Span>), ConfigError> {
+        match self.lookup(name, !self.registered_all) {
+            Some(raw) => {
+                let lazy = !self.registered_all;
+                expand::expand_traced(&raw, &|n: &str| self.lookup(n, lazy))
+            }
+            None => Ok((String::new(), Vec::new())),
+        }
+    }
+
     /// Expands `$name` references in arbitrary text against this dictionary.
     pub fn expand(&self, text: &str) -> Result<String, ConfigError> {
         let lazy = !self.registered_all;
