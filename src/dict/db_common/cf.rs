@@ -175,10 +175,13 @@ impl<'a> Cf<'a> {
     }
 }
 
+/// Per configuration (file name), the parameters nobody asked for.
+pub(crate) type Unused = Vec<(String, Vec<String>)>;
+
 thread_local! {
     /// Inside collect_unused(): each configuration's unused parameters,
     /// noted as it is dropped (when its table is done asking).
-    static UNUSED: RefCell<Option<Vec<(String, Vec<String>)>>> = const { RefCell::new(None) };
+    static UNUSED: RefCell<Option<Unused>> = const { RefCell::new(None) };
 }
 
 impl Drop for Cf<'_> {
@@ -197,7 +200,7 @@ impl Drop for Cf<'_> {
 /// Runs `f` (a table's open, and the table's drop) and returns what it
 /// returned with the file-form parameters its configurations never asked
 /// for, by file: `proxymap check` warns of them, the tables do not.
-pub(crate) fn collect_unused<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, Vec<String>)>) {
+pub(crate) fn collect_unused<T>(f: impl FnOnce() -> T) -> (T, Unused) {
     UNUSED.with(|u| *u.borrow_mut() = Some(Vec::new()));
     let result = f();
     let found = UNUSED.with(|u| u.borrow_mut().take()).unwrap_or_default();
