@@ -3,8 +3,10 @@
 //! Layout: `protocol` (wire codec, no I/O), `config` (main.cf, allowlists,
 //! standalone settings), `dict` (table backends), `service` (request handling),
 //! `worker` (connection event loop), `master` (standalone prefork supervisor),
-//! `sys` (the few raw system calls), `clock`, `logging`.
+//! `sys` (the few raw system calls), `clock`, `logging`; `check` (the
+//! `proxymap check` command).
 
+pub mod check;
 pub mod client;
 pub(crate) mod clock;
 pub mod config;

@@ -17,6 +17,11 @@ usage:
       Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete) if
       there, else Postfix's own (queue_directory of $MAIL_CONFIG/main.cf or /etc/postfix).
       -w: wait up to SECONDS for a server that is still starting.
+  proxymap check [--config DIR|FILE]
+      Check main.cf and master.cf as the daemon would read them (run it before
+      `postfix reload`): our parameters, each service's allowlist and where each
+      entry came from, each table. Default: $MAIL_CONFIG, postconf's
+      config_directory, /etc/postfix. Exit status 1 on anything that would fail.
   proxymap --version
   proxymap -t unix [-u] [-n proxywrite] [-o name=value] ...
       As started by Postfix's master(8) from master.cf (see docs/postfix.md).";
@@ -26,6 +31,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("standalone") => standalone(&args[1..]),
         Some("client") => client(&args[1..]),
+        Some("check") => proxymap::check::main(&args[1..]),
         Some("--version" | "-V") => {
             print!("{}", proxymap::version::report());
             ExitCode::SUCCESS

@@ -230,7 +230,8 @@ fn a_backed_up_worker_channel_stops_the_master_accepting() {
     let d = start("backlog", &toml);
     let t = texthash(&d);
     // Workers are forked and renamed just after the sockets are bound.
-    let is_reader = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pm-proxymap");
+    let is_reader =
+        |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pm-proxymap");
     assert!(wait_until(10, || d.workers().iter().any(is_reader)), "workers: {:?}", d.workers());
     let reader = d.workers().into_iter().find(is_reader).expect("a proxymap worker");
     let baseline = open_fds(d.pid());

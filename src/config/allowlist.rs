@@ -53,47 +53,66 @@ impl Allowlist {
     }
 
     fn authorize(&mut self, text: &str, param: &str) {
-        let mut rest = text;
-        while let Some(token) = next_token(&mut rest) {
-            let mut type_name = token;
-            // `{ maptype:mapname attr=value ... }`: only the first word counts.
-            if type_name.starts_with('{') {
-                match strip_braces(type_name) {
-                    Ok(inner) => {
-                        let mut inner_rest = inner;
-                        match next_token(&mut inner_rest) {
-                            Some(first) => type_name = first,
-                            None => continue,
-                        }
-                    }
-                    Err(err) => {
-                        log::warn!("bad {param} parameter value: {err}");
-                        continue;
-                    }
-                }
-            }
-            // unionmap:{...} and pipemap:{...} nest other table references.
-            if let Some(nested) = type_name.strip_prefix("unionmap:").or_else(|| type_name.strip_prefix("pipemap:")) {
-                if !nested.starts_with('{') {
-                    continue;
-                }
-                match strip_braces(nested) {
-                    Ok(inner) => self.authorize(inner, param),
-                    Err(err) => log::warn!("bad {param} parameter value: {err}"),
-                }
-                continue;
-            }
-            let Some(mut name) = type_name.strip_prefix(PROXY) else {
-                continue;
-            };
-            while let Some(shorter) = name.strip_prefix(PROXY) {
-                name = shorter;
-            }
-            if name.contains(':') && !self.set.contains(name) {
+        walk(text, param, &mut |name| {
+            if !self.set.contains(name) {
                 log::debug!("allowlisting {name} from {param}");
                 self.set.insert(name.to_string());
                 self.order.push(name.to_string());
             }
+        });
+    }
+}
+
+/// The entries an expanded value approves, in order with duplicates, each
+/// with its byte offset in `value` (for `proxymap check`'s provenance).
+pub(crate) fn entries_at(value: &str, param: &str) -> Vec<(String, usize)> {
+    let base = value.as_ptr() as usize;
+    let mut found = Vec::new();
+    // Every name walk() reports is a slice of `value`.
+    walk(value, param, &mut |name| found.push((name.to_string(), name.as_ptr() as usize - base)));
+    found
+}
+
+/// Calls `found` with every approved `type:name` in `text` (a slice of it).
+fn walk<'t>(text: &'t str, param: &str, found: &mut dyn FnMut(&'t str)) {
+    let mut rest = text;
+    while let Some(token) = next_token(&mut rest) {
+        let mut type_name = token;
+        // `{ maptype:mapname attr=value ... }`: only the first word counts.
+        if type_name.starts_with('{') {
+            match strip_braces(type_name) {
+                Ok(inner) => {
+                    let mut inner_rest = inner;
+                    match next_token(&mut inner_rest) {
+                        Some(first) => type_name = first,
+                        None => continue,
+                    }
+                }
+                Err(err) => {
+                    log::warn!("bad {param} parameter value: {err}");
+                    continue;
+                }
+            }
+        }
+        // unionmap:{...} and pipemap:{...} nest other table references.
+        if let Some(nested) = type_name.strip_prefix("unionmap:").or_else(|| type_name.strip_prefix("pipemap:")) {
+            if !nested.starts_with('{') {
+                continue;
+            }
+            match strip_braces(nested) {
+                Ok(inner) => walk(inner, param, found),
+                Err(err) => log::warn!("bad {param} parameter value: {err}"),
+            }
+            continue;
+        }
+        let Some(mut name) = type_name.strip_prefix(PROXY) else {
+            continue;
+        };
+        while let Some(shorter) = name.strip_prefix(PROXY) {
+            name = shorter;
+        }
+        if name.contains(':') {
+            found(name);
         }
     }
 }
@@ -205,6 +224,15 @@ mod tests {
         assert_eq!(entries("{proxy:hash:/a proxy:hash:/b"), Vec::<String>::new());
         assert_eq!(entries("{proxy:hash:/a}x proxy:hash:/b"), ["hash:/b"]);
         assert_eq!(entries("unionmap:{proxy:hash:/a proxy:hash:/c"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn entries_know_their_offsets() {
+        let value = "proxy:hash:/a unionmap:{proxy:proxy:cdb:/b} proxy:hash:/a";
+        assert_eq!(
+            entries_at(value, "p"),
+            [("hash:/a".to_string(), 6), ("cdb:/b".to_string(), 36), ("hash:/a".to_string(), 50)]
+        );
     }
 
     #[test]

@@ -26,6 +26,36 @@ where
     }
 }
 
+/// A run of expanded text and the chain of `$name`s it came through,
+/// outermost first (empty: written in the expanded text itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub range: std::ops::Range<usize>,
+    pub via: Vec<String>,
+}
+
+/// expand(), also telling which `$name` each piece of the result came from
+/// (for `proxymap check`'s provenance of allowlist entries).
+pub(crate) fn expand_traced<F>(text: &str, lookup: &F) -> Result<(String, Vec<Span>), ConfigError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let mut ex = Expander::new(lookup);
+    ex.trace = Some(Trace::default());
+    ex.parse(text);
+    match ex.error {
+        None => Ok((ex.out, ex.trace.map(|t| t.spans).unwrap_or_default())),
+        Some(warning) => Err(ConfigError::Macro { warning }),
+    }
+}
+
+/// The names being expanded right now and the spans recorded so far.
+#[derive(Default)]
+struct Trace {
+    stack: Vec<String>,
+    spans: Vec<Span>,
+}
+
 enum Token {
     Literal,
     Expr,
@@ -38,6 +68,8 @@ struct Expander<'a, F> {
     level: i32,
     /// First warning; Some means MAC_PARSE_ERROR is set.
     error: Option<String>,
+    /// Provenance recording, when asked for.
+    trace: Option<Trace>,
 }
 
 fn skip_ws(s: &str) -> &str {
@@ -55,7 +87,7 @@ where
     F: Fn(&str) -> Option<String>,
 {
     fn new(lookup: &'a F) -> Self {
-        Expander { lookup, out: String::new(), level: 0, error: None }
+        Expander { lookup, out: String::new(), level: 0, error: None, trace: None }
     }
 
     fn fail(&mut self, warning: String) {
@@ -143,7 +175,13 @@ where
             return;
         }
         match kind {
-            Token::Literal => self.out.push_str(&text),
+            Token::Literal => {
+                let start = self.out.len();
+                self.out.push_str(&text);
+                if let Some(t) = &mut self.trace {
+                    t.spans.push(Span { range: start..self.out.len(), via: t.stack.clone() });
+                }
+            }
             Token::Expr => {
                 if self.expr(&text).is_none() {
                     return;
@@ -157,6 +195,7 @@ where
     /// reported (nesting level then stays raised, as in Postfix).
     fn expr(&mut self, text: &str) -> Option<()> {
         let lookup: Option<String>;
+        let mut name = None;
         let op: u8;
         let mut cp: &str;
         let trimmed = skip_ws(text);
@@ -210,6 +249,7 @@ where
                 i += 1;
             }
             lookup = (self.lookup)(&text[start..name_end]);
+            name = Some(&text[start..name_end]);
         }
         let non_empty = lookup.as_deref().is_some_and(|v| !v.is_empty());
         match op {
@@ -241,8 +281,14 @@ where
             }
             _ => {
                 if let Some(value) = lookup.filter(|v| !v.is_empty()) {
+                    if let (Some(t), Some(n)) = (&mut self.trace, name) {
+                        t.stack.push(n.to_string());
+                    }
                     // Recursive evaluation: the value is expanded again.
                     self.parse(&value);
+                    if let (Some(t), Some(_)) = (&mut self.trace, name) {
+                        t.stack.pop();
+                    }
                 }
             }
         }
@@ -498,6 +544,22 @@ mod tests {
         vars.push(("v99".into(), "end".into()));
         let map: HashMap<String, String> = vars.into_iter().collect();
         assert_eq!(expand("$v0", &|n: &str| map.get(n).cloned()).unwrap(), "end");
+    }
+
+    #[test]
+    fn traced_expansion_names_the_chain() {
+        let map: HashMap<String, String> = [("a", "x $b"), ("b", "y${c?{ z}}"), ("c", "C")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (out, spans) = expand_traced("w $a", &|n: &str| map.get(n).cloned()).unwrap();
+        assert_eq!(out, "w x y z");
+        let via = |at: usize| spans.iter().find(|s| s.range.contains(&at)).map(|s| s.via.join(">"));
+        assert_eq!(via(0).as_deref(), Some(""));
+        assert_eq!(via(2).as_deref(), Some("a"));
+        assert_eq!(via(4).as_deref(), Some("a>b"));
+        // a conditional's text belongs to the value that holds it
+        assert_eq!(via(6).as_deref(), Some("a>b"));
     }
 
     #[test]

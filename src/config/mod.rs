@@ -116,6 +116,11 @@ impl Params {
             .map_err(|_| ConfigError::Invalid(format!("invalid {name} parameter value {after} < 0")))
     }
 
+    /// Names set in main.cf, by `-o` or set(), in no particular order.
+    pub(crate) fn configured_names(&self) -> impl Iterator<Item = &str> {
+        self.explicit.keys().map(String::as_str)
+    }
+
     /// The value set in main.cf, by `-o` or set(), unexpanded.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.explicit.get(name).map(String::as_str)
@@ -162,6 +167,26 @@ impl Params {
             .and_then(|d| d.default.chars().find(char::is_ascii_alphabetic))
             .unwrap_or('s');
         convert::parse_time(name, &self.try_get(name)?, unit)
+    }
+
+    /// try_get() that also tells which `$name` each piece of the value came
+    /// through (see [`expand::expand_traced`]). Registration stores string
+    /// defaults expanded, so the trace expands them from the compiled-in
+    /// text instead; should that ever give another value, the value comes
+    /// back without spans.
+    pub(crate) fn get_traced(&self, name: &str) -> Result<(String, Vec<expand::Span>), ConfigError> {
+        let value = self.try_get(name)?;
+        let lazy = !self.registered_all;
+        let raw = |n: &str| match (self.explicit.get(n), defaults::find(n)) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(d)) if d.kind == Kind::Str => Some(d.default.to_string()),
+            _ => self.lookup(n, lazy),
+        };
+        let Some(text) = raw(name) else { return Ok((value, Vec::new())) };
+        match expand::expand_traced(&text, &raw) {
+            Ok((traced, spans)) if traced == value => Ok((value, spans)),
+            _ => Ok((value, Vec::new())),
+        }
     }
 
     /// Expands `$name` references in arbitrary text against this dictionary.

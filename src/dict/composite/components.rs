@@ -16,6 +16,23 @@ pub(crate) struct Components {
 /// Parse and open the components, with Postfix's refusal and syntax errors.
 pub(crate) fn open(req: &OpenRequest) -> Result<Components, OpenError> {
     req.require_read_only()?;
+    let specs = specs(req)?;
+    let mut tables = Vec::with_capacity(specs.len());
+    let mut match_flags = 0;
+    for (i, spec) in specs.iter().enumerate() {
+        let table = registry::open_or_surrogate(spec, req.mode, req.flags, req.params);
+        if i == 0 {
+            match_flags = table.flags() & (FIXED | PATTERN);
+        }
+        tables.push(table);
+    }
+    let waits = tables.iter().map(|t| t.waits()).max().unwrap_or(Waits::Never);
+    Ok(Components { tables, match_flags, waits })
+}
+
+/// The `type:name` components of `req.name` (`{type:name ...}`), without
+/// opening them (`proxymap check` looks at each itself).
+pub(crate) fn specs<'r>(req: &OpenRequest<'r>) -> Result<Vec<&'r str>, OpenError> {
     let syntax = || {
         OpenError::new(format!(
             "bad syntax: \"{t}:{n}\"; need \"{t}:{{type:name...}}\"",
@@ -32,19 +49,13 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Components, OpenError> {
     if items.is_empty() {
         return Err(syntax());
     }
-    let mut tables = Vec::with_capacity(items.len());
-    let mut match_flags = 0;
-    for (i, item) in items.iter().enumerate() {
+    let mut specs = Vec::with_capacity(items.len());
+    for item in items {
         let Ok(spec) = std::str::from_utf8(item) else { return Err(syntax()) };
         if !spec.contains(':') {
             return Err(syntax());
         }
-        let table = registry::open_or_surrogate(spec, req.mode, req.flags, req.params);
-        if i == 0 {
-            match_flags = table.flags() & (FIXED | PATTERN);
-        }
-        tables.push(table);
+        specs.push(spec);
     }
-    let waits = tables.iter().map(|t| t.waits()).max().unwrap_or(Waits::Never);
-    Ok(Components { tables, match_flags, waits })
+    Ok(specs)
 }

@@ -162,8 +162,6 @@ impl<'a> Cf<'a> {
     /// configuration check; Postfix ignores them silently, and so does
     /// opening the table. Empty in main.cf form, where any parameter may
     /// belong to anything.
-    // for a future `proxymap check` of table configurations
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn unused(&self) -> Vec<String> {
         let asked = self.asked.borrow();
         match &self.source {
@@ -175,6 +173,38 @@ impl<'a> Cf<'a> {
             Source::MainCf(_) => Vec::new(),
         }
     }
+}
+
+/// Per configuration (file name), the parameters nobody asked for.
+pub(crate) type Unused = Vec<(String, Vec<String>)>;
+
+thread_local! {
+    /// Inside collect_unused(): each configuration's unused parameters,
+    /// noted as it is dropped (when its table is done asking).
+    static UNUSED: RefCell<Option<Unused>> = const { RefCell::new(None) };
+}
+
+impl Drop for Cf<'_> {
+    fn drop(&mut self) {
+        UNUSED.with(|u| {
+            if let Some(found) = u.borrow_mut().as_mut() {
+                let names = self.unused();
+                if !names.is_empty() {
+                    found.push((self.name.clone(), names));
+                }
+            }
+        });
+    }
+}
+
+/// Runs `f` (a table's open, and the table's drop) and returns what it
+/// returned with the file-form parameters its configurations never asked
+/// for, by file: `proxymap check` warns of them, the tables do not.
+pub(crate) fn collect_unused<T>(f: impl FnOnce() -> T) -> (T, Unused) {
+    UNUSED.with(|u| *u.borrow_mut() = Some(Vec::new()));
+    let result = f();
+    let found = UNUSED.with(|u| u.borrow_mut().take()).unwrap_or_default();
+    (result, found)
 }
 
 /// Whether a table name is a file (Postfix: starts with `/` or `.`).

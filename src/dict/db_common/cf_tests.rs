@@ -215,6 +215,19 @@ fn unused_parameters_are_listed_not_refused() {
 }
 
 #[test]
+fn unused_parameters_are_collected_as_configurations_drop() {
+    let ((), found) = collect_unused(|| {
+        let cf = file("query = q\nhost = typo\n");
+        cf.get_str("query", None, 0, 0).unwrap();
+    });
+    assert_eq!(found, [(CF.to_string(), vec!["host".to_string()])]);
+    // outside collect_unused() nothing is noted
+    drop(file("host = typo\n"));
+    let ((), found) = collect_unused(|| ());
+    assert!(found.is_empty());
+}
+
+#[test]
 fn files_are_read_from_disk_or_give_postfix_open_text() {
     let params = Params::default();
     let f = TempFile::new("cf", "dbpath = /x\n").backdated();
