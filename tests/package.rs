@@ -52,7 +52,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
 }
 
 fn dpkg(root: &Path, args: &[&str]) -> Output {
-    run(Command::new("dpkg").arg(format!("--root={}", root.display())).arg("--force-depends").arg("--log=/dev/null").args(args))
+    run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("--force-depends")
+        .arg("--log=/dev/null")
+        .args(args))
 }
 
 #[test]
@@ -79,7 +83,8 @@ fn the_package_installs_its_files_and_leaves_postfix_as_it_was() {
     for file in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
         std::fs::write(root.join(file), "").expect("dpkg database");
     }
-    std::fs::write(root.join("etc/postfix/main.cf"), "proxy_read_maps = proxy:hash:/etc/postfix/virtual\n").expect("main.cf");
+    std::fs::write(root.join("etc/postfix/main.cf"), "proxy_read_maps = proxy:hash:/etc/postfix/virtual\n")
+        .expect("main.cf");
     std::fs::write(
         root.join("etc/postfix/master.cf"),
         "proxymap   unix  -       -       n       -       -       proxymap\n\
@@ -106,7 +111,9 @@ fn the_package_installs_its_files_and_leaves_postfix_as_it_was() {
     let man = root.join("usr/share/man/man8/proxymap-rs.8.gz");
     if Command::new("man").arg("--version").output().is_ok() {
         let page = text(&run(Command::new("man").arg("-l").arg(&man).env("MANWIDTH", "80").env("MANPAGER", "cat")));
-        for heading in ["NAME", "SYNOPSIS", "DESCRIPTION", "SECURITY", "DIAGNOSTICS", "CONFIGURATION PARAMETERS", "SEE ALSO"] {
+        for heading in
+            ["NAME", "SYNOPSIS", "DESCRIPTION", "SECURITY", "DIAGNOSTICS", "CONFIGURATION PARAMETERS", "SEE ALSO"]
+        {
             assert!(page.contains(heading), "man page lacks {heading}:\n{page}");
         }
         assert!(page.contains("proxymap_connection_threads"), "{page}");
@@ -116,7 +123,15 @@ fn the_package_installs_its_files_and_leaves_postfix_as_it_was() {
 
     // Documentation and examples.
     let doc = root.join("usr/share/doc/proxymap-rs");
-    for file in ["README.md", "postfix.md", "operating.md", "compatibility.md", "copyright", "examples/proxymap.toml", "examples/master.cf.example"] {
+    for file in [
+        "README.md",
+        "postfix.md",
+        "operating.md",
+        "compatibility.md",
+        "copyright",
+        "examples/proxymap.toml",
+        "examples/master.cf.example",
+    ] {
         assert!(doc.join(file).is_file(), "missing {file}");
     }
 
@@ -157,10 +172,7 @@ fn the_package_installs_its_files_and_leaves_postfix_as_it_was() {
     dpkg(&root, &["-r", "proxymap-rs"]);
     let removed = snapshot(&root);
     let left: Vec<&PathBuf> = removed.keys().filter(|p| !before.contains_key(*p)).collect();
-    assert!(
-        left.iter().all(|p| p.starts_with("etc/proxymap-rs")),
-        "left after removal: {left:?}"
-    );
+    assert!(left.iter().all(|p| p.starts_with("etc/proxymap-rs")), "left after removal: {left:?}");
     dpkg(&root, &["-P", "proxymap-rs"]);
     assert_eq!(snapshot(&root), before, "the scratch root differs after purge");
 }

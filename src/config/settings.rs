@@ -183,7 +183,8 @@ mod tests {
     fn shipped_settings_files_parse() {
         let example = Settings::from_toml_str(include_str!("../../examples/proxymap.toml"), "proxymap.toml").unwrap();
         assert_eq!(example.socket_path(Service::Proxymap), PathBuf::from("/var/spool/postfix/private/proxymap"));
-        let packaged = Settings::from_toml_str(include_str!("../../packaging/proxymap-rs.toml"), "proxymap.toml").unwrap();
+        let packaged =
+            Settings::from_toml_str(include_str!("../../packaging/proxymap-rs.toml"), "proxymap.toml").unwrap();
         assert_eq!(packaged.config_directory.as_deref(), Some(Path::new("/etc/postfix")));
         assert_eq!(packaged.socket_path(Service::Proxywrite), PathBuf::from("/var/spool/postfix/private/proxywrite"));
         assert_eq!(packaged.log, LogTarget::Syslog);

@@ -87,11 +87,14 @@ pub struct OpenError {
     /// The process was short of descriptors or memory: the table itself
     /// may be fine, and the open is tried again (see `Surrogate`).
     pub(crate) transient: bool,
+    /// The file exists but failed Berkeley DB's verify pass (the writer
+    /// repairs such a hash file, see `file::db`).
+    pub(crate) damaged: bool,
 }
 
 impl OpenError {
     pub fn new(reason: impl Into<String>) -> Self {
-        OpenError { reason: reason.into(), transient: false }
+        OpenError { reason: reason.into(), transient: false, damaged: false }
     }
 
     /// `<context>: <%m>` for a failed system call, transient when the

@@ -12,17 +12,19 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     pub(crate) fn from_env() -> Notifier {
-        let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| match address(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())) {
-            Ok(addr) => match UnixDatagram::unbound() {
-                Ok(sock) => Some((sock, addr)),
+        let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
+            match address(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())) {
+                Ok(addr) => match UnixDatagram::unbound() {
+                    Ok(sock) => Some((sock, addr)),
+                    Err(e) => {
+                        log::warn!("NOTIFY_SOCKET: socket: {e}");
+                        None
+                    }
+                },
                 Err(e) => {
-                    log::warn!("NOTIFY_SOCKET: socket: {e}");
+                    log::warn!("NOTIFY_SOCKET={}: {e}", path.to_string_lossy());
                     None
                 }
-            },
-            Err(e) => {
-                log::warn!("NOTIFY_SOCKET={}: {e}", path.to_string_lossy());
-                None
             }
         });
         Notifier { target }
@@ -91,7 +93,12 @@ mod tests {
     #[test]
     fn messages_reach_a_path_socket() {
         let (_dir, sock, path) = listener();
-        let n = Notifier { target: Some((UnixDatagram::unbound().expect("socket"), address(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).expect("address"))) };
+        let n = Notifier {
+            target: Some((
+                UnixDatagram::unbound().expect("socket"),
+                address(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).expect("address"),
+            )),
+        };
         n.ready("serving");
         assert_eq!(recv(&sock), format!("READY=1\nSTATUS=serving\nMAINPID={}", std::process::id()));
         n.reloading();
@@ -105,10 +112,14 @@ mod tests {
     fn abstract_names_and_bad_values() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("proxymap-notify-test-{}", std::process::id());
-        let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).expect("name")).expect("bind");
+        let sock =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).expect("name")).expect("bind");
         sock.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
         let n = Notifier {
-            target: Some((UnixDatagram::unbound().expect("socket"), address(format!("@{name}").as_bytes()).expect("address"))),
+            target: Some((
+                UnixDatagram::unbound().expect("socket"),
+                address(format!("@{name}").as_bytes()).expect("address"),
+            )),
         };
         n.stopping();
         assert_eq!(recv(&sock), "STOPPING=1");

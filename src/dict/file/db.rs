@@ -127,6 +127,13 @@ struct DbState {
     stamp: Option<Stamp>,
     /// An operation failed: open a fresh handle before the next one.
     broken: AtomicBool,
+    /// The writer's last write failed for want of space: its pages are
+    /// still in Berkeley DB's cache and are written (sync) before the next
+    /// operation, rather than dropped with the handle, which would leave
+    /// the file with half a page split and lose earlier acknowledged keys.
+    unsynced: AtomicBool,
+    /// When an unsynced handle's failing flush was last logged.
+    unsynced_logged: Option<Instant>,
     /// Replaced handles kept for the cursors still open on them.
     retired: Vec<Db>,
     /// Open cursors per handle id.
@@ -148,13 +155,14 @@ impl DbState {
         self.pages = pages;
         self.stamp = stamp;
         *self.broken.get_mut() = false;
+        *self.unsynced.get_mut() = false;
     }
 
     /// Nothing to re-open or check before an access under `lease`: the
     /// handle works and (with `refresh`) the file was checked in this lease.
     fn current(&self, refresh: bool, lease: Option<u64>) -> bool {
         let checked = lease.is_some_and(|l| l == self.checked_lease.load(Ordering::Relaxed));
-        (checked || !refresh) && !self.broken.load(Ordering::Relaxed)
+        (checked || !refresh) && !self.broken.load(Ordering::Relaxed) && !self.unsynced.load(Ordering::Relaxed)
     }
 
     /// Look `key` up: in the pages when they are read directly (a page
@@ -210,6 +218,44 @@ fn fail(st: &DbState, msg: String) -> DictError {
     log::error!("{msg}");
     st.broken.store(true, Ordering::Relaxed);
     DictError::Retry(msg)
+}
+
+/// A failed write: for want of space the handle is kept, its cached pages
+/// to be flushed before the next operation; any other error as [`fail`].
+fn fail_write(st: &mut DbState, code: Code, msg: String) -> DictError {
+    if !matches!(code, libc::ENOSPC | libc::EDQUOT | libc::EFBIG) {
+        return fail(st, msg);
+    }
+    log::error!("{msg}");
+    st.unsynced.store(true, Ordering::Relaxed);
+    st.unsynced_logged = Some(Instant::now());
+    DictError::Retry(msg)
+}
+
+/// How often a flush that keeps failing for want of space is logged.
+const UNSYNCED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Write what a write that failed for want of space left in the cache;
+/// until that works every operation is RETRY.
+fn flush_unsynced(path: &str, st: &mut DbState) -> DictResult<()> {
+    if !st.unsynced.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    match st.db.sync() {
+        Ok(()) => {
+            st.unsynced.store(false, Ordering::Relaxed);
+            log::info!("{path}: flushed the updates held since the file system was full");
+            Ok(())
+        }
+        Err(c) => {
+            let msg = format!("{path}: flush dictionary: {}", code_text(c));
+            if st.unsynced_logged.is_none_or(|t| t.elapsed() >= UNSYNCED_LOG_INTERVAL) {
+                log::error!("{msg}");
+                st.unsynced_logged = Some(Instant::now());
+            }
+            Err(DictError::Retry(msg))
+        }
+    }
 }
 
 fn code_text(code: Code) -> String {
@@ -354,7 +400,9 @@ fn open_handle(
             if let Some(text) = complaint {
                 log::warn!("{db_path}: {text}");
             }
-            return Err(m(&format!("open database {db_path}"), libc::EINVAL));
+            let mut err = m(&format!("open database {db_path}"), libc::EINVAL);
+            err.damaged = true;
+            return Err(err);
         }
         if let (Some(v), Some(before)) = (&settings.verdicts, &before) {
             // Only a verdict about the file that was actually verified.
@@ -446,9 +494,28 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 ),
                 _ => None,
             };
-            let db = open_handle(&db_path, ty, req.mode, &settings, stamp.is_some())?;
+            let db = match open_handle(&db_path, ty, req.mode, &settings, stamp.is_some()) {
+                Err(e) if e.damaged && req.mode == Mode::ReadWrite && ty == DbType::Hash => {
+                    // The single writer rebuilds what it can read (a write
+                    // cut short by a full file system leaves such a file):
+                    // readers keep failing on the damaged file until then.
+                    drop(held);
+                    if let Some(l) = &lockfile {
+                        let _excl = l
+                            .hold(Kind::Exclusive)
+                            .map_err(|e| lock_err(&format!("lock database {db_path} for repair"), &e))?;
+                        repair::rebuild(&db_path, &e.reason, &settings)?;
+                    }
+                    lockfile = reg.lockfile(&db_path)?;
+                    open_handle(&db_path, ty, req.mode, &settings, true)?
+                }
+                other => {
+                    let db = other?;
+                    drop(held);
+                    db
+                }
+            };
             let pages = direct_pages(&db_path, ty, req.mode);
-            drop(held);
             if lockfile.is_none() {
                 // Just created by DB_CREATE.
                 lockfile = reg.lockfile(&db_path)?;
@@ -468,6 +535,8 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                     pages,
                     stamp,
                     broken: AtomicBool::new(false),
+                    unsynced: AtomicBool::new(false),
+                    unsynced_logged: None,
                     retired: Vec::new(),
                     cursors: HashMap::new(),
                     checked_lease: AtomicU64::new(0),
@@ -545,6 +614,7 @@ fn lock_file(shared: &Shared, flags: u32, kind: Kind) -> DictResult<Option<Held<
 /// Re-open the handle if it failed or, with `refresh`, if the file changed
 /// (checked once per lock lease).
 fn prepare(shared: &Shared, st: &mut DbState, refresh: bool, lease: Option<u64>) -> DictResult<()> {
+    flush_unsynced(&shared.db_path, st)?;
     if !st.current(refresh, lease) {
         shared.refresh(st)?;
         *st.checked_lease.get_mut() = lease.unwrap_or(0);
@@ -672,7 +742,7 @@ impl Dict for DbDict {
             let stored = st
                 .db
                 .put(&k, &v, flags & DUP_REPLACE == 0)
-                .map_err(|c| fail(st, format!("error writing {path}: {}", code_text(c))))?;
+                .map_err(|c| fail_write(st, c, format!("error writing {path}: {}", code_text(c))))?;
             let mut result = Ok(stored);
             if !stored {
                 let msg = format!("{path}: duplicate entry: \"{}\"", String::from_utf8_lossy(&key));
@@ -687,7 +757,7 @@ impl Dict for DbDict {
                 }
             }
             if flags & SYNC_UPDATE != 0 {
-                st.db.sync().map_err(|c| fail(st, format!("{path}: flush dictionary: {}", code_text(c))))?;
+                st.db.sync().map_err(|c| fail_write(st, c, format!("{path}: flush dictionary: {}", code_text(c))))?;
             }
             result
         })
@@ -708,20 +778,22 @@ impl Dict for DbDict {
                 found = st
                     .db
                     .del(&with_nul(&key))
-                    .map_err(|c| fail(st, format!("error deleting from {path}: {}", code_text(c))))?;
+                    .map_err(|c| fail_write(st, c, format!("error deleting from {path}: {}", code_text(c))))?;
                 if found {
                     *nulls &= !TRY0NULL;
                 }
             }
             if !found && *nulls & TRY0NULL != 0 {
-                found =
-                    st.db.del(&key).map_err(|c| fail(st, format!("error deleting from {path}: {}", code_text(c))))?;
+                found = st
+                    .db
+                    .del(&key)
+                    .map_err(|c| fail_write(st, c, format!("error deleting from {path}: {}", code_text(c))))?;
                 if found {
                     *nulls &= !TRY1NULL;
                 }
             }
             if flags & SYNC_UPDATE != 0 {
-                st.db.sync().map_err(|c| fail(st, format!("{path}: flush dictionary: {}", code_text(c))))?;
+                st.db.sync().map_err(|c| fail_write(st, c, format!("{path}: flush dictionary: {}", code_text(c))))?;
             }
             Ok(found)
         })
@@ -795,5 +867,6 @@ impl Dict for DbDict {
     }
 }
 
+mod repair;
 #[cfg(test)]
 mod tests;

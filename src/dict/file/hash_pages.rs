@@ -398,5 +398,6 @@ fn parse_meta(head: &[u8]) -> Result<Meta, PageError> {
     Ok(Meta { max_bucket: field(72), high_mask: field(76), low_mask: field(80), spares, pages: 0, lease: 0 })
 }
 
+mod salvage;
 #[cfg(test)]
 mod tests;
