@@ -148,7 +148,7 @@ pub(super) fn from_cf(name: &str, cf: &Cf<'_>, sources: &mut dyn Sources) -> Res
         list if list.is_empty() => None,
         list => Some(DomainFilter::parse(&list, cf.name(), sources)?),
     };
-    let attributes = attributes(&cf)?;
+    let attributes = attributes(cf)?;
     let bind_text = cf.get_str("bind", Some("yes"), 1, 0)?.unwrap_or_default();
     let bind = match bind_text.to_ascii_lowercase().as_str() {
         "no" | "none" => Some(false),
