@@ -2,12 +2,12 @@
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer, on the nightly toolchain):
 # builds the targets of fuzz/ once, then for each target runs its checked-in
 # corpus (fuzz/corpus/<target>/) as regression tests and fuzzes it for
-# FUZZ_SECS seconds into a scratch corpus under target/ (the checked-in one
+# FUZZ_SECS (45) seconds into a scratch corpus under target/ (the checked-in one
 # is never written). Prints one line per target: executions, coverage
 # (libFuzzer's cov: edges and ft: features), crashes. Exits non-zero when a
 # target crashed, hung (over 10 s on one input) or went over 2 GiB.
 #
-#   bash scripts/fuzz.sh                      # every target, 60 s each
+#   bash scripts/fuzz.sh                      # every target, 45 s each
 #   FUZZ_SECS=5 bash scripts/fuzz.sh          # a quick pass
 #   FUZZ_TARGETS="request attr" bash scripts/fuzz.sh
 #
@@ -15,7 +15,7 @@
 # it with `cargo +nightly fuzz run <target> <file>` (in fuzz/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${FUZZ_SECS:-60}
+secs=${FUZZ_SECS:-45}
 target_dir=${FUZZ_TARGET_DIR:-$PWD/target/fuzz}
 # The Rust toolchain's own tools (cargo +nightly) may live in ~/.cargo/bin.
 export PATH="$HOME/.cargo/bin:$PATH"
