@@ -104,7 +104,8 @@ fn superset<E: Engine>(pattern: &[u8], sel: u8, letters: &[u8], subject: &[u8]) 
                 )
                 .build(t);
             match nfa {
-                Ok(nfa) => Some(DFA::builder().build_from_nfa(nfa).expect("lazy DFA from an NFA")),
+                // A lazy DFA can be refused (its cache too small for a big NFA).
+                Ok(nfa) => DFA::builder().build_from_nfa(nfa).ok(),
                 Err(e) if e.size_limit().is_some() => None,
                 Err(e) => panic!("translation {t:?} of {pattern:?} is no pattern: {e}"),
             }
