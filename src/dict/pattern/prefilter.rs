@@ -58,7 +58,15 @@ pub(crate) fn required_literal(pattern: &[u8], dialect: Dialect) -> Option<Vec<u
                 run.pop();
                 end_run(&mut run, &mut best);
             }
-            b'+' => end_run(&mut run, &mut best),
+            b'+' => {
+                // A repeat of the repeat (POSIX `a+*`, `a+?`, `a+{0,1}`) can
+                // make the atom optional; PCRE's lazy `+?` keeps it
+                // required, but dropping one byte is only a weaker filter.
+                if quantified_optional(p, i + 1) {
+                    run.pop();
+                }
+                end_run(&mut run, &mut best);
+            }
             b'{' => {
                 run.pop();
                 end_run(&mut run, &mut best);
@@ -274,5 +282,15 @@ mod tests {
             assert_eq!(required_literal(b"abc{x|y}", dialect), None);
             assert_eq!(required_literal(b"^a.{\xdckx:foo]2|foo", dialect), None);
         }
+    }
+
+    /// Found by the `translate` fuzz target: `2+*` is `(2+)*` to glibc,
+    /// which matches the empty key, so `2` is not required.
+    #[test]
+    fn a_repeated_repeat_is_optional() {
+        assert_eq!(required_literal(b"2+*", Dialect::PosixExtended), None);
+        assert_eq!(required_literal(b"ab+?", Dialect::PosixExtended).as_deref(), Some(&b"a"[..]));
+        assert_eq!(required_literal(b"ab+{0,1}c", Dialect::PosixExtended).as_deref(), Some(&b"a"[..]));
+        assert_eq!(required_literal(b"ab++c", Dialect::PosixExtended).as_deref(), Some(&b"ab"[..]));
     }
 }
