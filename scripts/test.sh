@@ -20,3 +20,5 @@ PROXYMAP_TEST_THREADS=0 cargo test --release --locked --features postfix-tests -
     --test postfix_diff --test file_tables_stress
 # The README's first command, literally, in a fresh clone.
 bash scripts/test-readme.sh
+# Coverage-guided fuzzing of the parsers, FUZZ_SECS (45) seconds a target (about 22 min in all).
+bash scripts/fuzz.sh

@@ -11,6 +11,10 @@ pub mod client;
 pub(crate) mod clock;
 pub mod config;
 pub mod dict;
+/// Entry points for the fuzz targets of `fuzz/` (feature `fuzzing` only).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub(crate) mod logging;
 pub mod master;
 pub mod postfix_child;

@@ -119,7 +119,11 @@ impl HashPages {
     /// Open `path` for direct reads; Unsupported when the file is not of the
     /// layout this reader knows.
     pub(crate) fn open(path: &str) -> Result<HashPages, PageError> {
-        let file = File::open(path)?;
+        Self::from_file(File::open(path)?)
+    }
+
+    /// [`HashPages::open`] on a file already open.
+    pub(crate) fn from_file(file: File) -> Result<HashPages, PageError> {
         let mut head = [0u8; META_LEN];
         file.read_exact_at(&mut head, 0)?;
         let pagesize = u32_at(&head, 20).unwrap_or(0) as usize;

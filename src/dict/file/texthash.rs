@@ -216,6 +216,27 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The fuzz target's way in: `data` loaded as a texthash file, then every
+/// entry the sequence gives looked up again, and `keys` looked up.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_load(data: &[u8], flags: u32, keys: &[&[u8]]) {
+    let flags = flags & !SRC_RHS_IS_FILE; // no file reads from fuzz input
+    let Ok(table) = parse(data, "fuzz", flags) else { return };
+    let mut cursor = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut first = true;
+    while let Some((key, value)) = table.sequence(&mut cursor, first) {
+        first = false;
+        assert!(table.lookup(&key, false, &mut out), "sequenced key {key:?} not found");
+        assert_eq!(out, value, "key {key:?}");
+        assert!(seen.insert(key), "a key sequenced twice");
+    }
+    for key in keys {
+        table.lookup(key, flags & FOLD_FIX != 0, &mut out);
+    }
+}
+
 /// Load the file contents; `flags` are the open flags.
 fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
     let mut table = MemTable::default();

@@ -29,7 +29,7 @@
 use super::filter::is_dynamic;
 use super::server::Tls;
 use crate::dict::db_common::cf::Cf;
-use crate::dict::db_common::domain::{DomainFilter, System};
+use crate::dict::db_common::domain::{DomainFilter, Sources, System};
 use crate::dict::db_common::template::{Context, Role, Template};
 use crate::dict::OpenError;
 use crate::sys::ldap::{self, TlsOption, SCOPE_BASE, SCOPE_ONE, SCOPE_SUB};
@@ -81,6 +81,12 @@ pub(super) struct Config {
 /// Read table `name`'s configuration (`ldap:<name>`).
 pub(super) fn read(name: &str, params: &crate::config::Params) -> Result<Config, OpenError> {
     let cf = Cf::open(name, params)?;
+    from_cf(name, &cf, &mut System { params })
+}
+
+/// [`read`] from parameters already read; the `domain` list's files and
+/// tables come from `sources`.
+pub(super) fn from_cf(name: &str, cf: &Cf<'_>, sources: &mut dyn Sources) -> Result<Config, OpenError> {
     let str0 = |param, default| cf.get_str(param, Some(default), 0, 0).map(Option::unwrap_or_default);
     let server_host = cf.get_str("server_host", Some("localhost"), 1, 0)?.unwrap_or_default();
     let server_port = cf.get_int("server_port", LDAP_PORT, 0, 0)?;
@@ -140,9 +146,9 @@ pub(super) fn read(name: &str, params: &crate::config::Params) -> Result<Config,
     let result_format = ctx.parse(&result_format, Role::Result)?;
     let domain = match str0("domain", "")? {
         list if list.is_empty() => None,
-        list => Some(DomainFilter::parse(&list, cf.name(), &mut System { params })?),
+        list => Some(DomainFilter::parse(&list, cf.name(), sources)?),
     };
-    let attributes = attributes(&cf)?;
+    let attributes = attributes(cf)?;
     let bind_text = cf.get_str("bind", Some("yes"), 1, 0)?.unwrap_or_default();
     let bind = match bind_text.to_ascii_lowercase().as_str() {
         "no" | "none" => Some(false),

@@ -29,6 +29,14 @@
 //! lookup only.
 
 mod cf;
+
+/// The fuzz target's way in: an `ldap:` table's `.cf` file text read as
+/// the open reads it (no server is contacted).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_cf(text: &[u8], sources: &mut dyn crate::dict::db_common::domain::Sources) -> Result<(), OpenError> {
+    let cf = crate::dict::db_common::cf::Cf::from_file_text("/etc/postfix/ldap.cf", text)?;
+    cf::from_cf("/etc/postfix/ldap.cf", &cf, sources).map(drop)
+}
 mod filter;
 mod results;
 mod server;

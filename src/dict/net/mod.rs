@@ -16,6 +16,35 @@ pub(crate) mod hex_quote;
 pub(crate) mod memcache;
 mod memcache_client;
 mod memcache_proto;
+
+/// The fuzz target's way into the memcache reply parser: `reply` read as
+/// the answer to a `get` (a line, a data block, `END`) with `limit` bytes
+/// a line; every item must be decided alike on every longer buffer.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_memcache_reply(reply: &[u8], limit: usize) {
+    use memcache_proto::{c_str, take_data, take_line, value_length, Take};
+    // Whatever a buffer decides, every longer buffer decides the same.
+    fn stable<'a>(buf: &'a [u8], take: impl Fn(&'a [u8]) -> Take<&'a [u8]>) -> Take<&'a [u8]> {
+        let got = take(buf);
+        if let Take::Done(item, used) = &got {
+            assert!(*used <= buf.len() && item.len() < *used);
+            assert_eq!(take(&buf[..*used]), Take::Done(*item, *used));
+            if *used > 0 {
+                assert_eq!(take(&buf[..*used - 1]), Take::Need);
+            }
+        }
+        got
+    }
+    let mut buf = reply;
+    let Take::Done(line, used) = stable(buf, |b| take_line(b, limit)) else { return };
+    buf = &buf[used..];
+    if c_str(line) == b"END" {
+        return;
+    }
+    let Some(len) = value_length(line).and_then(|n| usize::try_from(n).ok()) else { return };
+    let Take::Done(_, used) = stable(buf, |b| take_data(b, len)) else { return };
+    stable(&buf[used..], |b| take_line(b, limit));
+}
 pub(crate) mod netstring;
 pub(crate) mod session;
 pub(crate) mod socketmap;

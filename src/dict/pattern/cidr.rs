@@ -254,6 +254,80 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     Ok(Box::new(Cidr { flags: req.flags | PATTERN, root, values, source }))
 }
 
+/// The fuzz target's way in: `text` as a table (the inline `{ ... }` form
+/// when it starts with `{`), each key looked up and the answer checked
+/// against a top-down scan of the same rules, as Postfix evaluates them.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_table(text: &[u8], flags: u32, keys: &[&[u8]]) {
+    let inline;
+    let text = if text.first() == Some(&b'{') {
+        match inline_to_multiline(text) {
+            Ok(t) => {
+                inline = t;
+                &inline[..]
+            }
+            Err(_) => return,
+        }
+    } else {
+        text
+    };
+    let flags = flags & !SRC_RHS_IS_FILE; // no file reads from fuzz input
+    let (root, values, _) = parse_table(text, "fuzz", flags);
+    // The same rules again, in order, for the reference scan.
+    let mut rules = Vec::new();
+    let mut depth = 0;
+    for line in LogicalLines::new(text, "fuzz") {
+        if let Ok(rule) = parse_rule(postmap_text::until_nul(&line.text), depth, flags) {
+            match rule {
+                Rule::If { .. } => depth += 1,
+                Rule::Endif => depth -= 1,
+                Rule::Match { .. } => {}
+            }
+            rules.push(rule);
+        }
+    }
+    assert_eq!(rules.len(), values.len());
+    let table = Cidr { flags, root, values, source: None };
+    let mut out = Vec::new();
+    for key in keys {
+        let found = table.lookup(key, 0, &mut out).unwrap_or(false);
+        let want = parse_key(postmap_text::until_nul(key)).and_then(|(v6, addr)| first_match(&rules, v6, addr));
+        assert_eq!(found, want.is_some(), "key {key:?}");
+        if let Some(pos) = want {
+            assert_eq!(out, table.values[pos], "key {key:?}");
+        }
+    }
+}
+
+/// Top-down evaluation: the first matching rule; an `if` whose condition
+/// fails skips to its `endif` (or to the end).
+#[cfg(feature = "fuzzing")]
+fn first_match(rules: &[Rule], v6: bool, addr: u128) -> Option<usize> {
+    let mut i = 0;
+    while i < rules.len() {
+        match &rules[i] {
+            Rule::Match { net, positive, .. } if net.v6 == v6 && net.contains(v6, addr) == *positive => return Some(i),
+            Rule::If { net, positive } if !(net.v6 == v6 && net.contains(v6, addr) == *positive) => {
+                let mut depth = 0;
+                while i < rules.len() {
+                    match rules[i] {
+                        Rule::If { .. } => depth += 1,
+                        Rule::Endif => depth -= 1,
+                        Rule::Match { .. } => {}
+                    }
+                    if depth == 0 {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Postfix `dict_inline_to_multiline()`: `{ {rule}, {rule} }` → one rule a line.
 fn inline_to_multiline(name: &[u8]) -> Result<Vec<u8>, String> {
     let inner = postmap_text::extpar(name)?;

@@ -27,3 +27,6 @@ mod rules;
 mod scratch;
 mod source;
 mod translate;
+
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;

@@ -58,14 +58,26 @@ pub(crate) fn required_literal(pattern: &[u8], dialect: Dialect) -> Option<Vec<u
                 run.pop();
                 end_run(&mut run, &mut best);
             }
-            b'+' => end_run(&mut run, &mut best),
+            b'+' => {
+                // A repeat of the repeat (POSIX `a+*`, `a+?`, `a+{0,1}`) can
+                // make the atom optional; PCRE's lazy `+?` keeps it
+                // required, but dropping one byte is only a weaker filter.
+                if quantified_optional(p, i + 1) {
+                    run.pop();
+                }
+                end_run(&mut run, &mut best);
+            }
             b'{' => {
                 run.pop();
                 end_run(&mut run, &mut best);
-                match p[i..].iter().position(|&b| b == b'}') {
-                    Some(k) => i += k,
-                    None => return best_or_none(best),
+                // Only a counted repeat is skipped: a `{` that starts none is
+                // a literal to PCRE (and glibc), and an `|` after it still
+                // splits the pattern.
+                let k = p[i..].iter().position(|&b| b == b'}')?;
+                if !p[i + 1..i + k].iter().all(|&b| b.is_ascii_digit() || b == b',' || b == b' ') {
+                    return None;
                 }
+                i += k;
             }
             b'.' | b'^' | b'$' => end_run(&mut run, &mut best),
             b'\\' => {
@@ -236,6 +248,7 @@ mod tests {
         assert_eq!(r("abcd?ef").as_deref(), Some("abc"));
         assert_eq!(r("ab+cd").as_deref(), Some("ab"));
         assert_eq!(r("ab{2}cd").as_deref(), Some("cd"));
+        assert_eq!(q("ab{2,}cd").as_deref(), Some("cd"));
         assert_eq!(r("x*|y+"), None);
         assert_eq!(r("\\<word\\>").as_deref(), Some("word"));
         assert_eq!(r("[[:alpha:]]]x").as_deref(), Some("]x"));
@@ -257,5 +270,27 @@ mod tests {
         assert_eq!(memmem(b"hello", b"llo"), Some(2));
         assert_eq!(memmem(b"hello", b"lol"), None);
         assert_eq!(memmem(b"he", b"hello"), None);
+    }
+
+    /// Found by the `translate` fuzz target: a `{` that opens no counted
+    /// repeat is a literal, so an `|` after it is alternation, and there
+    /// is no required literal (`abc{|x` matches "x").
+    #[test]
+    fn a_brace_that_is_no_repeat_hides_no_alternation() {
+        for dialect in [Dialect::Pcre, Dialect::PosixExtended] {
+            assert_eq!(required_literal(b"abc{|x", dialect), None);
+            assert_eq!(required_literal(b"abc{x|y}", dialect), None);
+            assert_eq!(required_literal(b"^a.{\xdckx:foo]2|foo", dialect), None);
+        }
+    }
+
+    /// Found by the `translate` fuzz target: `2+*` is `(2+)*` to glibc,
+    /// which matches the empty key, so `2` is not required.
+    #[test]
+    fn a_repeated_repeat_is_optional() {
+        assert_eq!(required_literal(b"2+*", Dialect::PosixExtended), None);
+        assert_eq!(required_literal(b"ab+?", Dialect::PosixExtended).as_deref(), Some(&b"a"[..]));
+        assert_eq!(required_literal(b"ab+{0,1}c", Dialect::PosixExtended).as_deref(), Some(&b"a"[..]));
+        assert_eq!(required_literal(b"ab++c", Dialect::PosixExtended).as_deref(), Some(&b"ab"[..]));
     }
 }

@@ -193,8 +193,8 @@ impl<E: Engine> RuleTable<E> {
 
     /// Drop the rule set: every rule is tried by its engine (tests compare
     /// both ways).
-    #[cfg(test)]
-    fn without_set(mut self) -> Self {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn without_set(mut self) -> Self {
         self.set = None;
         self.in_set.iter_mut().for_each(|b| *b = false);
         self
@@ -215,7 +215,7 @@ impl<E: Engine> RuleTable<E> {
     /// Evaluate the rules top-down against `key` (ASCII-lowercased first
     /// when `fold`); on a hit write the expanded result into `out`. Lookups
     /// run side by side: each takes buffers of its own from the pool.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn lookup(&self, key: &[u8], fold: bool, out: &mut Vec<u8>) -> bool {
         let mut lent = self.pool.lend(|| self.scratch());
         lent.scratch().is_some_and(|scratch| self.evaluate(scratch, key, fold, out))
