@@ -20,5 +20,8 @@ PROXYMAP_TEST_THREADS=0 cargo test --release --locked --features postfix-tests -
     --test postfix_diff --test file_tables_stress
 # The README's first command, literally, in a fresh clone.
 bash scripts/test-readme.sh
-# Coverage-guided fuzzing of the parsers, FUZZ_SECS (45) seconds a target (about 22 min in all).
-bash scripts/fuzz.sh
+# Coverage-guided fuzzing of the parsers: every corpus replayed (a failure
+# fails the suite), then 30 s of fuzzing a target, whose new findings are
+# reported without failing the suite (a random find must not block every
+# landing; FUZZ_STRICT=1, the default of scripts/fuzz.sh, makes them fail).
+FUZZ_SECS=${FUZZ_SECS:-30} FUZZ_STRICT=${FUZZ_STRICT:-0} bash scripts/fuzz.sh
