@@ -224,24 +224,8 @@ struct Reading<'a> {
 impl Reading<'_> {
     /// Look for `key` on one page of its bucket.
     fn scan(&mut self, pgno: u32, page: &[u8], key: &[u8], out: &mut Vec<u8>) -> Result<Scan, PageError> {
-        if page[25] != P_HASH && page[25] != P_HASH_UNSORTED {
-            return Err(damaged(pgno, "not a hash page"));
-        }
-        let entries = u16_at(page, 20).unwrap_or(0);
-        let first_free = PAGE_HEADER + 2 * entries;
-        let pagesize = self.pages.pagesize;
-        if !entries.is_multiple_of(2) || first_free > pagesize {
-            return Err(damaged(pgno, "bad entry count"));
-        }
-        let item = |i: usize| -> Result<&[u8], PageError> {
-            // Item i ends where item i-1 starts (items are packed downwards).
-            let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0);
-            let end = if i == 0 { pagesize } else { u16_at(page, PAGE_HEADER + 2 * (i - 1)).unwrap_or(0) };
-            if at < first_free || at >= end || end > pagesize {
-                return Err(damaged(pgno, "bad item offset"));
-            }
-            Ok(&page[at..end])
-        };
+        let entries = hash_page_entries(pgno, page)?;
+        let item = |i: usize| page_item(pgno, page, entries, i);
         let pairs = entries / 2;
         let found = if page[25] == P_HASH {
             // Sorted pages (what Berkeley DB 5.3 writes): keys ascending,
@@ -351,6 +335,29 @@ impl Reading<'_> {
         }
         Ok(())
     }
+}
+
+/// The item count of hash page `pgno`, checked to fit the page.
+fn hash_page_entries(pgno: u32, page: &[u8]) -> Result<usize, PageError> {
+    if page[25] != P_HASH && page[25] != P_HASH_UNSORTED {
+        return Err(damaged(pgno, "not a hash page"));
+    }
+    let entries = u16_at(page, 20).unwrap_or(0);
+    if !entries.is_multiple_of(2) || PAGE_HEADER + 2 * entries > page.len() {
+        return Err(damaged(pgno, "bad entry count"));
+    }
+    Ok(entries)
+}
+
+/// Item `i` of a hash page of `entries` items: its type byte and bytes.
+fn page_item(pgno: u32, page: &[u8], entries: usize, i: usize) -> Result<&[u8], PageError> {
+    // Item i ends where item i-1 starts (items are packed downwards).
+    let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0);
+    let end = if i == 0 { page.len() } else { u16_at(page, PAGE_HEADER + 2 * (i - 1)).unwrap_or(0) };
+    if at < PAGE_HEADER + 2 * entries || at >= end || end > page.len() {
+        return Err(damaged(pgno, "bad item offset"));
+    }
+    Ok(&page[at..end])
 }
 
 /// Read page `pgno` (of `count`) into `buf`; `out_of_range` names a page

@@ -2,7 +2,7 @@
 //! repair (`dict::file::db`): the same bounds-checked page reads as
 //! lookups, walking every bucket's chain instead of one.
 
-use super::{damaged, log2_ceil, u16_at, u32_at, HashPages, PageError, Reading, PAGE_HEADER, P_HASH, P_HASH_UNSORTED};
+use super::{log2_ceil, u32_at, HashPages, PageError, Reading};
 use std::collections::HashSet;
 
 /// What could be read.
@@ -54,24 +54,12 @@ impl Reading<'_> {
         pairs: &mut Vec<(Vec<u8>, Vec<u8>)>,
         seen: &mut HashSet<Vec<u8>>,
     ) -> Result<u32, PageError> {
-        if page[25] != P_HASH && page[25] != P_HASH_UNSORTED {
-            return Err(damaged(pgno, "not a hash page"));
-        }
-        let entries = u16_at(page, 20).unwrap_or(0);
-        let first_free = PAGE_HEADER + 2 * entries;
-        let pagesize = self.pages.pagesize;
-        if !entries.is_multiple_of(2) || first_free > pagesize {
-            return Err(damaged(pgno, "bad entry count"));
-        }
+        let entries = super::hash_page_entries(pgno, page)?;
         let mut found = Vec::new();
         for i in 0..entries {
-            let at = u16_at(page, PAGE_HEADER + 2 * i).unwrap_or(0);
-            let end = if i == 0 { pagesize } else { u16_at(page, PAGE_HEADER + 2 * (i - 1)).unwrap_or(0) };
-            if at < first_free || at >= end || end > pagesize {
-                return Err(damaged(pgno, "bad item offset"));
-            }
+            let item = super::page_item(pgno, page, entries, i)?;
             let mut bytes = Vec::new();
-            self.item_value(pgno, &page[at..end], &mut bytes)?;
+            self.item_value(pgno, item, &mut bytes)?;
             found.push(bytes);
         }
         let mut items = found.into_iter();

@@ -167,3 +167,25 @@ fn refuses_other_files_and_fails_damaged_pages() {
     pages.reload_meta(None).expect("meta");
     assert!(matches!(pages.get(b"alice\0", &mut out, None), Err(PageError::Damaged { .. })));
 }
+
+/// Salvage finds every pair of a sound file (overflow items included), and
+/// a damaged copy gives a subset, without a panic.
+#[test]
+fn salvage_reads_every_pair_of_a_sound_file_and_what_it_can_of_a_damaged_one() {
+    let lab = TempDir::new("salvage");
+    let mut text: String = (0..3000).map(|i| format!("key{i}\tvalue{i}\n")).collect();
+    text.push_str(&format!("{}\t{}\n", "k".repeat(3000), "v".repeat(20000)));
+    let path = build(&lab, "hash", "t", &text);
+    let sound = HashPages::open(&format!("{path}.db")).expect("open").salvage().expect("salvage");
+    assert_eq!((sound.pairs.len(), sound.damaged), (3001, 0));
+    assert!(sound.pairs.iter().any(|(k, v)| k.as_slice() == b"key42\0" && v.as_slice() == b"value42\0"));
+    assert!(sound.pairs.iter().any(|(k, v)| k.len() == 3001 && v.len() == 20001));
+    let mut bytes = std::fs::read(format!("{path}.db")).expect("read");
+    for b in bytes[8192..16384].iter_mut() {
+        *b = 0x5a;
+    }
+    let damaged = lab.path().join("damaged.db");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let got = HashPages::open(damaged.to_str().expect("utf-8")).expect("open").salvage().expect("salvage");
+    assert!(got.damaged > 0 && got.pairs.len() < 3001 && got.pairs.len() > 1000, "{} {}", got.pairs.len(), got.damaged);
+}
