@@ -41,20 +41,18 @@
 //! * Sequence NEXT without FIRST reports the end (Postfix panics); cursors
 //!   are per connection (Postfix: one per table).
 
-use crate::config::Params;
 use crate::dict::file::filelock::{FileLock, Held, Kind, Style};
-use crate::dict::file::hash_pages::HashPages;
-use crate::dict::file::verified::{self, Verdicts};
 use crate::dict::postmap_text::{cut_at_nul, until_nul};
 use crate::dict::{fold_key, with_nul, Cursor, Dict, DictError, DictResult, Mode, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{
     DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, FOLD_FIX, LOCK, OPEN_LOCK, SYNC_UPDATE, TRY0NULL, TRY1NULL,
 };
 use crate::sync::{lock, read, write};
-use crate::sys::db::{self as bdb, Code, Db, DbType, Dbc, Env, OpenFlags};
+use crate::sys::db::{self as bdb, Code, DbType, Dbc};
 use crate::sys::errno::strerror;
+use handle::{direct_pages, open_handle, HandleSettings};
+use state::{fail, fail_write, flush_unsynced, DbState};
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -118,146 +116,6 @@ struct Shared {
     state: RwLock<DbState>,
 }
 
-struct DbState {
-    db: Db,
-    mode: Mode,
-    /// Read-only hash files: lookups read the file's pages directly.
-    pages: Option<HashPages>,
-    /// The file as it was just before `db` was opened.
-    stamp: Option<Stamp>,
-    /// An operation failed: open a fresh handle before the next one.
-    broken: AtomicBool,
-    /// The writer's last write failed for want of space: its pages are
-    /// still in Berkeley DB's cache and are written (sync) before the next
-    /// operation, rather than dropped with the handle, which would leave
-    /// the file with half a page split and lose earlier acknowledged keys.
-    unsynced: AtomicBool,
-    /// When an unsynced handle's failing flush was last logged.
-    unsynced_logged: Option<Instant>,
-    /// Replaced handles kept for the cursors still open on them.
-    retired: Vec<Db>,
-    /// Open cursors per handle id.
-    cursors: HashMap<u64, usize>,
-    /// The file lock lease under which `stamp` was last compared with the
-    /// file (0: none).
-    checked_lease: AtomicU64,
-    /// When the path (not just the open file) was last compared.
-    path_checked: Instant,
-}
-
-impl DbState {
-    fn replace(&mut self, db: Db, mode: Mode, stamp: Option<Stamp>, pages: Option<HashPages>) {
-        let old = std::mem::replace(&mut self.db, db);
-        if self.cursors.get(&old.id()).copied().unwrap_or(0) > 0 {
-            self.retired.push(old);
-        }
-        self.mode = mode;
-        self.pages = pages;
-        self.stamp = stamp;
-        *self.broken.get_mut() = false;
-        *self.unsynced.get_mut() = false;
-    }
-
-    /// Nothing to re-open or check before an access under `lease`: the
-    /// handle works and (with `refresh`) the file was checked in this lease.
-    fn current(&self, refresh: bool, lease: Option<u64>) -> bool {
-        let checked = lease.is_some_and(|l| l == self.checked_lease.load(Ordering::Relaxed));
-        (checked || !refresh) && !self.broken.load(Ordering::Relaxed) && !self.unsynced.load(Ordering::Relaxed)
-    }
-
-    /// Look `key` up: in the pages when they are read directly (a page
-    /// that does not look right turns that off until the next re-open, with
-    /// one warning), else through Berkeley DB.
-    fn get(&mut self, path: &str, key: &[u8], out: &mut Vec<u8>, lease: Option<u64>) -> Result<bool, Code> {
-        if let Some(pages) = self.pages.as_ref() {
-            match pages.get(key, out, lease) {
-                Ok(found) => return Ok(found),
-                Err(e) => {
-                    log::warn!("{path}: {e}: reading it through Berkeley DB");
-                    self.pages = None;
-                }
-            }
-        }
-        self.db.get(key, out)
-    }
-
-    fn new_cursor(&mut self) -> Result<Dbc, Code> {
-        let c = self.db.cursor()?;
-        *self.cursors.entry(c.owner()).or_insert(0) += 1;
-        Ok(c)
-    }
-
-    fn db_of(&mut self, c: &Dbc) -> Option<&mut Db> {
-        if self.db.id() == c.owner() {
-            return Some(&mut self.db);
-        }
-        self.retired.iter_mut().find(|d| d.id() == c.owner())
-    }
-
-    fn close_cursor(&mut self, c: Dbc) {
-        let id = c.owner();
-        if let Some(db) = self.db_of(&c) {
-            let _ = c.close(db);
-        }
-        let left = match self.cursors.get_mut(&id) {
-            Some(n) => {
-                *n = n.saturating_sub(1);
-                *n
-            }
-            None => 0,
-        };
-        if left == 0 {
-            self.cursors.remove(&id);
-            self.retired.retain(|d| d.id() != id);
-        }
-    }
-}
-
-/// Log a failed operation once and mark the handle for re-opening.
-fn fail(st: &DbState, msg: String) -> DictError {
-    log::error!("{msg}");
-    st.broken.store(true, Ordering::Relaxed);
-    DictError::Retry(msg)
-}
-
-/// A failed write: for want of space the handle is kept, its cached pages
-/// to be flushed before the next operation; any other error as [`fail`].
-fn fail_write(st: &mut DbState, code: Code, msg: String) -> DictError {
-    if !matches!(code, libc::ENOSPC | libc::EDQUOT | libc::EFBIG) {
-        return fail(st, msg);
-    }
-    log::error!("{msg}");
-    st.unsynced.store(true, Ordering::Relaxed);
-    st.unsynced_logged = Some(Instant::now());
-    DictError::Retry(msg)
-}
-
-/// How often a flush that keeps failing for want of space is logged.
-const UNSYNCED_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Write what a write that failed for want of space left in the cache;
-/// until that works every operation is RETRY.
-fn flush_unsynced(path: &str, st: &mut DbState) -> DictResult<()> {
-    if !st.unsynced.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    match st.db.sync() {
-        Ok(()) => {
-            st.unsynced.store(false, Ordering::Relaxed);
-            log::info!("{path}: flushed the updates held since the file system was full");
-            Ok(())
-        }
-        Err(c) => {
-            let msg = format!("{path}: flush dictionary: {}", code_text(c));
-            if st.unsynced_logged.is_none_or(|t| t.elapsed() >= UNSYNCED_LOG_INTERVAL) {
-                log::error!("{msg}");
-                st.unsynced_logged = Some(Instant::now());
-            }
-            Err(DictError::Retry(msg))
-        }
-    }
-}
-
 fn code_text(code: Code) -> String {
     // Postfix's sanitize(): DB_KEYEMPTY is reported as EINVAL.
     strerror(if code == bdb::keyempty() { libc::EINVAL } else { code })
@@ -318,100 +176,6 @@ impl Shared {
             Err(_) => false,
         }
     }
-}
-
-/// The direct page reader for a read-only hash handle, when the file has
-/// the layout it knows (else Berkeley DB serves every lookup).
-fn direct_pages(db_path: &str, ty: DbType, mode: Mode) -> Option<HashPages> {
-    if ty != DbType::Hash || mode != Mode::ReadOnly {
-        return None;
-    }
-    HashPages::open(db_path).map_err(|e| log::debug!("{db_path}: {e}: reading it through Berkeley DB")).ok()
-}
-
-/// What every handle of a file is opened with.
-struct HandleSettings {
-    /// Berkeley DB cache size (Postfix's berkeley_db_read_buffer_size).
-    cache_size: u32,
-    /// Where verify verdicts are shared with the service's other processes.
-    verdicts: Option<Verdicts>,
-}
-
-impl HandleSettings {
-    fn of(params: &Params) -> HandleSettings {
-        let cache_size = params.get_int("berkeley_db_read_buffer_size").unwrap_or(DEFAULT_READ_BUFFER).max(1) as u32;
-        // Unit tests leave the system's data directory alone.
-        let dir = match params.raw("data_directory") {
-            None if cfg!(test) => String::new(),
-            _ => params.get("data_directory"),
-        };
-        let verdicts = (!dir.is_empty()).then(|| Verdicts::in_dir(std::path::Path::new(&dir)));
-        HandleSettings { cache_size, verdicts }
-    }
-}
-
-/// Open one handle as dict_db_open() does (the caller takes the locks).
-///
-/// With `verify` (an existing file) the whole file is checked first, as
-/// Berkeley DB can crash on damaged pages; this costs a read of the file,
-/// unless another process of the service verified the file as it is now.
-fn open_handle(
-    db_path: &str,
-    ty: DbType,
-    mode: Mode,
-    settings: &HandleSettings,
-    verify: bool,
-) -> Result<Db, OpenError> {
-    let cache_size = settings.cache_size;
-    let m = |what: &str, code: Code| OpenError::errno(what, code);
-    let path = std::path::Path::new(db_path);
-    // sane_dirname()/sane_basename(): the environment lives in the file's directory.
-    let home = match path.parent().map(|p| p.as_os_str().as_encoded_bytes()) {
-        Some(b"") | None => b".".as_slice(),
-        Some(p) => p,
-    };
-    let base = path.file_name().map(|b| b.as_encoded_bytes()).unwrap_or(b"");
-    let (Ok(home), Ok(base)) = (CString::new(home), CString::new(base)) else {
-        return Err(m(&format!("open database {db_path}"), libc::EINVAL));
-    };
-    let mut env = Env::create(db_path).map_err(|c| m("create DB environment", c))?;
-    let (gbytes, bytes, ncache) = env.cachesize().map_err(|c| m("get DB cache size", c))?;
-    if gbytes == 0 && bytes < cache_size {
-        env.set_cache_max(gbytes, cache_size).map_err(|c| m(&format!("set DB max cache size {cache_size}"), c))?;
-        env.set_cachesize(gbytes, cache_size, ncache).map_err(|c| m(&format!("set DB cache size {cache_size}"), c))?;
-    }
-    env.open_private(&home).map_err(|c| m("open DB environment", c))?;
-    let mut db = Db::create(env).map_err(|c| m("create DB database", c))?;
-    if ty == DbType::Hash {
-        db.set_h_nelem(HASH_NELEM).map_err(|c| m(&format!("set DB hash element count {HASH_NELEM}"), c))?;
-    }
-    let flags = OpenFlags { read_only: mode == Mode::ReadOnly, create: mode == Mode::ReadWrite };
-    db.open(&base, ty, flags, 0o644).map_err(|c| m(&format!("open database {db_path}"), c))?;
-    // The verdict file is read only when a verify pass is due.
-    let before = if verify { std::fs::metadata(db_path).ok() } else { None };
-    let known = match (&settings.verdicts, &before) {
-        (Some(v), Some(meta)) => v.known(db_path, meta),
-        _ => false,
-    };
-    if verify && !known {
-        let verified = db.verify(&base);
-        crate::sys::release_free_memory();
-        if let Err((_, complaint)) = verified {
-            if let Some(text) = complaint {
-                log::warn!("{db_path}: {text}");
-            }
-            let mut err = m(&format!("open database {db_path}"), libc::EINVAL);
-            err.damaged = true;
-            return Err(err);
-        }
-        if let (Some(v), Some(before)) = (&settings.verdicts, &before) {
-            // Only a verdict about the file that was actually verified.
-            if std::fs::metadata(db_path).is_ok_and(|after| verified::unchanged(before, &after)) {
-                v.remember(db_path, before);
-            }
-        }
-    }
-    Ok(db)
 }
 
 #[derive(Default)]
@@ -867,6 +631,8 @@ impl Dict for DbDict {
     }
 }
 
+mod handle;
 mod repair;
+mod state;
 #[cfg(test)]
 mod tests;
