@@ -200,6 +200,27 @@ impl<E: Engine> RuleTable<E> {
         self
     }
 
+    /// Drop the rule set and the literal prefilter: every rule is tried by
+    /// its engine alone (the fuzz targets compare both ways).
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn engines_only(self) -> Self {
+        let mut t = self.without_set();
+        for rule in &mut t.rules {
+            match &mut rule.op {
+                Op::Match { first, second, .. } => {
+                    first.literal = None;
+                    if let Some(c) = second {
+                        c.literal = None;
+                    }
+                }
+                Op::If { cond, .. } => cond.literal = None,
+                Op::Endif => {}
+            }
+        }
+        t.any_literal = false;
+        t
+    }
+
     /// Number of rules whose first pattern is in the rule set.
     #[cfg(test)]
     fn set_len(&self) -> usize {
