@@ -1,8 +1,8 @@
 use super::*;
 use crate::config::Params;
-use crate::dict::testutil::{copy_fixture, fill, spawn_writer, wait_writer, writer_child};
 use crate::dict::file::hash_pages::HashPages;
 use crate::dict::file::verified::Verdicts;
+use crate::dict::testutil::{copy_fixture, fill, spawn_writer, wait_writer, writer_child};
 use crate::test_support::TempDir;
 use std::time::Duration;
 
