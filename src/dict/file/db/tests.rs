@@ -532,6 +532,14 @@ fn verify_verdicts_are_shared_through_the_data_directory() {
         assert_eq!(get(&mut d, "b", LOCK).as_deref(), Some("3"));
         drop(d);
         assert!(verdicts.known(&db_path, &meta()), "{t}: remembered after the rebuild");
+        // The writer's own flushed updates keep the file known: a new
+        // writer or reader opens it without a verify pass.
+        let mut w = open_in(t, &name, Mode::ReadWrite, LOCK, &params).unwrap();
+        assert!(put(&mut w, "c", "4", UPDATE | LOCK).unwrap());
+        assert!(verdicts.known(&db_path, &meta()), "{t}: known after the writer's update");
+        assert!(put(&mut w, "d", "5", DUP_REPLACE | LOCK).unwrap()); // not flushed: not vouched for
+        drop(w);
+        assert!(!verdicts.known(&db_path, &meta()), "{t}: an unflushed update is not vouched for");
         // A damaged file never gets a verdict.
         let bad = path_in(&dir, &format!("{t}-bad"));
         std::fs::write(format!("{bad}.db"), b"this is not a database\n").unwrap();
