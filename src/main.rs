@@ -16,7 +16,7 @@ usage:
       Send one request (sequence: walk the whole table) and print the result.
       Default socket: proxymap-demo/private/proxymap (proxywrite for update/delete) if
       there, else Postfix's own (queue_directory of $MAIL_CONFIG/main.cf or /etc/postfix).
-      -w: wait up to SECONDS for a server that is still starting.
+      -w: wait up to SECONDS for a server that is still starting (without -s: the demo's).
   proxymap check [--config DIR|FILE]
       Check main.cf and master.cf as the daemon would read them (run it before
       `postfix reload`): our parameters, each service's allowlist and where each
@@ -128,8 +128,8 @@ fn client(args: &[String]) -> ExitCode {
     if operands.len() != needed {
         return usage_error(&format!("{op} takes {needed} argument(s) after the table"));
     }
-    let socket = socket
-        .unwrap_or_else(|| default_socket(if matches!(op, "update" | "delete") { "proxywrite" } else { "proxymap" }));
+    let service = if matches!(op, "update" | "delete") { "proxywrite" } else { "proxymap" };
+    let socket = socket.unwrap_or_else(|| default_socket(service, !wait.is_zero()));
     match run_client(&socket, wait, op, table, &flags, operands) {
         Ok(code) => code,
         Err(e) => {
@@ -139,12 +139,15 @@ fn client(args: &[String]) -> ExitCode {
     }
 }
 
-/// The demo's socket when it is there; else, on a Postfix host, the
-/// service's socket in Postfix's queue directory (`queue_directory` of the
-/// main.cf in `$MAIL_CONFIG` or /etc/postfix).
-fn default_socket(service: &str) -> PathBuf {
+/// The demo's socket when it is there, or when the client waits for a
+/// server that is starting (`-w`: the demo's, which may not have written
+/// its directory yet; on a Postfix host, Postfix's socket is there already
+/// and would be taken otherwise); else, on a Postfix host, the service's
+/// socket in Postfix's queue directory (`queue_directory` of the main.cf in
+/// `$MAIL_CONFIG` or /etc/postfix).
+fn default_socket(service: &str, waiting: bool) -> PathBuf {
     let demo = PathBuf::from("proxymap-demo/private").join(service);
-    if demo.exists() {
+    if waiting || demo.exists() {
         return demo;
     }
     let config_dir = std::env::var_os("MAIL_CONFIG").map_or_else(|| PathBuf::from("/etc/postfix"), PathBuf::from);

@@ -285,3 +285,41 @@ fn readiness_is_reported_to_the_service_manager() {
     d.signal(Signal::SIGTERM);
     assert_eq!(recv(), "STOPPING=1");
 }
+
+/// The README's first command on a host where Postfix runs: the client,
+/// started with the demo server beside it (`-w`), must wait for the demo's
+/// socket, not take Postfix's, which is there already (found through
+/// `$MAIL_CONFIG`): it asked Postfix's proxymap and got DENY.
+#[test]
+fn a_waiting_client_waits_for_the_demo_even_beside_a_running_postfix() {
+    let host = TempDir::new("client-host");
+    let queue = host.path().join("queue");
+    std::fs::create_dir_all(queue.join("private")).expect("mkdir");
+    host.write("main.cf", format!("queue_directory = {}\n", queue.display()));
+    // "Postfix's" proxymap socket: it accepts and never answers.
+    let _postfix = std::os::unix::net::UnixListener::bind(queue.join("private/proxymap")).expect("bind");
+    let cwd = TempDir::new("client-cwd");
+    let bin = env!("CARGO_BIN_EXE_proxymap");
+    let table = format!("texthash:{}/proxymap-demo/virtual", cwd.path().display());
+    let client = std::process::Command::new(bin)
+        .args(["client", "-w", "30", "lookup", &table, "info@example.com"])
+        .current_dir(cwd.path())
+        .env("MAIL_CONFIG", host.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("client");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut server = std::process::Command::new(bin)
+        .arg("standalone")
+        .current_dir(cwd.path())
+        .env("MAIL_CONFIG", host.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("standalone");
+    let out = client.wait_with_output().expect("client output");
+    let _ = kill(Pid::from_raw(server.id() as i32), Signal::SIGTERM);
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice@example.com, bob@example.com\n");
+}
