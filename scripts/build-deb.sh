@@ -26,7 +26,9 @@ if [ -z "$binary" ]; then
     binary=target/release/proxymap
 fi
 
-version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)-1"
+# (No pipes that end early: with pipefail a writer killed by SIGPIPE fails
+# the script.)
+version="$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)-1"
 arch="$(dpkg --print-architecture)"
 root="$out/root"
 rm -rf "$root"
@@ -54,7 +56,7 @@ echo /etc/proxymap-rs/proxymap.toml > "$root/DEBIAN/conffiles"
 libs=$(readelf -d "$root/usr/lib/postfix/sbin/proxymap-rs" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
 depends=""
 for lib in $libs; do
-    path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+    path=$(ldconfig -p | awk -v l="$lib" '$1 == l && !found {print $NF; found = 1}')
     [ -n "$path" ] || { echo "build-deb.sh: $lib not found by ldconfig" >&2; exit 1; }
     pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null || dpkg -S "$path" 2>/dev/null || true)
     pkg=${pkg%%:*}
