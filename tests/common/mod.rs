@@ -108,7 +108,13 @@ impl Raw {
     pub(crate) fn closed_within(&mut self, wait: Duration) -> bool {
         self.stream.set_read_timeout(Some(wait)).expect("timeout");
         let mut b = [0u8; 64];
-        matches!(self.stream.read(&mut b), Ok(0))
+        // A server that closes with our bytes still unread resets the
+        // connection (ECONNRESET) rather than ending it: closed all the same.
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
     }
 }
 
