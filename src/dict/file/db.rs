@@ -50,7 +50,7 @@ use crate::protocol::flags::{
 use crate::sync::{lock, read, write};
 use crate::sys::db::{self as bdb, Code, DbType, Dbc};
 use crate::sys::errno::strerror;
-use handle::{direct_pages, open_handle, HandleSettings};
+use handle::{open_handle, HandleSettings};
 use state::{fail, fail_write, flush_unsynced, DbState};
 use std::collections::HashMap;
 use std::fs::File;
@@ -59,6 +59,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
+use verify::{Outcome, ReaderHandle};
 
 /// Postfix's DICT_DB_NELM: expected element count for new hash files.
 const HASH_NELEM: u32 = 4096;
@@ -136,10 +137,16 @@ impl Shared {
         if !broken && !changed {
             return Ok(());
         }
-        match open_handle(&self.db_path, self.ty, st.mode, &self.settings, now.is_some()) {
-            Ok(db) => {
-                let pages = direct_pages(&self.db_path, self.ty, st.mode);
-                st.replace(db, st.mode, now, pages);
+        let opened = match st.mode {
+            Mode::ReadOnly => {
+                verify::open_reader(&self.db_path, self.ty, &self.settings, now.is_some(), st.failed_pass)
+            }
+            Mode::ReadWrite => open_handle(&self.db_path, self.ty, st.mode, &self.settings, now.is_some())
+                .map(|db| ReaderHandle { db, pages: None, verifying: None }),
+        };
+        match opened {
+            Ok(h) => {
+                st.replace(h, st.mode, now);
                 Ok(())
             }
             Err(e) => {
@@ -147,6 +154,24 @@ impl Shared {
                 Err(DictError::Retry(e.reason))
             }
         }
+    }
+
+    /// Before Berkeley DB's handle is used: wait for the verify pass still
+    /// running on its file; a file that failed it is re-opened (and its
+    /// damage reported) like a handle whose operation failed.
+    /// (Without `wait`, only a pass that ended is settled: a lookup reads
+    /// the pages meanwhile.)
+    /// Whether a pass still runs.
+    fn settle_verification(&self, wait: bool) -> bool {
+        let Some(v) = read(&self.state).verifying.clone() else { return false };
+        let Some(outcome) = (if wait { Some(v.wait()) } else { v.ended() }) else { return true };
+        let mut st = write(&self.state);
+        if st.verifying.as_ref().is_some_and(|now| Arc::ptr_eq(now, &v)) {
+            st.verifying = None;
+            st.failed_pass = outcome == Outcome::Damaged;
+            *st.broken.get_mut() = outcome != Outcome::Passed;
+        }
+        false
     }
 
     /// [`DbState::current`], or made so without the write side: a new
@@ -241,7 +266,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 let stamp = Stamp::stat(&db_path).ok();
                 let db = open_handle(&db_path, ty, Mode::ReadWrite, &shared.settings, stamp.is_some())?;
                 drop(held);
-                write(&shared.state).replace(db, Mode::ReadWrite, stamp, None);
+                write(&shared.state).replace(ReaderHandle { db, pages: None, verifying: None }, Mode::ReadWrite, stamp);
             }
             shared
         }
@@ -258,7 +283,12 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 ),
                 _ => None,
             };
-            let db = match open_handle(&db_path, ty, req.mode, &settings, stamp.is_some()) {
+            let opened = match req.mode {
+                Mode::ReadOnly => verify::open_reader(&db_path, ty, &settings, stamp.is_some(), false),
+                Mode::ReadWrite => open_handle(&db_path, ty, req.mode, &settings, stamp.is_some())
+                    .map(|db| ReaderHandle { db, pages: None, verifying: None }),
+            };
+            let handle = match opened {
                 Err(e) if e.damaged && req.mode == Mode::ReadWrite && ty == DbType::Hash => {
                     // The single writer rebuilds what it can read (a write
                     // cut short by a full file system leaves such a file):
@@ -271,15 +301,15 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                         repair::rebuild(&db_path, &e.reason, &settings)?;
                     }
                     lockfile = reg.lockfile(&db_path)?;
-                    open_handle(&db_path, ty, req.mode, &settings, true)?
+                    let db = open_handle(&db_path, ty, req.mode, &settings, true)?;
+                    ReaderHandle { db, pages: None, verifying: None }
                 }
                 other => {
-                    let db = other?;
+                    let handle = other?;
                     drop(held);
-                    db
+                    handle
                 }
             };
-            let pages = direct_pages(&db_path, ty, req.mode);
             if lockfile.is_none() {
                 // Just created by DB_CREATE.
                 lockfile = reg.lockfile(&db_path)?;
@@ -294,9 +324,11 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                 settings,
                 lock: lf,
                 state: RwLock::new(DbState {
-                    db,
+                    db: handle.db,
                     mode: req.mode,
-                    pages,
+                    pages: handle.pages,
+                    verifying: handle.verifying,
+                    failed_pass: false,
                     stamp,
                     broken: AtomicBool::new(false),
                     unsynced: AtomicBool::new(false),
@@ -395,11 +427,22 @@ fn with_db<T>(
     refresh: bool,
     f: impl FnOnce(&mut DbState) -> DictResult<T>,
 ) -> DictResult<T> {
-    let held = lock_file(shared, flags, kind)?;
-    let lease = held.as_ref().and_then(Held::lease);
-    let mut st = write(&shared.state);
-    prepare(shared, &mut st, refresh, lease)?;
-    f(&mut st)
+    // A re-open may start a new pass (the file changed): wait for it too,
+    // a few times, as a file written all the time would never be done.
+    for _ in 0..3 {
+        // (Where waiting is not allowed, the request moves to a thread.)
+        if shared.settle_verification(!crate::sync::no_wait()) {
+            return Err(DictError::WouldBlock);
+        }
+        let held = lock_file(shared, flags, kind)?;
+        let lease = held.as_ref().and_then(Held::lease);
+        let mut st = write(&shared.state);
+        prepare(shared, &mut st, refresh, lease)?;
+        if st.verifying.is_none() {
+            return f(&mut st);
+        }
+    }
+    Err(DictError::Retry(format!("{}: still being verified after changes", shared.db_path)))
 }
 
 /// Per-connection sequence state: a DB cursor on the shared handle.
@@ -489,12 +532,15 @@ impl Dict for DbDict {
             // The page reader needs only the read side: lookups on several
             // threads run side by side. A page error is retried below.
             let st = read(&self.shared.state);
-            if let (true, Some(pages)) = (self.shared.current_shared(&st, refresh, lease), st.pages.as_ref()) {
+            let trusted = !st.verifying.as_ref().is_some_and(|v| v.failed());
+            if let (true, Some(pages)) = (trusted && self.shared.current_shared(&st, refresh, lease), st.pages.as_ref())
+            {
                 if let Ok(found) = self.probe(&key, out, |k, o| pages.get(k, o, lease)) {
                     return Ok(found);
                 }
             }
         }
+        let _ = self.shared.settle_verification(false);
         let mut st = write(&self.shared.state);
         prepare(&self.shared, &mut st, refresh, lease)?;
         let found = self.probe(&key, out, |k, o| st.get(path, k, o, lease));
@@ -654,3 +700,4 @@ mod repair;
 mod state;
 #[cfg(test)]
 mod tests;
+mod verify;

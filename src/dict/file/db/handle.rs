@@ -19,6 +19,7 @@ pub(super) fn direct_pages(db_path: &str, ty: DbType, mode: Mode) -> Option<Hash
 }
 
 /// What every handle of a file is opened with.
+#[derive(Clone)]
 pub(super) struct HandleSettings {
     /// Berkeley DB cache size (Postfix's berkeley_db_read_buffer_size).
     pub(super) cache_size: u32,
@@ -51,18 +52,32 @@ pub(super) fn open_handle(
     settings: &HandleSettings,
     verify: bool,
 ) -> Result<Db, OpenError> {
+    let mut db = open_unverified(db_path, ty, mode, settings)?;
+    if let Some(before) = verify.then(|| verify_due(db_path, settings)).flatten() {
+        verify_pass(&mut db, db_path, settings, &before).map_err(|d| d.report(db_path))?;
+    }
+    Ok(db)
+}
+
+/// The file's state when its verify pass is due: it exists and no process
+/// of the service verified it as it is now. (The verdict file is read only
+/// then.)
+pub(super) fn verify_due(db_path: &str, settings: &HandleSettings) -> Option<std::fs::Metadata> {
+    let before = std::fs::metadata(db_path).ok()?;
+    let known = settings.verdicts.as_ref().is_some_and(|v| v.known(db_path, &before));
+    (!known).then_some(before)
+}
+
+/// dict_db_open()'s steps, without the verify pass.
+pub(super) fn open_unverified(
+    db_path: &str,
+    ty: DbType,
+    mode: Mode,
+    settings: &HandleSettings,
+) -> Result<Db, OpenError> {
     let cache_size = settings.cache_size;
     let m = |what: &str, code: Code| OpenError::errno(what, code);
-    let path = std::path::Path::new(db_path);
-    // sane_dirname()/sane_basename(): the environment lives in the file's directory.
-    let home = match path.parent().map(|p| p.as_os_str().as_encoded_bytes()) {
-        Some(b"") | None => b".".as_slice(),
-        Some(p) => p,
-    };
-    let base = path.file_name().map(|b| b.as_encoded_bytes()).unwrap_or(b"");
-    let (Ok(home), Ok(base)) = (CString::new(home), CString::new(base)) else {
-        return Err(m(&format!("open database {db_path}"), libc::EINVAL));
-    };
+    let (home, base) = env_home_and_base(db_path)?;
     let mut env = Env::create(db_path).map_err(|c| m("create DB environment", c))?;
     let (gbytes, bytes, ncache) = env.cachesize().map_err(|c| m("get DB cache size", c))?;
     if gbytes == 0 && bytes < cache_size {
@@ -76,29 +91,55 @@ pub(super) fn open_handle(
     }
     let flags = OpenFlags { read_only: mode == Mode::ReadOnly, create: mode == Mode::ReadWrite };
     db.open(&base, ty, flags, 0o644).map_err(|c| m(&format!("open database {db_path}"), c))?;
-    // The verdict file is read only when a verify pass is due.
-    let before = if verify { std::fs::metadata(db_path).ok() } else { None };
-    let known = match (&settings.verdicts, &before) {
-        (Some(v), Some(meta)) => v.known(db_path, meta),
-        _ => false,
+    Ok(db)
+}
+
+/// sane_dirname()/sane_basename(): the environment lives in the file's directory.
+fn env_home_and_base(db_path: &str) -> Result<(CString, CString), OpenError> {
+    let path = std::path::Path::new(db_path);
+    let home = match path.parent().map(|p| p.as_os_str().as_encoded_bytes()) {
+        Some(b"") | None => b".".as_slice(),
+        Some(p) => p,
     };
-    if verify && !known {
-        let verified = db.verify(&base);
-        crate::sys::release_free_memory();
-        if let Err((_, complaint)) = verified {
-            if let Some(text) = complaint {
-                log::warn!("{db_path}: {text}");
-            }
-            let mut err = m(&format!("open database {db_path}"), libc::EINVAL);
-            err.damaged = true;
-            return Err(err);
+    let base = path.file_name().map(|b| b.as_encoded_bytes()).unwrap_or(b"");
+    match (CString::new(home), CString::new(base)) {
+        (Ok(home), Ok(base)) => Ok((home, base)),
+        _ => Err(OpenError::errno(format!("open database {db_path}"), libc::EINVAL)),
+    }
+}
+
+/// The file failed its verify pass: Berkeley DB's complaint, if it made one.
+pub(super) struct Damage(Option<String>);
+
+impl Damage {
+    /// Say what is wrong, as the open error of the file.
+    pub(super) fn report(self, db_path: &str) -> OpenError {
+        if let Some(text) = self.0 {
+            log::warn!("{db_path}: {text}");
         }
-        if let (Some(v), Some(before)) = (&settings.verdicts, &before) {
-            // Only a verdict about the file that was actually verified.
-            if std::fs::metadata(db_path).is_ok_and(|after| verified::unchanged(before, &after)) {
-                v.remember(db_path, before);
-            }
+        let mut err = OpenError::errno(format!("open database {db_path}"), libc::EINVAL);
+        err.damaged = true;
+        err
+    }
+}
+
+/// Check the whole file `db` was opened on (as `before` describes it);
+/// a pass is remembered for the service's other processes.
+pub(super) fn verify_pass(
+    db: &mut Db,
+    db_path: &str,
+    settings: &HandleSettings,
+    before: &std::fs::Metadata,
+) -> Result<(), Damage> {
+    let base = env_home_and_base(db_path).map_err(|_| Damage(None))?.1;
+    let verified = db.verify(&base);
+    crate::sys::release_free_memory();
+    verified.map_err(|(_, complaint)| Damage(complaint))?;
+    if let Some(v) = &settings.verdicts {
+        // Only a verdict about the file that was actually verified.
+        if std::fs::metadata(db_path).is_ok_and(|after| verified::unchanged(before, &after)) {
+            v.remember(db_path, before);
         }
     }
-    Ok(db)
+    Ok(())
 }

@@ -3,12 +3,14 @@
 //! before its next use (a re-open after an error, a flush after a write
 //! that failed for want of space).
 
+use super::verify::{ReaderHandle, Verification};
 use super::{code_text, Stamp};
 use crate::dict::file::hash_pages::HashPages;
 use crate::dict::{DictError, DictResult, Mode};
 use crate::sys::db::{Code, Db, Dbc};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(super) struct DbState {
@@ -16,6 +18,12 @@ pub(super) struct DbState {
     pub(super) mode: Mode,
     /// Read-only hash files: lookups read the file's pages directly.
     pub(super) pages: Option<HashPages>,
+    /// The verify pass of a big file, while it runs on its own thread
+    /// (see `verify`): `db` is not used until it ends.
+    pub(super) verifying: Option<Arc<Verification>>,
+    /// The last pass found the file damaged: the next open checks it
+    /// before use (and fails), rather than serve it meanwhile again.
+    pub(super) failed_pass: bool,
     /// The file as it was just before `db` was opened.
     pub(super) stamp: Option<Stamp>,
     /// An operation failed: open a fresh handle before the next one.
@@ -39,13 +47,15 @@ pub(super) struct DbState {
 }
 
 impl DbState {
-    pub(super) fn replace(&mut self, db: Db, mode: Mode, stamp: Option<Stamp>, pages: Option<HashPages>) {
-        let old = std::mem::replace(&mut self.db, db);
+    pub(super) fn replace(&mut self, handle: ReaderHandle, mode: Mode, stamp: Option<Stamp>) {
+        let old = std::mem::replace(&mut self.db, handle.db);
         if self.cursors.get(&old.id()).copied().unwrap_or(0) > 0 {
             self.retired.push(old);
         }
         self.mode = mode;
-        self.pages = pages;
+        self.pages = handle.pages;
+        self.verifying = handle.verifying;
+        self.failed_pass = false;
         self.stamp = stamp;
         *self.broken.get_mut() = false;
         *self.unsynced.get_mut() = false;
@@ -65,6 +75,11 @@ impl DbState {
         if let Some(pages) = self.pages.as_ref() {
             match pages.get(key, out, lease) {
                 Ok(found) => return Ok(found),
+                // Berkeley DB may not read a file before its pass ends.
+                Err(e) if self.verifying.is_some() => {
+                    log::warn!("{path}: {e}");
+                    return Err(libc::EIO);
+                }
                 Err(e) => {
                     log::warn!("{path}: {e}: reading it through Berkeley DB");
                     self.pages = None;

@@ -662,3 +662,115 @@ fn the_writer_rebuilds_a_damaged_hash_file() {
     let found = acked.iter().filter(|k| get(&mut r, k, LOCK).is_some()).count();
     assert!(found + 1 >= readable.min(acked.len()), "{found} found, {readable} readable");
 }
+
+/// A reader's verify pass over a big hash file runs on its own thread
+/// (test_gate sends this small file there and holds the pass): lookups
+/// are answered from the pages meanwhile; `sequence`, which needs
+/// Berkeley DB, waits for the pass; the pass is remembered.
+#[test]
+fn a_big_hash_file_is_served_while_its_verify_pass_runs() {
+    use super::verify::test_gate;
+    use std::sync::atomic::AtomicBool;
+    let dir = TempDir::new("db-background-verify");
+    let mut params = Params::default();
+    params.set("data_directory", dir.path().to_str().unwrap());
+    let verdicts = Verdicts::in_dir(dir.path());
+    let name = build(&dir, "hash", "big", "a 1\nb 2\n");
+    let db_path = format!("{name}.db");
+    let meta = || std::fs::metadata(&db_path).unwrap();
+    test_gate::hold(&db_path);
+    let mut d = open_in("hash", &name, Mode::ReadOnly, LOCK, &params).unwrap();
+    assert_eq!(get(&mut d, "a", LOCK).as_deref(), Some("1"));
+    assert_eq!(get(&mut d, "nothing", LOCK), None);
+    assert!(!verdicts.known(&db_path, &meta()), "the pass is held: no verdict yet");
+    let released = Arc::new(AtomicBool::new(false));
+    let releaser = {
+        let (released, db_path) = (Arc::clone(&released), db_path.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            released.store(true, Ordering::SeqCst);
+            test_gate::release(&db_path);
+        })
+    };
+    assert_eq!(walk(&mut d, LOCK), [("a".into(), "1".into()), ("b".into(), "2".into())]);
+    assert!(released.load(Ordering::SeqCst), "sequence waited for the pass");
+    releaser.join().unwrap();
+    assert!(verdicts.known(&db_path, &meta()), "the pass is remembered");
+    // Rebuilt: the reader re-opens it and its lookups go on during the new pass.
+    test_gate::hold(&db_path);
+    rebuild(&dir, "hash", &name, "a 3\nc 4\n");
+    assert_eq!(get(&mut d, "c", LOCK).as_deref(), Some("4"));
+    assert!(!verdicts.known(&db_path, &meta()));
+    test_gate::release(&db_path);
+}
+
+/// A big hash file that fails the pass run on its own thread: what the
+/// pages gave meanwhile was served; then the table answers as a damaged
+/// file does when checked before use (an error, the file named).
+#[test]
+fn a_big_hash_file_that_fails_its_pass_is_then_refused() {
+    use super::verify::test_gate;
+    let dir = TempDir::new("db-background-damaged");
+    let source: String = (0..3000).map(|i| format!("key{i} value{i} {}\n", "x".repeat(i % 50))).collect();
+    let good = build(&dir, "hash", "good", &source);
+    let mut bytes = std::fs::read(format!("{good}.db")).unwrap();
+    for b in bytes[8192..].iter_mut().step_by(7) {
+        *b = 0xa5;
+    }
+    let name = path_in(&dir, "scribbled");
+    let db_path = format!("{name}.db");
+    std::fs::write(&db_path, &bytes).unwrap();
+    test_gate::hold(&db_path);
+    let d = open_with("hash", &name, Mode::ReadOnly, LOCK).unwrap();
+    let mut out = Vec::new();
+    for i in (0..3000).step_by(97) {
+        // Answers or errors from the pages: nothing panics, nothing waits.
+        let _ = d.lookup(format!("key{i}").as_bytes(), LOCK, &mut out);
+    }
+    test_gate::release(&db_path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match d.lookup(b"key0", LOCK, &mut out) {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(_) => panic!("the damaged file is still served 10 s after its pass"),
+        }
+    };
+    assert!(format!("{err:?}").contains(&db_path), "{err:?}");
+    // And stays refused, checked before use (no new background pass).
+    assert!(d.lookup(b"key0", LOCK, &mut out).is_err());
+}
+
+/// On demand (the figure in docs/reliability.md): the first lookup and
+/// the whole verify pass on a big unverified hash file.
+/// `cargo test --release --lib first_lookup_on_a_big_file -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn first_lookup_on_a_big_file() {
+    let dir = TempDir::new("db-big-figure");
+    let name = path_in(&dir, "big");
+    let mut w = open_with("hash", &name, Mode::ReadWrite, 0).unwrap();
+    let value = "v".repeat(200);
+    for i in 0..1_000_000u32 {
+        w.update(format!("key{i}").as_bytes(), value.as_bytes(), DUP_REPLACE).unwrap();
+    }
+    drop(w);
+    let size = std::fs::metadata(format!("{name}.db")).unwrap().len();
+    let started = std::time::Instant::now();
+    let mut d = open_with("hash", &name, Mode::ReadOnly, LOCK).unwrap();
+    assert_eq!(get(&mut d, "key123456", LOCK).as_deref(), Some(&*value));
+    let first = started.elapsed();
+    // sequence waits for the pass.
+    let (mut cursor, mut n) = (None, 0);
+    while d.sequence(&mut cursor, n == 0, LOCK).unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 1_000_000);
+    let pass = started.elapsed();
+    println!(
+        "{} MB: first lookup {:.1} ms, pass ended by {:.1} s",
+        size >> 20,
+        first.as_secs_f64() * 1e3,
+        pass.as_secs_f64()
+    );
+}
