@@ -32,6 +32,9 @@
 //!   restarts at the next accept.
 //! * Read-only hash handles read the file's pages directly
 //!   (`dict::hash_pages`) instead of through Berkeley DB's cache.
+//! * A file not known to be sound is verified before Berkeley DB reads it
+//!   (Postfix does not: a damaged page can crash it); a big hash file's pass
+//!   runs beside the lookups the page reader answers (`db/verify.rs`).
 //! * Fatal conditions (lock/read/write errors, a duplicate without a
 //!   duplicate policy, both OPEN_LOCK and LOCK) become an error status and
 //!   one log line; a handle that failed is re-opened at its next use.
