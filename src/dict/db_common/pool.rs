@@ -129,6 +129,23 @@ pub(crate) enum Error {
     Failed(Failure),
 }
 
+impl Error {
+    /// The lookup's RETRY. An outage is not logged again (the pool logged
+    /// it once); a busy pool, worded by `busy` from the server's name, and
+    /// a failed query are logged here, one line each.
+    pub(crate) fn into_retry(self, busy: impl FnOnce(&str) -> String) -> crate::dict::DictError {
+        let text = match self {
+            Error::Down { server, reason } => {
+                return crate::dict::DictError::Retry(format!("{server} is down: {reason}"))
+            }
+            Error::Busy(server) => busy(&server),
+            Error::Failed(Failure::Query(text) | Failure::Broken(text) | Failure::Timeout(text)) => text,
+        };
+        log::warn!("{text}");
+        crate::dict::DictError::Retry(text)
+    }
+}
+
 /// Where the outage lines go (the log, or a test's counter).
 pub(crate) type Report = Arc<dyn Fn(log::Level, &str) + Send + Sync>;
 

@@ -46,7 +46,7 @@ pub(crate) mod test_slapd;
 #[cfg(test)]
 use crate::test_support::TempDir;
 
-use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
+use crate::dict::db_common::pool::{Failure, Hosts, Registry, Settings};
 use crate::dict::db_common::results::Assembly;
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
@@ -207,25 +207,22 @@ impl Dict for LdapTable {
         }
         // The quoting escapes NUL: neither can hold one.
         let (Ok(base), Ok(filter)) = (CString::new(base), CString::new(filter)) else { return Ok(false) };
-        let text = match self.hosts.run_on(|_, conn| self.run(conn, &key, &base, &filter)) {
-            Ok(Answer::NotFound) => return Ok(false),
+        match self.hosts.run_on(|_, conn| self.run(conn, &key, &base, &filter)) {
+            Ok(Answer::NotFound) => Ok(false),
             Ok(Answer::Values(Ok(value))) => {
                 *out = value;
-                return Ok(!out.is_empty());
+                Ok(!out.is_empty())
             }
             // logged as it happened
-            Ok(Answer::Values(Err(warning))) => return Err(DictError::Retry(warning)),
-            // The pool logged the outage once; each lookup is RETRY alone.
-            Err(Error::Down { server, reason }) => return Err(DictError::Retry(format!("{server} is down: {reason}"))),
-            Err(Error::Busy(server)) => format!(
-                "dict_ldap_lookup: {}: no free connection to {server} within {} s",
-                self.name,
-                self.timeout.as_secs()
-            ),
-            Err(Error::Failed(Failure::Query(text) | Failure::Broken(text) | Failure::Timeout(text))) => text,
-        };
-        log::warn!("{text}");
-        Err(DictError::Retry(text))
+            Ok(Answer::Values(Err(warning))) => Err(DictError::Retry(warning)),
+            Err(e) => Err(e.into_retry(|server| {
+                format!(
+                    "dict_ldap_lookup: {}: no free connection to {server} within {} s",
+                    self.name,
+                    self.timeout.as_secs()
+                )
+            })),
+        }
     }
 }
 

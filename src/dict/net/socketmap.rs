@@ -36,7 +36,7 @@
 use super::endpoint::Endpoint;
 use super::netstring::{self, NetstringError};
 use super::session::{at_most, lossy, numeric_service, registry, IoFailure, NetServer, Protocol, Session};
-use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
+use crate::dict::db_common::pool::{Failure, Hosts, Registry, Settings};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FOLD_MUL, NO_UNAUTH, PATTERN};
@@ -226,18 +226,14 @@ impl Dict for Socketmap {
             attempt += 1;
             self.exchange(conn, &request, attempt == 1)
         });
-        let text = match reply {
-            Ok(payload) => return self.interpret(&payload, out),
-            // the pool logged the outage once
-            Err(Error::Down { server, reason }) => return Err(DictError::Retry(format!("{server} is down: {reason}"))),
-            Err(Error::Busy(server)) => self.lookup_error(&format!(
-                "no free connection to {server} within {} s",
-                self.limits.pool.wait_timeout.as_secs()
-            )),
-            Err(Error::Failed(Failure::Query(text) | Failure::Broken(text) | Failure::Timeout(text))) => text,
-        };
-        log::warn!("{text}");
-        Err(DictError::Retry(text))
+        let wait = self.limits.pool.wait_timeout.as_secs();
+        match reply {
+            Ok(payload) => self.interpret(&payload, out),
+            Err(e) => {
+                Err(e
+                    .into_retry(|server| self.lookup_error(&format!("no free connection to {server} within {wait} s"))))
+            }
+        }
     }
 }
 

@@ -35,7 +35,7 @@
 use super::endpoint::Endpoint;
 use super::hex_quote;
 use super::session::{at_most, lossy, numeric_service, registry, IoFailure, NetServer, Protocol, Session};
-use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
+use crate::dict::db_common::pool::{Failure, Hosts, Registry, Settings};
 use crate::dict::postmap_text::until_nul;
 use crate::dict::{fold_key, Dict, DictError, DictResult, OpenError, OpenRequest, Waits};
 use crate::protocol::flags::{FOLD_MUL, NO_UNAUTH, PATTERN};
@@ -213,24 +213,22 @@ impl Dict for Tcp {
             attempt += 1;
             self.exchange(conn, &request, attempt == 1)
         });
-        let text = match reply {
+        let wait = self.limits.pool.wait_timeout.as_secs();
+        match reply {
             Ok(Reply::Found(value)) => {
                 *out = value;
-                return Ok(true);
+                Ok(true)
             }
-            Ok(Reply::NotFound) => return Ok(false),
-            Ok(Reply::Retry(None)) => return Err(DictError::Retry(format!("tcp:{}: soft error", self.addr))),
-            Ok(Reply::Retry(Some(text))) => text,
-            // the pool logged the outage once
-            Err(Error::Down { server, reason }) => return Err(DictError::Retry(format!("{server} is down: {reason}"))),
-            Err(Error::Busy(server)) => self.reply_error(&format!(
-                "no free connection to {server} within {} s",
-                self.limits.pool.wait_timeout.as_secs()
-            )),
-            Err(Error::Failed(Failure::Query(text) | Failure::Broken(text) | Failure::Timeout(text))) => text,
-        };
-        log::warn!("{text}");
-        Err(DictError::Retry(text))
+            Ok(Reply::NotFound) => Ok(false),
+            Ok(Reply::Retry(None)) => Err(DictError::Retry(format!("tcp:{}: soft error", self.addr))),
+            Ok(Reply::Retry(Some(text))) => {
+                log::warn!("{text}");
+                Err(DictError::Retry(text))
+            }
+            Err(e) => {
+                Err(e.into_retry(|server| self.reply_error(&format!("no free connection to {server} within {wait} s"))))
+            }
+        }
     }
 }
 

@@ -37,7 +37,7 @@
 use super::pgsql_server::{query, registry, PgServer};
 use crate::dict::db_common::cf::Cf;
 use crate::dict::db_common::domain::{DomainFilter, System};
-use crate::dict::db_common::pool::{Error, Failure, Hosts, Registry, Settings};
+use crate::dict::db_common::pool::{Failure, Hosts, Registry, Settings};
 use crate::dict::db_common::results::{Assembly, LimitWarning};
 use crate::dict::db_common::template::{Context, Role, Template};
 use crate::dict::postmap_text::until_nul;
@@ -207,19 +207,16 @@ impl Dict for Pgsql {
         if !self.ctx.expand_query(&self.query, &key, &mut Vec::new(), &|raw, out| out.extend_from_slice(raw)) {
             return Ok(false);
         }
-        let text = match self.hosts.run_on(|server, conn| self.run(server, conn, &key)) {
-            Ok(result) => return self.assemble(&result, &key, out),
-            // The pool logged the outage once; each lookup is RETRY alone.
-            Err(Error::Down { server, reason }) => return Err(DictError::Retry(format!("{server} is down: {reason}"))),
-            Err(Error::Busy(server)) => format!(
-                "dict_pgsql_lookup: {}: no free connection to {server} within {} s",
-                self.name,
-                self.query_timeout.as_secs()
-            ),
-            Err(Error::Failed(Failure::Query(text) | Failure::Broken(text) | Failure::Timeout(text))) => text,
-        };
-        log::warn!("{text}");
-        Err(DictError::Retry(text))
+        match self.hosts.run_on(|server, conn| self.run(server, conn, &key)) {
+            Ok(result) => self.assemble(&result, &key, out),
+            Err(e) => Err(e.into_retry(|server| {
+                format!(
+                    "dict_pgsql_lookup: {}: no free connection to {server} within {} s",
+                    self.name,
+                    self.query_timeout.as_secs()
+                )
+            })),
+        }
     }
 }
 
