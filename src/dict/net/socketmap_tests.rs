@@ -3,12 +3,12 @@
 
 use super::*;
 use crate::config::Params;
-use crate::dict::net::test_server::{Action, Framing, Responder, TestServer};
+use crate::dict::net::test_server::{dropping_second_request, Action, Framing, Responder, TestServer};
 use crate::dict::testutil::get;
 use crate::dict::Mode;
 use crate::protocol::flags::FOLD_FIX;
 use crate::test_support::TempDir;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 fn quick() -> Limits {
@@ -135,15 +135,7 @@ fn a_connection_is_reused_shared_and_closed_after_a_malformed_reply_or_extra_byt
 
 #[test]
 fn a_dropped_connection_is_replaced_and_the_request_sent_once_more() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let count = n.clone();
-    let inner = responder();
-    // the server drops the connection on the second request it sees
-    let server = TestServer::tcp(
-        0,
-        Framing::Netstring,
-        Arc::new(move |req: &[u8]| if count.fetch_add(1, SeqCst) == 1 { Action::Close } else { inner(req) }),
-    );
+    let server = TestServer::tcp(0, Framing::Netstring, dropping_second_request(responder()));
     let pools = Registry::new();
     let name = format!("inet:127.0.0.1:{}:m", server.port());
     let d = table(&name, &pools);

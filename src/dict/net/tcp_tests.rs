@@ -3,10 +3,10 @@
 
 use super::*;
 use crate::config::Params;
-use crate::dict::net::test_server::{Action, Framing, Responder, TestServer};
+use crate::dict::net::test_server::{dropping_second_request, Action, Framing, Responder, TestServer};
 use crate::dict::testutil::get;
 use crate::dict::Mode;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 fn quick() -> Limits {
@@ -123,14 +123,7 @@ fn bad_replies_answer_retry_with_postfixs_warnings_and_close_the_connection() {
 
 #[test]
 fn a_slow_server_answers_retry_in_time_and_a_lost_connection_is_replaced() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let count = n.clone();
-    let inner = responder();
-    let server = TestServer::tcp(
-        0,
-        Framing::Line,
-        Arc::new(move |req: &[u8]| if count.fetch_add(1, SeqCst) == 1 { Action::Close } else { inner(req) }),
-    );
+    let server = TestServer::tcp(0, Framing::Line, dropping_second_request(responder()));
     let pools = Registry::new();
     let addr = format!("127.0.0.1:{}", server.port());
     let d = open_with(&addr, Mode::ReadOnly, 0, &pools).unwrap();

@@ -34,6 +34,13 @@ pub(crate) enum Framing {
 
 pub(crate) type Responder = Arc<dyn Fn(&[u8]) -> Action + Send + Sync>;
 
+/// `inner`, except that the second request seen closes its connection
+/// unanswered (a server dropping a connection the client holds).
+pub(crate) fn dropping_second_request(inner: Responder) -> Responder {
+    let seen = AtomicUsize::new(0);
+    Arc::new(move |req: &[u8]| if seen.fetch_add(1, SeqCst) == 1 { Action::Close } else { inner(req) })
+}
+
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
