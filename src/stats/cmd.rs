@@ -29,9 +29,7 @@ fn run(args: &[String]) -> Result<String, String> {
         let value = it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
         match (a.as_str(), value.as_str()) {
             ("--config" | "-c", v) => config = Some(v.to_string()),
-            ("--service", v @ ("proxymap" | "proxywrite")) => {
-                services = vec![if v == "proxymap" { "proxymap" } else { "proxywrite" }]
-            }
+            ("--service", v @ ("proxymap" | "proxywrite")) => services = vec![v],
             ("--format", "table") => prometheus = false,
             ("--format", "prometheus") => prometheus = true,
             _ => return Err(format!("{a} {value}: unknown option or value\n{USAGE}")),
