@@ -1311,7 +1311,8 @@ fn print_stats_table(cells: &[Cell]) {
         let med = |t: Target, f: fn(&RunResult) -> f64| median(c.runs[t as usize].iter().map(f).collect());
         let mut line = format!("| {} | {} | {} |", c.table.label, c.conns, c.mode.label());
         for t in [Target::Ours, Target::OursNoStats] {
-            line += &format!(" {:.0} | {} | {} |", med(t, |r| r.rate), us(med(t, |r| r.p50_us)), us(med(t, |r| r.p99_us)));
+            line +=
+                &format!(" {:.0} | {} | {} |", med(t, |r| r.rate), us(med(t, |r| r.p50_us)), us(med(t, |r| r.p99_us)));
         }
         line += &format!(" {:.2} |", med(Target::Ours, |r| r.rate) / med(Target::OursNoStats, |r| r.rate));
         println!("{line}");

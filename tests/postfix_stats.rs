@@ -41,7 +41,8 @@ fn counts_of_processes_under_master_are_gathered_in_one_file() {
     assert_eq!(metric(&text, &series("lookup", "ok")), 6);
     assert_eq!(metric(&text, &series("lookup", "noent")), 2);
     assert_eq!(metric(&text, &series("open", "ok")), 8, "postmap opens before it looks up");
-    let denied = "proxymap_requests_total{service=\"proxymap\",table=\"(unapproved)\",request=\"open\",status=\"deny\"} ";
+    let denied =
+        "proxymap_requests_total{service=\"proxymap\",table=\"(unapproved)\",request=\"open\",status=\"deny\"} ";
     assert_eq!(metric(&text, denied), 1);
     assert_eq!(metric(&text, "proxymap_connections_total{service=\"proxymap\"} "), 9);
     // Two clients per process: at least five processes served them.

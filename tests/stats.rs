@@ -91,7 +91,9 @@ fn stats_count_every_answer_across_workers_and_restarts() {
     let prom = stats(&d, &["--format", "prometheus", "--service", "proxymap"]);
     for want in [
         format!("proxymap_requests_total{{service=\"proxymap\",table=\"{table}\",request=\"lookup\",status=\"ok\"}} 5"),
-        format!("proxymap_requests_total{{service=\"proxymap\",table=\"{table}\",request=\"lookup\",status=\"noent\"}} 3"),
+        format!(
+            "proxymap_requests_total{{service=\"proxymap\",table=\"{table}\",request=\"lookup\",status=\"noent\"}} 3"
+        ),
         "proxymap_requests_total{service=\"proxymap\",table=\"(unapproved)\",request=\"lookup\",status=\"deny\"} 2"
             .to_string(),
         format!("proxymap_lookup_duration_seconds_count{{service=\"proxymap\",table=\"{table}\"}} 8"),

@@ -52,10 +52,13 @@ pub(crate) fn check(params: &Params, overrides: &[(String, String)], report: &mu
     let statistics = shown(stats::STATISTICS, "yes");
     match stats::enabled(params) {
         Ok(_) => report.line(depth, statistics, Verdict::Ok),
-        Err(e) => report.line(depth, format!("{statistics}: {e} (the daemon serves without statistics)"), Verdict::Warning),
+        Err(e) => {
+            report.line(depth, format!("{statistics}: {e} (the daemon serves without statistics)"), Verdict::Warning)
+        }
     }
     let dir = stats::file_of(params, "proxymap").parent().map(|d| d.display().to_string()).unwrap_or_default();
-    let dir_line = format!("{} = {dir} ({})", stats::STATISTICS_DIRECTORY, origin(params, overrides, stats::STATISTICS_DIRECTORY));
+    let dir_line =
+        format!("{} = {dir} ({})", stats::STATISTICS_DIRECTORY, origin(params, overrides, stats::STATISTICS_DIRECTORY));
     report.line(depth, dir_line, Verdict::Ok);
     let ours = [threads, after, stats::STATISTICS, stats::STATISTICS_DIRECTORY];
     let mut unknown: Vec<&str> = params

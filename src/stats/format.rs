@@ -69,6 +69,9 @@ pub(crate) fn label(value: &str) -> String {
     out
 }
 
+/// A service-wide metric: name, type, help, value.
+type ServiceMetric = (&'static str, &'static str, &'static str, fn(&ServiceTotals) -> u64);
+
 /// Prometheus text format (version 0.0.4).
 pub fn prometheus(services: &[ServiceTotals]) -> String {
     let mut out = String::new();
@@ -115,7 +118,7 @@ pub fn prometheus(services: &[ServiceTotals]) -> String {
             let _ = writeln!(out, "proxymap_lookup_duration_seconds_count{{{labels}}} {cumulative}");
         }
     }
-    let service_metrics: [(&str, &str, &str, fn(&ServiceTotals) -> u64); 5] = [
+    let service_metrics: [ServiceMetric; 5] = [
         ("proxymap_processes_started_total", "counter", "Processes started (restarts included).", |s| s.starts),
         ("proxymap_processes", "gauge", "Processes running now.", |s| s.alive),
         ("proxymap_connections_total", "counter", "Client connections accepted.", |s| s.connections),
