@@ -6,7 +6,9 @@
 //! Environment: PM_BENCH_SECS (3), PM_BENCH_REPS (3), PM_BENCH_WARMUP (0.5),
 //! PM_BENCH_CONNS (1,4,16,64: persistent rows), PM_BENCH_MODES
 //! (persistent,short,miss), PM_BENCH_TABLES (all labels of `TABLES`),
-//! PM_BENCH_SERVERS (postfix,ours,echo,echo-loop), PM_BENCH_ECHO (auto, threads, epoll)
+//! PM_BENCH_SERVERS (postfix,ours,echo,echo-loop; `ours-nostats` adds ours with
+//! `proxymap_statistics = no`, and a table of ours with statistics on and off),
+//! PM_BENCH_ECHO (auto, threads, epoll)
 //! and PM_BENCH_ECHO_THREADS (1: event loops of the epoll design).
 
 #[path = "../tests/common/mod.rs"]
@@ -186,7 +188,7 @@ impl Settings {
         }
         for t in &s.servers {
             assert!(
-                ["postfix", "ours", "echo", "echo-loop"].contains(&t.as_str()),
+                ["postfix", "ours", "echo", "echo-loop", "ours-nostats"].contains(&t.as_str()),
                 "PM_BENCH_SERVERS: unknown server {t:?}"
             );
         }
@@ -901,9 +903,14 @@ enum Target {
     Echo,
     /// The echo server as one epoll loop: the architecture of a worker.
     EchoLoop,
+    /// Ours with `proxymap_statistics = no`.
+    OursNoStats,
 }
 
+/// The columns of the main table.
 const TARGETS: [Target; 4] = [Target::Postfix, Target::Ours, Target::Echo, Target::EchoLoop];
+/// In the order runs rotate through.
+const ALL_TARGETS: [Target; 5] = [Target::Postfix, Target::Ours, Target::Echo, Target::EchoLoop, Target::OursNoStats];
 
 impl Target {
     fn label(self) -> &'static str {
@@ -912,6 +919,7 @@ impl Target {
             Target::Ours => "ours",
             Target::Echo => "echo",
             Target::EchoLoop => "echo-loop",
+            Target::OursNoStats => "ours-nostats",
         }
     }
 }
@@ -920,7 +928,7 @@ struct Cell {
     table: &'static TableDef,
     conns: usize,
     mode: Mode,
-    runs: [Vec<RunResult>; 4],
+    runs: [Vec<RunResult>; 5],
 }
 
 /// Paths of the proxymap processes under the instance's master(8).
@@ -973,6 +981,8 @@ fn main() {
         main_cf.push('\n');
     }
     let mut inst = Instance::new("bench", &main_cf, Server::Postfix);
+    // Ours counts statistics unless a run of `ours-nostats` turned them off.
+    let mut stats_on = true;
     let (hits, misses) = write_data(&inst.tables);
     let table_dir = inst.tables.display().to_string();
     let table_name = |t: &TableDef| t.spec.replace("@TABLES@", &table_dir);
@@ -1066,15 +1076,23 @@ fn main() {
             EchoServer::start(&cfg, echo_loop_path.clone(), replies, "epoll", 1).expect("start the echo-loop server");
         for rep in 0..cfg.reps {
             // rotate the order so drift (thermal, neighbours) spreads over all three
-            for k in 0..TARGETS.len() {
-                let target = TARGETS[(rep + ci + k) % TARGETS.len()];
+            for k in 0..ALL_TARGETS.len() {
+                let target = ALL_TARGETS[(rep + ci + k) % ALL_TARGETS.len()];
                 if !cfg.servers.iter().any(|s| s == target.label()) {
                     continue;
                 }
                 let socket = match target {
-                    Target::Postfix | Target::Ours => {
+                    Target::Postfix | Target::Ours | Target::OursNoStats => {
                         let want = if target == Target::Postfix { Server::Postfix } else { Server::Ours };
-                        if inst.server != want {
+                        let counting = target != Target::OursNoStats;
+                        let mut reload = inst.server != want;
+                        if counting != stats_on {
+                            let value = if counting { "yes" } else { "no" };
+                            inst.postconf(&["-e", &format!("proxymap_statistics = {value}")]);
+                            stats_on = counting;
+                            reload = true;
+                        }
+                        if reload {
                             inst.switch(want);
                         }
                         inst.socket("proxymap")
@@ -1089,14 +1107,14 @@ fn main() {
                     conns: cell.conns,
                     short: cell.mode == Mode::Short,
                 };
-                let expected = if target == Target::Ours { &ours_exe } else { &postfix_exe };
+                let expected = if target == Target::Postfix { &postfix_exe } else { &ours_exe };
                 let inst_ref = &inst;
                 let label =
                     format!("{} {} {} rep {} {:?}", cell.table.label, cell.conns, cell.mode.label(), rep + 1, target);
                 let mut seen_wrong = None;
                 // after warm-up: every proxymap process under master(8) must be the expected binary
                 let check = || {
-                    if matches!(target, Target::Postfix | Target::Ours) {
+                    if matches!(target, Target::Postfix | Target::Ours | Target::OursNoStats) {
                         let exes = proxymap_exes(inst_ref);
                         if exes.is_empty() || exes.iter().any(|e| e != expected) {
                             seen_wrong =
@@ -1127,6 +1145,9 @@ fn main() {
     }
 
     print_table(&cfg, &cells);
+    if cfg.servers.iter().any(|s| s == "ours-nostats") {
+        print_stats_table(&cells);
+    }
     if cfg.memory && cfg.servers.iter().any(|s| s == "postfix") && cfg.servers.iter().any(|s| s == "ours") {
         let sets: Vec<(String, &Vec<String>)> = tables.iter().map(|t| (table_name(t), hits_of(t))).collect();
         // one row per table, then one with all of them (a fresh process each)
@@ -1278,6 +1299,23 @@ fn us(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.0}")
+    }
+}
+
+/// Ours with statistics on (the default) and off, side by side.
+fn print_stats_table(cells: &[Cell]) {
+    println!("\nStatistics on (`proxymap_statistics = yes`, the default) and off, same runs interleaved:\n");
+    println!("| table | conns | mode | statistics on lookups/s | p50 | p99 | off lookups/s | p50 | p99 | on/off |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for c in cells {
+        let med = |t: Target, f: fn(&RunResult) -> f64| median(c.runs[t as usize].iter().map(f).collect());
+        let mut line = format!("| {} | {} | {} |", c.table.label, c.conns, c.mode.label());
+        for t in [Target::Ours, Target::OursNoStats] {
+            line +=
+                &format!(" {:.0} | {} | {} |", med(t, |r| r.rate), us(med(t, |r| r.p50_us)), us(med(t, |r| r.p99_us)));
+        }
+        line += &format!(" {:.2} |", med(Target::Ours, |r| r.rate) / med(Target::OursNoStats, |r| r.rate));
+        println!("{line}");
     }
 }
 

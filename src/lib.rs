@@ -20,6 +20,7 @@ pub mod master;
 pub mod postfix_child;
 pub mod protocol;
 pub mod service;
+pub mod stats;
 pub(crate) mod strtol;
 pub(crate) mod sync;
 pub(crate) mod sys;

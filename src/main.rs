@@ -22,6 +22,11 @@ usage:
       `postfix reload`): our parameters, each service's allowlist and where each
       entry came from, each table. Default: $MAIL_CONFIG, postconf's
       config_directory, /etc/postfix. Exit status 1 on anything that would fail.
+  proxymap stats [--config DIR|FILE] [--service proxymap|proxywrite] [--format table|prometheus]
+      Requests per table (hits, misses, RETRY/DENY/BAD, lookup latency), processes,
+      connections: the sums over every process of each service, read from the
+      statistics files (proxymap_statistics_directory, default
+      $data_directory/proxymap-rs). --config: as for check, or the standalone settings file.
   proxymap --version
   proxymap -t unix [-u] [-n proxywrite] [-o name=value] ...
       As started by Postfix's master(8) from master.cf (see docs/postfix.md).";
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
         Some("standalone") => standalone(&args[1..]),
         Some("client") => client(&args[1..]),
         Some("check") => proxymap::check::main(&args[1..]),
+        Some("stats") => proxymap::stats::cmd::main(&args[1..]),
         Some("--version" | "-V") => {
             print!("{}", proxymap::version::report());
             ExitCode::SUCCESS

@@ -224,3 +224,18 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x: No such file or directory"));
 }
+
+#[test]
+fn statistics_parameters_are_listed_and_a_bad_switch_is_a_warning() {
+    let extra = "proxymap_statistics = maybe\nproxymap_statistics_directory = /srv/pm-stats\n";
+    let dir = good("check-stats", extra, MASTER);
+    let (status, text) = check(dir.path());
+    assert_eq!(status, 0, "a warning, not an error: the daemon serves without statistics\n{text}");
+    assert_line(
+        &text,
+        "proxymap_statistics = maybe (main.cf): bad boolean configuration: proxymap_statistics = maybe \
+         (the daemon serves without statistics)  WARNING",
+    );
+    assert_line(&text, "proxymap_statistics_directory = /srv/pm-stats (main.cf)  ok");
+    assert!(!has_line(&text, "proxymap_statistics (main.cf): not a parameter"), "{text}");
+}

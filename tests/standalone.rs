@@ -124,7 +124,9 @@ fn sighup_rereads_configuration_and_replaces_workers() {
         "main.cf",
         MAIN_CF
             .replace("@DIR@", &d.dir.path().display().to_string())
-            .replace("proxy:static:hello", "proxy:static:hello proxy:static:newtable"),
+            .replace("proxy:static:hello", "proxy:static:hello proxy:static:newtable")
+            // As Daemon::start wrote it: the daemon's files stay in the test's directory.
+            + &format!("\ndata_directory = {}\n", d.dir.path().display()),
     );
     d.signal(Signal::SIGHUP);
     assert!(

@@ -92,7 +92,7 @@ fn run(args: &[String]) -> Result<(String, usize), CheckError> {
 }
 
 /// `--config`: a directory, or main.cf in one.
-fn config_dir_of(path: &Path) -> Result<PathBuf, CheckError> {
+pub(crate) fn config_dir_of(path: &Path) -> Result<PathBuf, CheckError> {
     let meta = std::fs::metadata(path).map_err(|e| CheckError::Config(path.to_path_buf(), e))?;
     if meta.is_dir() {
         return Ok(path.to_path_buf());
@@ -105,7 +105,7 @@ fn config_dir_of(path: &Path) -> Result<PathBuf, CheckError> {
 }
 
 /// `$MAIL_CONFIG`, else what postconf says, else /etc/postfix.
-fn default_config_dir() -> PathBuf {
+pub(crate) fn default_config_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MAIL_CONFIG") {
         return PathBuf::from(dir);
     }

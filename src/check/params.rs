@@ -3,6 +3,7 @@
 
 use super::report::{Report, Verdict};
 use crate::config::{defaults, Params};
+use crate::stats;
 
 /// Where a parameter's value comes from.
 pub(crate) fn origin(params: &Params, overrides: &[(String, String)], name: &str) -> &'static str {
@@ -48,9 +49,21 @@ pub(crate) fn check(params: &Params, overrides: &[(String, String)], report: &mu
         // The threads line has the error already.
         (Err(_), Err(_)) => report.info(depth, after_line),
     }
+    let statistics = shown(stats::STATISTICS, "yes");
+    match stats::enabled(params) {
+        Ok(_) => report.line(depth, statistics, Verdict::Ok),
+        Err(e) => {
+            report.line(depth, format!("{statistics}: {e} (the daemon serves without statistics)"), Verdict::Warning)
+        }
+    }
+    let dir = stats::file_of(params, "proxymap").parent().map(|d| d.display().to_string()).unwrap_or_default();
+    let dir_line =
+        format!("{} = {dir} ({})", stats::STATISTICS_DIRECTORY, origin(params, overrides, stats::STATISTICS_DIRECTORY));
+    report.line(depth, dir_line, Verdict::Ok);
+    let ours = [threads, after, stats::STATISTICS, stats::STATISTICS_DIRECTORY];
     let mut unknown: Vec<&str> = params
         .configured_names()
-        .filter(|n| n.starts_with("proxymap_") && *n != threads && *n != after && defaults::find(n).is_none())
+        .filter(|n| n.starts_with("proxymap_") && !ours.contains(n) && defaults::find(n).is_none())
         .collect();
     unknown.sort_unstable();
     for name in unknown {

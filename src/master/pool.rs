@@ -432,7 +432,9 @@ impl Pool {
         logging::init(&self.tag, self.log_dest, self.verbose);
         let params = self.current.params.clone();
         let allowlist = proxy_allowlist(&params, role == Role::Writer);
-        let service = Service::new(role, params, allowlist);
+        let mut service = Service::new(role, params, allowlist);
+        // Opened here, after fork: the slot's lock belongs to this open.
+        service.set_stats(crate::stats::start(&self.current.params, role.service_name(), None));
         let limits = limits(&self.current);
         let threaded = self.current.threads;
         let worker = Worker::new(service, Intake::Master(channel), limits).and_then(|w| {

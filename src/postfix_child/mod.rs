@@ -77,6 +77,16 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
         fatal(format_args!("chdir(\"{queue_dir}\"): {}", sys::errno::strerror(e as i32)));
     }
     let owner = params.get("mail_owner");
+    // Before chroot and setuid: data_directory is outside the jail. What a
+    // root process creates there goes to mail_owner, as Postfix's own files.
+    let stats = match service_name.as_str() {
+        "proxymap" | "proxywrite" if !a.stand_alone => {
+            let ids = nix::unistd::User::from_name(&owner).ok().flatten().map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+            let ids = ids.filter(|_| a.unprivileged && nix::unistd::geteuid().is_root());
+            crate::stats::start(&params, &service_name, ids)
+        }
+        _ => None,
+    };
     let jail = a.chroot.then(|| PathBuf::from(&queue_dir));
     if let Err(e) = sys::drop_privileges(a.unprivileged.then_some(owner.as_str()), jail.as_deref()) {
         fatal(format_args!("{e}"));
@@ -101,6 +111,7 @@ pub fn run(argv0: &str, args: &[String]) -> ! {
         let _ = nix::unistd::setsid();
     }
     let mut service = Service::new(role, params, allowlist);
+    service.set_stats(stats);
 
     if a.stand_alone {
         service.set_stream("unknown_stream");

@@ -25,6 +25,8 @@ pub(crate) struct Entry {
     /// Set when the cache forgot this entry (its file changed): sessions
     /// that remember it look it up again.
     pub retired: AtomicBool,
+    /// The table's entry in this process's statistics (None: not counted).
+    pub stats: Option<crate::stats::TableStats>,
 }
 
 impl Entry {
@@ -59,7 +61,13 @@ impl TableCache {
     /// Add a table opened by [`open`] (outside the cache's lock: an open may
     /// wait for a file lock or a server). When another thread added the same
     /// instance meanwhile, that one is kept and `dict` is dropped.
-    pub(crate) fn insert(&mut self, name: &str, instance_flags: u32, dict: Box<dyn Dict>) -> Arc<Entry> {
+    pub(crate) fn insert(
+        &mut self,
+        name: &str,
+        instance_flags: u32,
+        dict: Box<dyn Dict>,
+        stats: Option<crate::stats::TableStats>,
+    ) -> Arc<Entry> {
         if let Some(e) = self.find(name, instance_flags) {
             return e;
         }
@@ -83,9 +91,15 @@ impl TableCache {
             waits,
             dict: RwLock::new(dict),
             retired: AtomicBool::new(false),
+            stats,
         });
         self.slots[slot].push(Arc::clone(&entry));
         entry
+    }
+
+    /// Open tables (instances).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.iter().map(Vec::len).sum()
     }
 
     pub(crate) fn mode(&self) -> Mode {

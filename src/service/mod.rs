@@ -9,6 +9,7 @@ use crate::config::Params;
 use crate::dict::{Cursor, DictError, KeyValue, Mode, Waits};
 use crate::protocol::flags::{DUP_REPLACE, RQST_MASK, SYNC_UPDATE};
 use crate::protocol::{Op, Outcome, Reply, Request, Status};
+use crate::stats::{Stats, TableStats};
 use crate::sync::{lock, read, try_read, write, NoWait};
 use cache::{Entry, TableCache};
 use std::collections::HashMap;
@@ -113,6 +114,8 @@ pub struct Service {
     /// the others that want it wait (64 connection threads opening one
     /// 5,000-rule table at once took 1.4 GB and seconds of CPU).
     opening: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// This process's slot in the service's statistics file (None: off).
+    stats: Option<Stats>,
 }
 
 impl Service {
@@ -128,6 +131,25 @@ impl Service {
             params,
             tables: RwLock::new(TableCache::new(mode)),
             opening: Mutex::new(HashMap::new()),
+            stats: None,
+        }
+    }
+
+    /// Count requests, connections and tables in this slot from now on.
+    pub fn set_stats(&mut self, stats: Option<Stats>) {
+        self.stats = stats;
+    }
+
+    pub fn stats(&self) -> Option<&Stats> {
+        self.stats.as_ref()
+    }
+
+    /// One answered request; `table` None: refused before naming an
+    /// approved table.
+    #[inline]
+    fn count(&self, table: Option<TableStats>, op: Option<Op>, status: Status) {
+        if let Some(s) = &self.stats {
+            s.request(table.unwrap_or_else(|| s.unapproved()), op, status);
         }
     }
 
@@ -148,13 +170,17 @@ impl Service {
     /// Put an open table in the cache, as if a request had opened it.
     #[cfg(test)]
     pub(crate) fn insert_table(&self, name: &str, instance_flags: u32, dict: Box<dyn crate::dict::Dict>) {
-        write(&self.tables).insert(name, instance_flags, dict);
+        write(&self.tables).insert(name, instance_flags, dict, None);
     }
 
     /// Before taking a new client: the reader drops tables whose files changed.
     pub fn before_accept(&self) {
         if self.role == Role::Reader {
-            write(&self.tables).drop_changed();
+            let mut tables = write(&self.tables);
+            tables.drop_changed();
+            if let Some(s) = &self.stats {
+                s.tables_open(tables.len());
+            }
         }
     }
 
@@ -175,6 +201,7 @@ impl Service {
                     log::warn!("{}", w.display(&self.stream));
                 }
                 Reply::status(op, dialect, Status::Bad).encode(out);
+                self.count(None, op, Status::Bad);
             }
             Outcome::Request { req, warning } => {
                 if place == Place::EventLoop && (warning.is_some() || !matches!(req.op, Op::Open | Op::Lookup)) {
@@ -199,6 +226,7 @@ impl Service {
             );
             reply.status = Status::Deny;
             reply.encode(out);
+            self.count(None, Some(req.op), Status::Deny);
             return Served::Done;
         }
         // Taken out of the session while the request runs, so that the
@@ -211,6 +239,7 @@ impl Service {
                     Err(status) => {
                         reply.status = status;
                         reply.encode(out);
+                        self.count(None, Some(req.op), status);
                         return Served::Done;
                     }
                 };
@@ -232,6 +261,9 @@ impl Service {
         // The instance's own bits plus this request's bits: per-request state is
         // passed down, never left behind in the shared table.
         let mut flags = (entry.open_flags & !RQST_MASK) | (req.flags & RQST_MASK);
+        // One clock reading pair per lookup, only while counting.
+        let timed = entry.stats.is_some() && req.op == Op::Lookup;
+        let started = if timed { crate::clock::now_ns() } else { 0 };
         let result: Result<Status, DictError> = match req.op {
             Op::Open => {
                 reply.flags = entry.open_flags;
@@ -257,6 +289,7 @@ impl Service {
                 })
             }
         };
+        let took = if timed { crate::clock::since(crate::clock::now_ns(), started) } else { 0 };
         if req.op != Op::Open {
             reply.flags = flags;
         }
@@ -270,6 +303,12 @@ impl Service {
                 status::of_error(&e)
             }
         };
+        if let (Some(s), Some(t)) = (&self.stats, entry.stats) {
+            s.request(t, Some(req.op), reply.status);
+            if timed {
+                s.latency(t, took);
+            }
+        }
         if req.op == Op::Lookup && reply.status == Status::Ok {
             reply.value = session.value.as_slice();
         }
@@ -301,7 +340,13 @@ impl Service {
             find().unwrap_or_else(|| {
                 let mode = read(&self.tables).mode();
                 let dict = cache::open(name, mode, instance_flags, &self.params);
-                write(&self.tables).insert(name, instance_flags, dict)
+                let counted = self.stats.as_ref().map(|s| s.table(name));
+                let mut tables = write(&self.tables);
+                let entry = tables.insert(name, instance_flags, dict, counted);
+                if let Some(s) = &self.stats {
+                    s.tables_open(tables.len());
+                }
+                entry
             })
         };
         lock(&self.opening).remove(&key);
@@ -430,7 +475,7 @@ mod tests {
             let probe = Probe { waits, calls: Arc::clone(&calls) };
             let table = format!("t:{waits:?}");
             let instance_flags = 16448 & crate::protocol::flags::INST_MASK;
-            write(&svc.tables).insert(&table, instance_flags, Box::new(probe));
+            write(&svc.tables).insert(&table, instance_flags, Box::new(probe), None);
             let mut session = Session::default();
             let mut out = Vec::new();
             let served = lookup_at(&svc, &mut session, &table, "k", Place::EventLoop, &mut out);

@@ -14,6 +14,7 @@ pub(crate) mod mysql;
 pub(crate) mod passwd;
 pub(crate) mod pq;
 pub(crate) mod regex;
+pub(crate) mod shared_map;
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,

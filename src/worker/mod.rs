@@ -405,6 +405,9 @@ impl Worker {
         // Not before the first accept: a TAKEN while the connection that
         // made master start this process still waits makes it start another.
         self.report_use();
+        if let Some(s) = self.service.stats() {
+            s.connection_opened();
+        }
         if let Intake::Master(_) = self.intake {
             self.service.before_accept();
         }
@@ -574,6 +577,9 @@ impl Worker {
 
     /// Bookkeeping for a client that went away (or never got served).
     fn connection_ended(&mut self) {
+        if let Some(s) = self.service.stats() {
+            s.connection_closed();
+        }
         self.use_count = self.use_count.saturating_add(1);
         if let Intake::Master(fd) = &self.intake {
             if !self.intake_closed {

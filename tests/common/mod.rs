@@ -173,7 +173,11 @@ impl Daemon {
     pub(crate) fn spawn(tag: &str, toml: &str, main_cf: &str, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = TempDir::new(tag);
         let d = dir.path().display().to_string();
-        dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + &worker_main_cf()));
+        // The daemon's own files (statistics, verify verdicts) in the test's
+        // directory, not the system's data_directory.
+        let own_data =
+            if main_cf.contains("data_directory") { String::new() } else { format!("data_directory = {d}\n") };
+        dir.write("main.cf", &(main_cf.replace("@DIR@", &d) + "\n" + &own_data + &worker_main_cf()));
         let config = dir.write("proxymap.toml", toml.replace("@DIR@", &d));
         let child = Command::new(env!("CARGO_BIN_EXE_proxymap"))
             .args(["standalone", "--config"])
