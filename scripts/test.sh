@@ -13,10 +13,10 @@ cargo test --release --locked --features postfix-tests
 # The suites that drive the worker (in-process, standalone, under master(8)),
 # again with every request in the event loop (proxymap_connection_threads =
 # no), then with every request on a thread.
-PROXYMAP_TEST_THREADS=no cargo test --release --locked --features postfix-tests --test server --test standalone --test fd_limit \
+PROXYMAP_TEST_THREADS=no cargo test --release --locked --features postfix-tests --test server --test standalone --test fd_limit --test load \
     --test postfix_master --test postfix_diff --test postfix_tables --test postfix_verify \
     --test file_tables_stress
-PROXYMAP_TEST_THREADS=0 cargo test --release --locked --features postfix-tests --test server --test standalone --test postfix_master \
+PROXYMAP_TEST_THREADS=0 cargo test --release --locked --features postfix-tests --test server --test standalone --test load --test postfix_master \
     --test postfix_diff --test file_tables_stress
 # The README's first command, literally, in a fresh clone.
 bash scripts/test-readme.sh
