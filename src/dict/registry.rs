@@ -71,11 +71,11 @@ pub fn open_or_surrogate(full: &str, mode: Mode, flags: u32, params: &Params) ->
     };
     match result {
         Ok(dict) => {
-            super::surrogate::opened(full);
+            super::surrogate::opened(full, flags);
             dict
         }
         Err(e) => {
-            super::surrogate::open_failed(full, &e.reason, e.retried());
+            super::surrogate::open_failed(full, flags, &e.reason, e.retried());
             let surrogate = Surrogate::new(full, &e.reason, flags);
             Box::new(if e.retried() { surrogate.reopen_after(RETRY_OPEN) } else { surrogate })
         }

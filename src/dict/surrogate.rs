@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 pub(crate) struct Surrogate {
     flags: u32,
-    /// `type:name`: the key of the outage in [`OUTAGES`].
-    full_name: String,
+    /// The key of the outage in [`OUTAGES`].
+    key: String,
     message: String,
     /// For an open that may succeed later (want of descriptors or memory,
     /// access refused): when the table is opened again (it reports itself
@@ -39,18 +39,24 @@ struct Logged {
     quiet: u64,
 }
 
-/// Tables of this process that failed to open, by `type:name`.
+/// Tables of this process that failed to open, by [`outage_key`].
 static OUTAGES: LazyLock<Mutex<HashMap<String, Logged>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// How often the same surrogate repeats its warning.
 const REPEAT: Duration = Duration::from_secs(60);
 
+/// One instance of a table (as Postfix's: name and open flags), so that
+/// each instance's stand-in logs as Postfix's does.
+fn outage_key(full_name: &str, open_flags: u32) -> String {
+    format!("{full_name} {open_flags:x}")
+}
+
 /// An open of `full_name` failed for `reason`: log it, unless it is a
 /// retried open failing as the one before (an open that is not retried is
 /// logged each time, as Postfix logs each dict_open()).
-pub(crate) fn open_failed(full_name: &str, reason: &str, retried: bool) {
+pub(crate) fn open_failed(full_name: &str, open_flags: u32, reason: &str, retried: bool) {
     let mut outages = lock(&OUTAGES);
-    let logged = outages.entry(full_name.to_owned()).or_default();
+    let logged = outages.entry(outage_key(full_name, open_flags)).or_default();
     if logged.reason != reason {
         log::error!("{reason}");
     }
@@ -58,12 +64,12 @@ pub(crate) fn open_failed(full_name: &str, reason: &str, retried: bool) {
 }
 
 /// `full_name` opened: an outage it had is over (one line says so).
-pub(crate) fn opened(full_name: &str) {
+pub(crate) fn opened(full_name: &str, open_flags: u32) {
     let mut outages = lock(&OUTAGES);
     if outages.is_empty() {
         return;
     }
-    if let Some(logged) = outages.remove(full_name) {
+    if let Some(logged) = outages.remove(&outage_key(full_name, open_flags)) {
         log::info!("{full_name} is available again ({} requests refused since last logged)", logged.quiet);
     }
 }
@@ -73,7 +79,7 @@ impl Surrogate {
     pub(crate) fn new(full_name: &str, reason: &str, open_flags: u32) -> Self {
         Surrogate {
             flags: open_flags | PATTERN,
-            full_name: full_name.to_owned(),
+            key: outage_key(full_name, open_flags),
             message: format!("{full_name} is unavailable. {reason}"),
             reopen_at: None,
         }
@@ -88,7 +94,7 @@ impl Surrogate {
     fn fail<T>(&self) -> DictResult<T> {
         let now = Instant::now();
         let mut outages = lock(&OUTAGES);
-        let logged = outages.entry(self.full_name.clone()).or_default();
+        let logged = outages.entry(self.key.clone()).or_default();
         if logged.last.is_none_or(|t| now.duration_since(t) >= REPEAT) {
             if logged.quiet > 0 {
                 log::warn!("{} ({} more times)", self.message, logged.quiet);
@@ -137,7 +143,7 @@ mod tests {
     use super::*;
 
     fn quiet(name: &str) -> u64 {
-        lock(&OUTAGES).get(name).map_or(0, |l| l.quiet)
+        lock(&OUTAGES).get(&outage_key(name, 0)).map_or(0, |l| l.quiet)
     }
 
     #[test]
@@ -160,12 +166,12 @@ mod tests {
         let again = Surrogate::new("hash:/x", "open database /x.db: No such file or directory", 0);
         let _ = again.lookup(b"k", 0, &mut Vec::new());
         assert_eq!(quiet("hash:/x"), 8);
-        if let Some(l) = lock(&OUTAGES).get_mut("hash:/x") {
+        if let Some(l) = lock(&OUTAGES).get_mut(&outage_key("hash:/x", 0)) {
             l.last = Some(Instant::now() - REPEAT);
         }
         let _ = s.lookup(b"k", 0, &mut Vec::new());
         assert_eq!(quiet("hash:/x"), 0);
-        opened("hash:/x");
-        assert!(!lock(&OUTAGES).contains_key("hash:/x"), "the outage ends when the table opens");
+        opened("hash:/x", 0);
+        assert!(!lock(&OUTAGES).contains_key(&outage_key("hash:/x", 0)), "the outage ends when the table opens");
     }
 }
