@@ -20,6 +20,9 @@ pub(crate) struct Surrogate {
     flags: u32,
     /// The key of the outage in [`OUTAGES`].
     key: String,
+    /// What this stand-in logged, when its open is not tried again (each
+    /// such stand-in warns as Postfix's does, once a minute here).
+    own: Mutex<Logged>,
     message: String,
     /// For an open that may succeed later (want of descriptors or memory,
     /// access refused): when the table is opened again (it reports itself
@@ -80,6 +83,7 @@ impl Surrogate {
         Surrogate {
             flags: open_flags | PATTERN,
             key: outage_key(full_name, open_flags),
+            own: Mutex::new(Logged::default()),
             message: format!("{full_name} is unavailable. {reason}"),
             reopen_at: None,
         }
@@ -93,8 +97,16 @@ impl Surrogate {
 
     fn fail<T>(&self) -> DictResult<T> {
         let now = Instant::now();
-        let mut outages = lock(&OUTAGES);
-        let logged = outages.entry(self.key.clone()).or_default();
+        // A stand-in whose open is tried again logs for the whole outage.
+        let mut outages;
+        let mut own;
+        let logged = if self.reopen_at.is_some() {
+            outages = lock(&OUTAGES);
+            outages.entry(self.key.clone()).or_default()
+        } else {
+            own = lock(&self.own);
+            &mut *own
+        };
         if logged.last.is_none_or(|t| now.duration_since(t) >= REPEAT) {
             if logged.quiet > 0 {
                 log::warn!("{} ({} more times)", self.message, logged.quiet);
@@ -148,13 +160,13 @@ mod tests {
 
     #[test]
     fn every_access_fails_and_the_warning_is_rate_limited() {
-        let mut s = Surrogate::new("hash:/x", "open database /x.db: No such file or directory", 0);
+        let mut s = Surrogate::new("hash:/x", "open database /x.db: Permission denied", 0).reopen_after(REPEAT);
         assert_eq!(s.flags(), PATTERN);
         for _ in 0..5 {
             let r = s.lookup(b"k", 0, &mut Vec::new());
             assert_eq!(
                 r,
-                Err(DictError::Retry("hash:/x is unavailable. open database /x.db: No such file or directory".into()))
+                Err(DictError::Retry("hash:/x is unavailable. open database /x.db: Permission denied".into()))
             );
         }
         assert!(matches!(s.update(b"k", b"v", 0), Err(DictError::Retry(_))));
@@ -163,7 +175,7 @@ mod tests {
         // logged once, then counted
         assert_eq!(quiet("hash:/x"), 7);
         // A second surrogate of the same outage (an open retried) counts on.
-        let again = Surrogate::new("hash:/x", "open database /x.db: No such file or directory", 0);
+        let again = Surrogate::new("hash:/x", "open database /x.db: Permission denied", 0).reopen_after(REPEAT);
         let _ = again.lookup(b"k", 0, &mut Vec::new());
         assert_eq!(quiet("hash:/x"), 8);
         if let Some(l) = lock(&OUTAGES).get_mut(&outage_key("hash:/x", 0)) {
