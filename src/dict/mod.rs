@@ -87,6 +87,10 @@ pub struct OpenError {
     /// The process was short of descriptors or memory: the table itself
     /// may be fine, and the open is tried again (see `Surrogate`).
     pub(crate) transient: bool,
+    /// Access was refused (permissions, a read-only file system): the
+    /// administrator may fix that without telling us, so the open is tried
+    /// again too (Postfix's processes get it at their next restart).
+    pub(crate) fixable: bool,
     /// The file exists but failed Berkeley DB's verify pass (the writer
     /// repairs such a hash file, see `file::db`).
     pub(crate) damaged: bool,
@@ -94,7 +98,7 @@ pub struct OpenError {
 
 impl OpenError {
     pub fn new(reason: impl Into<String>) -> Self {
-        OpenError { reason: reason.into(), transient: false, damaged: false }
+        OpenError { reason: reason.into(), transient: false, fixable: false, damaged: false }
     }
 
     /// `<context>: <%m>` for a failed system call, transient when the
@@ -102,6 +106,7 @@ impl OpenError {
     pub(crate) fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
         let mut err = OpenError::new(format!("{context}: {}", crate::sys::errno::io_error_text(e)));
         err.transient = e.raw_os_error().is_some_and(is_shortage);
+        err.fixable = e.raw_os_error().is_some_and(is_refusal);
         err
     }
 
@@ -109,13 +114,24 @@ impl OpenError {
     pub(crate) fn errno(context: impl std::fmt::Display, code: i32) -> Self {
         let mut err = OpenError::new(format!("{context}: {}", crate::sys::errno::strerror(code)));
         err.transient = is_shortage(code);
+        err.fixable = is_refusal(code);
         err
+    }
+
+    /// Tried again later: the table itself may open then.
+    pub(crate) fn retried(&self) -> bool {
+        self.transient || self.fixable
     }
 }
 
 /// Errno values that say "this process, now", not "this table".
 fn is_shortage(code: i32) -> bool {
     matches!(code, libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+}
+
+/// Errno values that refuse access to a table that may be fine.
+fn is_refusal(code: i32) -> bool {
+    matches!(code, libc::EACCES | libc::EPERM | libc::EROFS)
 }
 
 /// Open mode, as Postfix's O_RDONLY (proxymap) or O_RDWR|O_CREAT (proxywrite).
@@ -224,6 +240,14 @@ pub trait Dict: Send + Sync {
     /// True when the table's source changed on disk since it was opened (file
     /// tables); the read-only service then reopens it.
     fn changed(&self) -> bool {
+        false
+    }
+
+    /// True for the stand-in of a table whose open is tried again
+    /// ([`Dict::changed`] says when): the service checks such a table on
+    /// every request, so that a client that stays connected (verify(8) on
+    /// proxywrite) sees the table as soon as it opens.
+    fn reopens(&self) -> bool {
         false
     }
 }

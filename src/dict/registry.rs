@@ -6,11 +6,12 @@ use crate::config::Params;
 
 pub type OpenFn = fn(&OpenRequest) -> Result<Box<dyn Dict>, OpenError>;
 
-/// A table whose open failed for want of descriptors or memory is opened
-/// again after this long, at the read-only service's next accept (the
-/// clients that used it then look it up again). proxywrite keeps it, as
-/// Postfix does, until the process ends.
-const TRANSIENT_REOPEN: std::time::Duration = std::time::Duration::from_secs(1);
+/// A table whose open failed for want of descriptors or memory, or for
+/// refused access (permissions, a read-only file system), is opened again
+/// after this long: at the read-only service's next accept (the clients
+/// that used it then look it up again), or at the next request for it.
+/// Postfix keeps the stand-in until the process ends.
+const RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Every table type this build serves, by Postfix type name.
 const TYPES: &[(&str, OpenFn)] = &[
@@ -68,9 +69,15 @@ pub fn open_or_surrogate(full: &str, mode: Mode, flags: u32, params: &Params) ->
     } else {
         open(&OpenRequest { type_name, name, mode, flags, params })
     };
-    result.unwrap_or_else(|e| {
-        log::error!("{}", e.reason);
-        let surrogate = Surrogate::new(full, &e.reason, flags);
-        Box::new(if e.transient { surrogate.reopen_after(TRANSIENT_REOPEN) } else { surrogate })
-    })
+    match result {
+        Ok(dict) => {
+            super::surrogate::opened(full, flags);
+            dict
+        }
+        Err(e) => {
+            super::surrogate::open_failed(full, flags, &e.reason, e.retried());
+            let surrogate = Surrogate::new(full, &e.reason, flags);
+            Box::new(if e.retried() { surrogate.reopen_after(RETRY_OPEN) } else { surrogate })
+        }
+    }
 }

@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub waits: Waits,
     /// Flags of the freshly opened instance: what every open reply reports.
     pub open_flags: u32,
+    /// The stand-in of a table whose open is tried again (`Dict::reopens`).
+    pub reopens: bool,
     /// Set when the cache forgot this entry (its file changed): sessions
     /// that remember it look it up again.
     pub retired: AtomicBool,
@@ -83,12 +85,14 @@ impl TableCache {
         self.next_id += 1;
         let open_flags = dict.flags();
         let waits = dict.waits();
+        let reopens = dict.reopens();
         let entry = Arc::new(Entry {
             id,
             name: name.to_owned(),
             instance_flags,
             open_flags,
             waits,
+            reopens,
             dict: RwLock::new(dict),
             retired: AtomicBool::new(false),
             stats,
@@ -104,6 +108,15 @@ impl TableCache {
 
     pub(crate) fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Forget `entry` (a stand-in whose open is due again), so that the
+    /// next request opens its table.
+    pub(crate) fn forget(&mut self, entry: &Entry) {
+        for instances in &mut self.slots {
+            instances.retain(|e| e.id != entry.id);
+        }
+        entry.retired.store(true, Ordering::Relaxed);
     }
 
     /// Forget tables whose files changed on disk, so that the next request

@@ -231,6 +231,15 @@ impl Service {
         }
         // Taken out of the session while the request runs, so that the
         // session's buffers can be borrowed beside it.
+        if let Some(last) = session.last.as_ref().filter(|l| l.entry.reopens) {
+            // A stand-in whose open is due again: its table may open now.
+            if try_read(&last.entry.dict).is_some_and(|d| d.changed()) {
+                if place == Place::EventLoop {
+                    return Served::WouldBlock;
+                }
+                write(&self.tables).forget(&last.entry);
+            }
+        }
         let last = match session.last.take() {
             Some(last) if last.is(req.table, req.instance_flags) => last,
             recycled => {
@@ -327,7 +336,14 @@ impl Service {
     fn table(&self, name: &str, instance_flags: u32, place: Place) -> Option<Arc<Entry>> {
         let find = || read(&self.tables).find(name, instance_flags);
         if let Some(e) = find() {
-            return Some(e);
+            let due = e.reopens && try_read(&e.dict).is_some_and(|d| d.changed());
+            if !due {
+                return Some(e);
+            }
+            if place == Place::EventLoop {
+                return None;
+            }
+            write(&self.tables).forget(&e);
         }
         if place == Place::EventLoop {
             return None;

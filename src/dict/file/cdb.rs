@@ -63,7 +63,13 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     file.read_to_end(&mut data).map_err(|e| unable(io_error_text(&e)))?;
     // cdb offsets are 32-bit: tinycdb ignores anything beyond 4 GiB.
     data.truncate(u32::MAX as usize);
-    check_toc(&data).map_err(|Corrupt| unable(protocol_error()))?;
+    check_toc(&data).map_err(|Corrupt| {
+        // A file cut short (truncated, or read while being written in
+        // place) is fixed by postmap: try the open again.
+        let mut err = unable(protocol_error());
+        err.fixable = true;
+        err
+    })?;
 
     let name = req.name;
     if let Ok(src) = std::fs::metadata(name) {

@@ -118,7 +118,14 @@ struct Shared {
     /// Lookups read pages under the read side; Berkeley DB's handle (not
     /// free-threaded) is used under the write side.
     state: RwLock<DbState>,
+    /// The last failed re-open and when it was logged: a file that cannot
+    /// be opened (unreadable, truncated) is tried at every request, but
+    /// logged once per reason and minute, not once per request.
+    reopen_failed: Mutex<Option<(String, Instant)>>,
 }
+
+/// How often a re-open that keeps failing alike is logged.
+const REOPEN_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 fn code_text(code: Code) -> String {
     // Postfix's sanitize(): DB_KEYEMPTY is reported as EINVAL.
@@ -150,10 +157,19 @@ impl Shared {
         match opened {
             Ok(h) => {
                 st.replace(h, st.mode, now);
+                if lock(&self.reopen_failed).take().is_some() {
+                    log::info!("{}: opened again", self.db_path);
+                }
                 Ok(())
             }
             Err(e) => {
-                log::error!("{}", e.reason);
+                let mut last = lock(&self.reopen_failed);
+                let repeat =
+                    last.as_ref().is_some_and(|(reason, at)| *reason == e.reason && at.elapsed() < REOPEN_LOG_INTERVAL);
+                if !repeat {
+                    log::error!("{}", e.reason);
+                    *last = Some((e.reason.clone(), Instant::now()));
+                }
                 Err(DictError::Retry(e.reason))
             }
         }
@@ -220,7 +236,9 @@ impl Registry {
 
     /// This process's lock for the file; None if it does not exist.
     fn lockfile(&mut self, db_path: &str) -> Result<Option<Arc<FileLock>>, OpenError> {
-        let err = |e: &std::io::Error| OpenError::new(format!("open database {db_path}: {}", io_text(e)));
+        // OpenError::io: refused access is tried again (the file may be given
+        // back its permissions), as for the Berkeley DB open itself.
+        let err = |e: &std::io::Error| OpenError::io(format_args!("open database {db_path}"), e);
         match File::open(db_path) {
             Ok(f) => FileLock::for_fd(f.as_fd(), Style::Flock, db_path).map(Some).map_err(|e| err(&e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -341,6 +359,7 @@ fn open(req: &OpenRequest, ty: DbType) -> Result<Box<dyn Dict>, OpenError> {
                     checked_lease: AtomicU64::new(0),
                     path_checked: Instant::now(),
                 }),
+                reopen_failed: Mutex::new(None),
             });
             reg.dbs.insert((shared.lock.dev(), shared.lock.ino(), ty), Arc::downgrade(&shared));
             shared

@@ -100,8 +100,10 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         .map_err(|_| OpenError::new(format!("open database {mdb_path}: {}", mdb::strerror(libc::EINVAL))))?;
     let (curr_limit, hard_limit) = initial_limits(usize::try_from(map_size).unwrap_or(usize::MAX), &mdb_path);
     let read_only = req.mode == Mode::ReadOnly;
-    let env = Env::open(&c_path, read_only, curr_limit)
-        .map_err(|e| OpenError::new(format!("open database {mdb_path}: {e}")))?;
+    let env = Env::open(&c_path, read_only, curr_limit).map_err(|e| match e {
+        mdb::Error::Code(code) if code > 0 => OpenError::errno(format_args!("open database {mdb_path}"), code),
+        e => OpenError::new(format!("open database {mdb_path}: {e}")),
+    })?;
     let lock = env
         .fd()
         .map_err(|e| e.to_string())
