@@ -13,6 +13,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/env.rs"]
+mod env;
+use env::{env_list, env_or};
 
 use common::postfix::{Instance, Server, POSTFIX_SBIN};
 use nix::errno::Errno;
@@ -141,18 +144,6 @@ struct Settings {
     memory: bool,
     /// Keys looked up per table before measuring (PM_BENCH_MEMORY_KEYS).
     memory_keys: usize,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}: not a valid value")),
-        Err(_) => default,
-    }
-}
-
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    let v = std::env::var(name).unwrap_or_else(|_| default.to_string());
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 impl Settings {

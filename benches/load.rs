@@ -21,6 +21,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/env.rs"]
+mod env;
+use env::{env_list, env_or};
 
 use common::postfix::{Instance, Server};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -35,18 +38,6 @@ const FLAGS: &str = "540737";
 const KEYS: usize = 10_000;
 /// A lookup waiting this long counts as stalled.
 const STALL: Duration = Duration::from_secs(5);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}: not a valid value")),
-        Err(_) => default,
-    }
-}
-
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    let v = std::env::var(name).unwrap_or_else(|_| default.to_string());
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-}
 
 fn key(i: usize) -> String {
     format!("user{i:06}@d{:03}.example", i % 1000)
