@@ -15,7 +15,10 @@
 mod common;
 #[path = "support/env.rs"]
 mod env;
+#[path = "support/wire.rs"]
+mod wire;
 use env::{env_list, env_or};
+use wire::list_end;
 
 use common::postfix::{Instance, Server, POSTFIX_SBIN};
 use nix::errno::Errno;
@@ -262,20 +265,6 @@ impl Requests {
 
 // ---------------------------------------------------------------------------
 // load generator: a thread per connection, blocking I/O, preallocated buffers
-
-/// End offset of the first complete attribute list in `b` (names and values
-/// alternate, each NUL-terminated; a NUL where a name starts ends the list).
-fn list_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let name = b[i..].iter().position(|&c| c == 0)?;
-        if name == 0 {
-            return Some(i + 1);
-        }
-        i += name + 1;
-        i += b[i..].iter().position(|&c| c == 0)? + 1;
-    }
-}
 
 /// Read one attribute list into `buf`; returns its length. Without
 /// pipelining nothing follows a reply, so the buffer starts empty each time.

@@ -23,7 +23,10 @@
 mod common;
 #[path = "support/env.rs"]
 mod env;
+#[path = "support/wire.rs"]
+mod wire;
 use env::{env_list, env_or};
+use wire::list_end;
 
 use common::postfix::{Instance, Server};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -45,19 +48,6 @@ fn key(i: usize) -> String {
 
 // ---------------------------------------------------------------------------
 // client
-
-/// End of the first complete attribute list in `b`.
-fn list_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let name = b[i..].iter().position(|&c| c == 0)?;
-        if name == 0 {
-            return Some(i + 1);
-        }
-        i += name + 1;
-        i += b[i..].iter().position(|&c| c == 0)? + 1;
-    }
-}
 
 fn read_list(s: &mut UnixStream, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
