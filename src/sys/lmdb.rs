@@ -19,12 +19,17 @@
 //! vouches, with [`Env::set_size_known`], that it checked under a lock it
 //! still holds). Damage inside pages
 //! that LMDB detects comes back as `MDB_CORRUPTED`/`MDB_PAGE_NOTFOUND`; damage it
-//! does not detect is outside what can be checked cheaply.
+//! does not detect is outside what can be checked cheaply. A file cut short
+//! between that check and a read (someone truncating it without the lock)
+//! no longer kills the process: the map is watched ([`super::map_guard`]),
+//! and an operation that touched a missing page fails with
+//! [`Error::MapFault`], whatever it read.
 
 use lmdb_master_sys as ffi;
 use std::ffi::{c_int, c_uint, CStr};
 use std::os::fd::BorrowedFd;
 use std::ptr::{self, NonNull};
+use super::map_guard::{self, Watch};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Reset read transactions kept per environment; more reads at once than
@@ -40,6 +45,9 @@ pub(crate) enum Error {
     Truncated { size: u64, need: u64 },
     /// The meta page's page size is implausible.
     BadPageSize(u32),
+    /// The file shrank under the map during the operation: what it read is
+    /// void, and the environment must be reopened.
+    MapFault,
 }
 
 impl Error {
@@ -57,6 +65,7 @@ impl std::fmt::Display for Error {
                 write!(f, "database file is truncated: {size} bytes, its meta page needs {need}")
             }
             Error::BadPageSize(size) => write!(f, "{}: page size {size}", strerror(ffi::MDB_INVALID)),
+            Error::MapFault => f.write_str("database file was truncated while in use"),
         }
     }
 }
@@ -111,6 +120,8 @@ pub(crate) struct Env {
     /// Reset read transactions of this environment, each owned by whoever
     /// swaps it out (null: empty).
     spare: [AtomicPtr<ffi::MDB_txn>; SPARE_READS],
+    /// The memory map, watched for faults past the file's end.
+    watch: Watch,
 }
 
 // SAFETY: LMDB allows an environment to be used from any thread as long as
@@ -146,14 +157,24 @@ impl Env {
         let env = NonNull::new(raw).ok_or(Error::Code(libc::ENOMEM))?;
         // From here on dropping `me` closes the environment.
         let mut me =
-            Env { env, dbi: 0, read_only, size_known: false, spare: std::array::from_fn(|_| AtomicPtr::default()) };
+            Env {
+                env,
+                dbi: 0,
+                read_only,
+                size_known: false,
+                spare: std::array::from_fn(|_| AtomicPtr::default()),
+                watch: Watch::none(),
+            };
         let flags = POSTFIX_ENV_FLAGS | if read_only { ffi::MDB_RDONLY } else { 0 };
         // SAFETY: the env was created above and is not yet opened, when the
         // map size may always be set.
         check(unsafe { ffi::mdb_env_set_mapsize(me.env.as_ptr(), map_size) })?;
+        let making = map_guard::making_map();
         // SAFETY: the env is created and not yet opened; the path is a valid
         // C string that LMDB copies.
         check(unsafe { ffi::mdb_env_open(me.env.as_ptr(), path.as_ptr(), flags, 0o644) })?;
+        me.watch_map();
+        drop(making);
         me.check_size()?;
         let mut txn = ptr::null_mut();
         let txn_flags = if read_only { ffi::MDB_RDONLY } else { 0 };
@@ -188,12 +209,33 @@ impl Env {
 
     /// Current memory map size.
     pub(crate) fn map_size(&self) -> usize {
+        self.info().me_mapsize
+    }
+
+    fn info(&self) -> ffi::MDB_envinfo {
         let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::zeroed();
         // SAFETY: the env is open; `info` is a valid out-pointer.
         unsafe { ffi::mdb_env_info(self.env.as_ptr(), info.as_mut_ptr()) };
         // SAFETY: MDB_envinfo is plain data (a pointer and integers), valid
         // all-zero as it started, so initialised whether or not the call wrote it.
-        unsafe { info.assume_init() }.me_mapsize
+        unsafe { info.assume_init() }
+    }
+
+    /// Watch the current map, just made or moved (under `making_map`).
+    fn watch_map(&mut self) {
+        self.watch = Watch::none();
+        let len = self.map_size();
+        if let Ok(fd) = self.fd() {
+            self.watch = map_guard::watch_file_map(fd, len);
+        }
+    }
+
+    /// `result`, unless the map faulted meanwhile: then what was read is void.
+    fn unless_faulted<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        if self.watch.faulted() {
+            return Err(Error::MapFault);
+        }
+        result
     }
 
     /// Change the memory map size; 0 adopts the size recorded in the file by
@@ -203,8 +245,14 @@ impl Env {
         // Reset transactions hold nothing of the map, but LMDB's contract
         // is "no transactions": end them too.
         self.free_spares();
+        if self.watch.faulted() {
+            return Err(Error::MapFault);
+        }
+        let making = map_guard::making_map();
         // SAFETY: the env is open and, by construction, has no active transaction.
         check(unsafe { ffi::mdb_env_set_mapsize(self.env.as_ptr(), size) })?;
+        self.watch_map();
+        drop(making);
         self.check_size()
     }
 
@@ -247,7 +295,7 @@ impl Env {
         if size < need {
             return Err(Error::Truncated { size, need });
         }
-        Ok(())
+        self.unless_faulted(Ok(()))
     }
 
     /// Look `key` up in a read transaction of its own; the value is copied.
@@ -277,7 +325,7 @@ impl Env {
             e => Err(Error::Code(e)),
         };
         drop(txn); // the copy is made: now the map page may go
-        found
+        self.unless_faulted(found)
     }
 
     /// Store `key` → `value` in a write transaction of its own and commit it.
@@ -290,11 +338,12 @@ impl Env {
         // slices that outlive the call. With MDB_NOOVERWRITE LMDB may write
         // the existing value's address into `v`, which we then ignore.
         let rc = unsafe { ffi::mdb_put(txn.0, self.dbi, &mut k, &mut v, flags) };
-        match rc {
+        let result = match rc {
             0 => txn.commit().map(|()| Put::Stored),
             ffi::MDB_KEYEXIST => Ok(Put::KeyExists),
             e => Err(Error::Code(e)),
-        }
+        };
+        self.unless_faulted(result)
     }
 
     /// Remove `key` (all its data) and commit; false when it was absent.
@@ -303,11 +352,12 @@ impl Env {
         let mut k = val(key);
         // SAFETY: `txn` is a live write transaction; `k` points into `key`.
         let rc = unsafe { ffi::mdb_del(txn.0, self.dbi, &mut k, ptr::null_mut()) };
-        match rc {
+        let result = match rc {
             0 => txn.commit().map(|()| true),
             ffi::MDB_NOTFOUND => Ok(false),
             e => Err(Error::Code(e)),
-        }
+        };
+        self.unless_faulted(result)
     }
 
     /// The first entry (`after` = None) or the first entry whose key sorts
@@ -348,7 +398,7 @@ impl Env {
         };
         drop(cursor);
         drop(txn);
-        out
+        self.unless_faulted(out)
     }
 
     /// A write transaction; only a read-write environment has them.
@@ -418,6 +468,9 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.free_spares();
+        // Unwatched before the map goes, so that no later mapping at that
+        // address is taken for it.
+        self.watch = Watch::none();
         // SAFETY: the env is open and no transaction is alive (they end within
         // each method, and the spare ones were just freed); nothing uses the
         // pointer afterwards.

@@ -10,6 +10,7 @@ pub(crate) mod db;
 pub(crate) mod errno;
 pub(crate) mod ldap;
 pub(crate) mod lmdb;
+pub(crate) mod map_guard;
 pub(crate) mod mysql;
 pub(crate) mod passwd;
 pub(crate) mod pq;

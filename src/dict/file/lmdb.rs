@@ -100,10 +100,7 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
         .map_err(|_| OpenError::new(format!("open database {mdb_path}: {}", mdb::strerror(libc::EINVAL))))?;
     let (curr_limit, hard_limit) = initial_limits(usize::try_from(map_size).unwrap_or(usize::MAX), &mdb_path);
     let read_only = req.mode == Mode::ReadOnly;
-    let env = Env::open(&c_path, read_only, curr_limit).map_err(|e| match e {
-        mdb::Error::Code(code) if code > 0 => OpenError::errno(format_args!("open database {mdb_path}"), code),
-        e => OpenError::new(format!("open database {mdb_path}: {e}")),
-    })?;
+    let env = Env::open(&c_path, read_only, curr_limit).map_err(|e| open_error(&mdb_path, read_only, e))?;
     let lock = env
         .fd()
         .map_err(|e| e.to_string())
@@ -145,6 +142,24 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
             last_error: None,
         }),
     }))
+}
+
+/// Why `mdb_path` did not open. A file cut short (truncated, or still being
+/// written in place) is fixed by the next postmap, so its open is tried
+/// again; LMDB says EBADF for an empty file opened read-only (it tries to
+/// write a first meta page).
+fn open_error(mdb_path: &str, read_only: bool, e: mdb::Error) -> OpenError {
+    let mut err = match e {
+        mdb::Error::Code(code) if code > 0 => OpenError::errno(format_args!("open database {mdb_path}"), code),
+        e => OpenError::new(format!("open database {mdb_path}: {e}")),
+    };
+    let cut_short = match e {
+        mdb::Error::Code(libc::EBADF) => read_only,
+        mdb::Error::Truncated { .. } | mdb::Error::MapFault => true,
+        _ => false,
+    };
+    err.fixable |= cut_short;
+    err
 }
 
 /// slmdb_open(): the map starts at the configured size, at least FUDGE, and
@@ -226,9 +241,10 @@ impl State {
                         self.curr_limit
                     );
                 }
-                mdb::Error::PANIC => {
+                mdb::Error::PANIC | mdb::Error::MapFault => {
                     // LMDB refuses every further transaction of a panicked
-                    // environment; Postfix would exit and start afresh.
+                    // environment, and a faulted map holds zeros where the
+                    // file's pages were; Postfix would exit and start afresh.
                     self.env = None;
                     self.env = Some(Env::open(&self.mdb_path, self.read_only, self.curr_limit)?);
                 }

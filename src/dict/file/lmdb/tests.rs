@@ -270,9 +270,48 @@ fn damaged_files_fail_cleanly() {
     std::fs::write(&mdb_path, &full[..full.len() / 2]).unwrap();
     let err = open_with(&t, Mode::ReadOnly, 0, &Params::default()).err().unwrap();
     assert!(err.reason.contains("database file is truncated"), "{}", err.reason);
+    assert!(err.retried(), "a file cut short is opened again later (postmap fixes it)");
     std::fs::write(&mdb_path, b"").unwrap();
-    // An empty file is not silently turned into a new database by a reader.
-    assert!(open_with(&t, Mode::ReadOnly, 0, &Params::default()).is_err());
+    // An empty file is not silently turned into a new database by a reader;
+    // LMDB says EBADF there (it tries to write a meta page), tried again too.
+    let err = open_with(&t, Mode::ReadOnly, 0, &Params::default()).err().unwrap();
+    assert_eq!(err.reason, format!("open database {mdb_path}: Bad file descriptor"));
+    assert!(err.retried());
+}
+
+#[test]
+fn a_file_truncated_between_the_size_check_and_the_read_is_an_error_not_sigbus() {
+    let lab = TempDir::new("lmdb");
+    let source: String = (0..3000).map(|i| format!("key{i} {i:0200}\n")).collect();
+    let t = path_in(&lab, "s");
+    fill(&mut rw(&t), &source, 0);
+    let mdb_path = format!("{t}.lmdb");
+    let c = CString::new(mdb_path.clone()).unwrap();
+    let mut env = Env::open(&c, true, 1 << 24).unwrap();
+    assert!(env.get(b"key2999\0").unwrap().is_some());
+    // As under a lock lease that saw the length checked: no check per read,
+    // so the truncation below is found only by touching a missing page.
+    env.set_size_known(true);
+    std::fs::OpenOptions::new().write(true).open(&mdb_path).unwrap().set_len(0).unwrap();
+    assert_eq!(env.get(b"key2999\0"), Err(mdb::Error::MapFault));
+    assert_eq!(env.get(b"key1\0"), Err(mdb::Error::MapFault), "the map stays void until reopened");
+    drop(env);
+    // The dict reopens, and says why it cannot.
+    let d = ro_after_write(&t, &source);
+    let full = std::fs::read(&mdb_path).unwrap();
+    let mut out = Vec::new();
+    assert!(d.lookup(b"key2999", LOCK, &mut out).unwrap());
+    std::fs::write(&mdb_path, &full[..0]).unwrap();
+    assert!(matches!(d.lookup(b"key2999", LOCK, &mut out), Err(DictError::Retry(_))));
+    std::fs::write(&mdb_path, &full).unwrap();
+    assert!(d.lookup(b"key2999", LOCK, &mut out).unwrap(), "the same file back: served again");
+}
+
+/// A reader of `t`, after `source` was written into it afresh.
+fn ro_after_write(t: &str, source: &str) -> Box<dyn Dict> {
+    let _ = std::fs::remove_file(format!("{t}.lmdb"));
+    fill(&mut rw(t), source, 0);
+    ro(t)
 }
 
 #[test]
