@@ -219,3 +219,50 @@ fn a_client_that_pipelines_and_never_reads_costs_bounded_memory() {
 fn request_len(table: &str) -> usize {
     list(&lookup(table, "user3@example.com")).len()
 }
+
+/// 200 clients each send most of a 1 MiB request (the largest one accepted)
+/// and no end: 180 MB if the worker kept them all. It keeps at most its
+/// budget (64 MiB) of unfinished requests, closes the connections that would
+/// go over with a warning each, and goes on answering other clients.
+#[test]
+fn many_large_unfinished_requests_cost_bounded_memory() {
+    const CLIENTS: usize = 200;
+    const PART: usize = 900 * 1024;
+    let (d, table) = start("unfinished");
+    let worker = reader(&d);
+    let mut other = Raw::connect(&d.socket("proxymap"));
+    assert_eq!(other.call(&lookup(&table, "user1@example.com")), found("value1"));
+    let before = rss_kib(worker);
+
+    // A request that stops in the middle of its key.
+    let mut part = list(&lookup(&table, "user1@example.com"));
+    part.truncate(part.len() - 2);
+    part.resize(PART, b'x');
+    let mut clients = Vec::new();
+    let mut peak = before;
+    for _ in 0..CLIENTS {
+        let mut c = Raw::connect(&d.socket("proxymap")).stream;
+        c.set_write_timeout(Some(BOUND)).expect("timeout");
+        let _ = c.write_all(&part); // fails once the worker closed it
+        clients.push(c);
+        peak = peak.max(rss_kib(worker));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    peak = peak.max(rss_kib(worker));
+    other.stream.set_read_timeout(Some(BOUND)).expect("timeout");
+    assert_eq!(other.call(&lookup(&table, "user2@example.com")), found("value2"));
+    let closed = clients.iter().filter(|c| !open_and_quiet(c)).count();
+    eprintln!(
+        "{CLIENTS} unfinished requests of {} KiB: worker RSS {before} KiB, peak {peak} KiB; {closed} closed for the budget",
+        PART / 1024
+    );
+    assert!(peak < before + 100 * 1024, "worker RSS grew from {before} to {peak} KiB");
+    assert!(closed > 0 && closed < CLIENTS, "{closed} of {CLIENTS} closed");
+    assert!(wait_until(5, || d.log().contains("unfinished requests in this process exceed 67108864 bytes")), "{}", d.log());
+    // Once the unfinished ones time out, the memory is given back and a
+    // large request fits again.
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(other.call(&lookup(&table, "user3@example.com")), found("value3"));
+    assert_eq!(reader(&d), worker, "the worker was replaced");
+}

@@ -1,5 +1,6 @@
 //! One client connection: receive buffer, pending reply bytes, request timing.
 
+use super::request_budget::InBuf;
 use crate::protocol::attr::Incomplete;
 use crate::service::Session;
 use std::io::{self, Read, Write};
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 pub(crate) struct Conn {
     pub stream: UnixStream,
-    pub inbuf: Vec<u8>,
+    pub inbuf: InBuf,
     pub outbuf: Vec<u8>,
     out_pos: usize,
     /// When the first byte of the request being received arrived.
@@ -38,13 +39,15 @@ pub(crate) enum ReadStatus {
     Data,
     WouldBlock,
     Eof,
+    /// The process holds too many bytes of unfinished requests.
+    OverBudget,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: UnixStream, now: Instant) -> Self {
+    pub(crate) fn new(stream: UnixStream, inbuf: InBuf, now: Instant) -> Self {
         Conn {
             stream,
-            inbuf: Vec::new(),
+            inbuf,
             outbuf: Vec::new(),
             out_pos: 0,
             request_started: None,
@@ -60,10 +63,10 @@ impl Conn {
     pub(crate) fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadStatus> {
         match self.stream.read(scratch) {
             Ok(0) => Ok(ReadStatus::Eof),
-            Ok(n) => {
-                self.inbuf.extend_from_slice(&scratch[..n]);
-                Ok(ReadStatus::Data)
-            }
+            Ok(n) => match self.inbuf.extend(&scratch[..n]) {
+                Ok(()) => Ok(ReadStatus::Data),
+                Err(_) => Ok(ReadStatus::OverBudget),
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadStatus::WouldBlock),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(ReadStatus::WouldBlock),
             Err(e) => Err(e),

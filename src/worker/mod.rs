@@ -9,6 +9,7 @@ pub(crate) mod accept_pause;
 pub(crate) mod backoff;
 pub(crate) mod conn;
 pub(crate) mod master_status;
+pub(crate) mod request_budget;
 pub(crate) mod threads;
 
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
@@ -18,6 +19,7 @@ use accept_pause::AcceptPause;
 use backoff::Backoff;
 use conn::{Conn, ReadStatus};
 use master_status::MasterStatus;
+use request_budget::{Budget, InBuf};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -59,6 +61,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest request accepted; a client sending more is disconnected.
     pub max_request: usize,
+    /// Bytes of unfinished requests the process holds over all its
+    /// connections (see [`request_budget`]).
+    pub request_budget: usize,
     /// Postfix's daemon_timeout: longest time one event-loop pass may take.
     pub watchdog: Option<Duration>,
 }
@@ -71,6 +76,7 @@ impl Default for Limits {
             ipc_timeout: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(1),
             max_request: 1 << 20,
+            request_budget: 64 << 20,
             watchdog: None,
         }
     }
@@ -99,6 +105,8 @@ pub struct Worker {
     service: Arc<Service>,
     intake: Intake,
     limits: Limits,
+    /// Shared with the connection threads.
+    budget: Arc<Budget>,
     epoll: Epoll,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -179,6 +187,7 @@ impl Worker {
         Ok(Worker {
             service: Arc::new(service),
             intake,
+            budget: Budget::new(limits.request_budget),
             limits,
             epoll,
             conns: Vec::new(),
@@ -203,7 +212,7 @@ impl Worker {
     /// new connections' first requests and keeps the process's books.
     pub fn with_threads(mut self, after: u32) -> std::io::Result<Worker> {
         self.move_after = after;
-        let threads = Threads::new(Arc::clone(&self.service), self.limits)?;
+        let threads = Threads::new(Arc::clone(&self.service), self.limits, Arc::clone(&self.budget))?;
         self.epoll.add(threads.ended_fd(), EpollEvent::new(EpollFlags::EPOLLIN, ENDED_TOKEN))?;
         self.threads = Some(threads);
         Ok(self)
@@ -414,14 +423,15 @@ impl Worker {
         if self.move_after == 0 && self.threads.as_ref().is_some_and(Threads::has_room) {
             self.active += 1;
             self.idle_since = None;
-            self.hand_to_thread(Handoff { stream, greet: true, session: Session::default(), pending: Vec::new() });
+            let pending = InBuf::new(&self.budget);
+            self.hand_to_thread(Handoff { stream, greet: true, session: Session::default(), pending });
             return;
         }
         if stream.set_nonblocking(true).is_err() {
             return self.connection_ended();
         }
         let now = Instant::now();
-        let mut conn = Conn::new(stream, now);
+        let mut conn = Conn::new(stream, InBuf::new(&self.budget), now);
         conn.outbuf.extend_from_slice(ANNOUNCEMENT);
         let slot = match self.free.pop() {
             Some(i) => i,
@@ -458,6 +468,10 @@ impl Worker {
         };
         match status {
             ReadStatus::WouldBlock => {}
+            ReadStatus::OverBudget => {
+                request_budget::warn_over(self.service.stream(), &self.budget);
+                self.close(slot)
+            }
             ReadStatus::Eof => {
                 if let Some(inc) = conn.incomplete.filter(|_| !conn.inbuf.is_empty()) {
                     conn::warn_end_of_input(self.service.stream(), inc);

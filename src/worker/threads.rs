@@ -14,6 +14,7 @@
 //! through an eventfd when a connection ended.
 
 use super::backoff::{self, Backoff};
+use super::request_budget::{self, Budget, InBuf};
 use super::Limits;
 use crate::protocol::{self, Parse, ANNOUNCEMENT};
 use crate::service::{Place, Role, Service, Session};
@@ -50,6 +51,7 @@ pub(crate) struct Threads {
 struct Shared {
     service: Arc<Service>,
     limits: Limits,
+    budget: Arc<Budget>,
     queue: Mutex<Queue>,
     ready: Condvar,
     /// Counts connections that ended; the event loop reads it.
@@ -77,7 +79,7 @@ pub(crate) struct Handoff {
     pub stream: UnixStream,
     pub greet: bool,
     pub session: Session,
-    pub pending: Vec<u8>,
+    pub pending: InBuf,
 }
 
 #[derive(Default)]
@@ -88,13 +90,14 @@ struct Queue {
 }
 
 impl Threads {
-    pub(crate) fn new(service: Arc<Service>, limits: Limits) -> io::Result<Threads> {
+    pub(crate) fn new(service: Arc<Service>, limits: Limits, budget: Arc<Budget>) -> io::Result<Threads> {
         let ended = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         let gate = (service.role() == Role::Writer).then(|| RwLock::new(()));
         Ok(Threads {
             shared: Arc::new(Shared {
                 service,
                 limits,
+                budget,
                 queue: Mutex::new(Queue::default()),
                 ready: Condvar::new(),
                 ended,
@@ -236,7 +239,7 @@ struct ThreadConn<'a> {
 impl ThreadConn<'_> {
     /// Serve the connection from its next request on; `inbuf` holds what
     /// the event loop read of it.
-    fn serve(&mut self, greet: bool, mut session: Session, mut inbuf: Vec<u8>, scratch: &mut [u8]) {
+    fn serve(&mut self, greet: bool, mut session: Session, mut inbuf: InBuf, scratch: &mut [u8]) {
         let limits = self.shared.limits;
         let svc = self.shared.service.stream();
         if self.stream.set_write_timeout(Some(limits.request_timeout.max(Duration::from_millis(1)))).is_err()
@@ -256,7 +259,9 @@ impl ThreadConn<'_> {
             if std::mem::take(&mut handed) {
                 // Parse what the loop read before reading more.
             } else if let Some(n) = polled.take() {
-                inbuf.extend_from_slice(&scratch[..n]);
+                if inbuf.extend(&scratch[..n]).is_err() {
+                    return request_budget::warn_over(svc, &self.shared.budget);
+                }
             } else {
                 // An idle connection may wait ipc_timeout for its next request;
                 // a request once begun must arrive within request_timeout.
@@ -274,7 +279,11 @@ impl ThreadConn<'_> {
                         }
                         return;
                     }
-                    Ok(n) => inbuf.extend_from_slice(&scratch[..n]),
+                    Ok(n) => {
+                        if inbuf.extend(&scratch[..n]).is_err() {
+                            return request_budget::warn_over(svc, &self.shared.budget);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if is_timeout(&e) => {
                         match incomplete {
@@ -437,7 +446,12 @@ mod tests {
     fn ask(threads: &Threads, table: &str) -> Vec<u8> {
         let (mut client, server) = UnixStream::pair().unwrap();
         threads
-            .dispatch(Handoff { stream: server, greet: true, session: Session::default(), pending: Vec::new() })
+            .dispatch(Handoff {
+                stream: server,
+                greet: true,
+                session: Session::default(),
+                pending: InBuf::new(&Budget::new(usize::MAX)),
+            })
             .unwrap();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut hello = vec![0u8; ANNOUNCEMENT.len()];
@@ -456,7 +470,7 @@ mod tests {
         let allowlist = crate::config::allowlist::proxy_allowlist(&params, false);
         let service = Service::new(Role::Reader, params, allowlist);
         service.insert_table("t:panics", 0, Box::new(Panics));
-        let threads = Threads::new(Arc::new(service), Limits::default()).unwrap();
+        let threads = Threads::new(Arc::new(service), Limits::default(), Budget::new(usize::MAX)).unwrap();
 
         assert_eq!(ask(&threads, "t:panics"), b"", "the client's connection is closed");
         let deadline = Instant::now() + Duration::from_secs(10);
