@@ -105,7 +105,8 @@ impl OpenError {
     /// process ran out of descriptors or memory.
     pub(crate) fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
         let mut err = OpenError::new(format!("{context}: {}", crate::sys::errno::io_error_text(e)));
-        err.transient = e.raw_os_error().is_some_and(is_shortage);
+        // std reports a failed allocation for a read as OutOfMemory, no errno.
+        err.transient = e.raw_os_error().is_some_and(is_shortage) || e.kind() == std::io::ErrorKind::OutOfMemory;
         err.fixable = e.raw_os_error().is_some_and(is_refusal);
         err
     }

@@ -60,7 +60,11 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
     let unable = |text: String| OpenError::new(format!("dict_cdbq_open: unable to init {cdb_path}: {text}"));
     let meta = file.metadata().map_err(|e| unable(io_error_text(&e)))?;
     let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(|e| unable(io_error_text(&e)))?;
+    file.read_to_end(&mut data).map_err(|e| {
+        let mut err = unable(io_error_text(&e));
+        err.transient = e.kind() == std::io::ErrorKind::OutOfMemory;
+        err
+    })?;
     // cdb offsets are 32-bit: tinycdb ignores anything beyond 4 GiB.
     data.truncate(u32::MAX as usize);
     check_toc(&data).map_err(|Corrupt| {

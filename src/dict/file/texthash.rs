@@ -115,6 +115,16 @@ impl MemTable {
         index.insert_unique(hash, n, |&i| rehash(hasher, arena, &entries[i as usize]));
     }
 
+    /// Room for `bytes` of keys and values and `entries` entries, taken at
+    /// once: a table too big for the memory left fails here, as an error,
+    /// rather than at one of the allocations while it is built (an abort).
+    fn try_reserve(&mut self, bytes: usize, entries: usize) -> Result<(), ()> {
+        self.arena.try_reserve(bytes).map_err(drop)?;
+        self.entries.try_reserve(entries).map_err(drop)?;
+        let MemTable { index, entries: all, arena, hasher } = self;
+        index.try_reserve(entries, |&i| rehash(hasher, arena, &all[i as usize])).map_err(drop)
+    }
+
     /// Done adding: give back the arena's and the index's spare capacity.
     pub(crate) fn shrink(&mut self) {
         self.arena.shrink_to_fit();
@@ -198,8 +208,7 @@ pub(crate) fn open(req: &OpenRequest) -> Result<Box<dyn Dict>, OpenError> {
             std::fs::File::open(path).map_err(|e| OpenError::io(format_args!("open database {path}"), &e))?;
         let mut data = Vec::new();
         // Postfix exits (fatal) on read/fstat errors; we fail the open instead.
-        file.read_to_end(&mut data)
-            .map_err(|e| OpenError::new(format!("read {path}: {}", errno::io_error_text(&e))))?;
+        file.read_to_end(&mut data).map_err(|e| OpenError::io(format_args!("read {path}"), &e))?;
         let table = parse(&data, path, req.flags)?;
         let meta =
             file.metadata().map_err(|e| OpenError::new(format!("fstat {path}: {}", errno::io_error_text(&e))))?;
@@ -240,6 +249,11 @@ pub(crate) fn fuzz_load(data: &[u8], flags: u32, keys: &[&[u8]]) {
 /// Load the file contents; `flags` are the open flags.
 fn parse(data: &[u8], path: &str, flags: u32) -> Result<MemTable, OpenError> {
     let mut table = MemTable::default();
+    // At most a line per entry; the keys and values fit in the source.
+    let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
+    table
+        .try_reserve(data.len(), lines)
+        .map_err(|()| OpenError::errno(format_args!("open database {path}"), libc::ENOMEM))?;
     let fold = flags & FOLD_FIX != 0;
     for line in LogicalLines::new(data, path) {
         let n = line.line_no;
