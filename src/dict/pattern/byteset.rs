@@ -85,7 +85,7 @@ pub(super) fn posix_class(name: &[u8]) -> Option<ByteSet> {
 }
 
 pub(super) fn word_set() -> ByteSet {
-    let mut s = posix_class(b"alnum").unwrap();
+    let mut s = posix_class(b"alnum").expect("alnum is one of the classes posix_class knows");
     s.0[b'_' as usize] = true;
     s
 }
