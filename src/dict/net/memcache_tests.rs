@@ -132,7 +132,9 @@ fn limits_on_lines_and_data() {
 fn updates_deletes_and_ttl() {
     let Some(mc) = Memcached::start("mct-write") else { return };
     let dir = TempDir::new("mct-write");
-    let name = cf(&dir, "w.cf", &format!("memcache = {}\nflags = 7\nttl = 1\n", mc.service()));
+    // ttl = 2, not 1: memcached counts whole seconds, so a 1 s item may
+    // expire at the next tick, milliseconds after it was stored.
+    let name = cf(&dir, "w.cf", &format!("memcache = {}\nflags = 7\nttl = 2\n", mc.service()));
     let mut d = open_ok(&name, Mode::ReadWrite);
     assert_eq!(d.update(b"k@example.com", b"v1", DUP_REPLACE), Ok(true));
     assert_eq!(get(&mut d, "k@example.com", 0).as_deref(), Some("v1"));
@@ -145,10 +147,10 @@ fn updates_deletes_and_ttl() {
     // A skipped key is not written.
     assert_eq!(d.update(b"a b", b"v", DUP_REPLACE), Ok(false));
     assert_eq!(d.delete(b"a b", 0), Ok(false));
-    // ttl = 1: gone after a second or two.
+    // ttl = 2: gone after two or three seconds.
     assert_eq!(d.update(b"short", b"lived", DUP_REPLACE), Ok(true));
     assert_eq!(get(&mut d, "short", 0).as_deref(), Some("lived"));
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(get(&mut d, "short", 0), None);
     // Without a backup there is no sequence.
     assert_eq!(d.sequence(&mut None, true, 0), Ok(None));
