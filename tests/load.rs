@@ -258,7 +258,11 @@ fn many_large_unfinished_requests_cost_bounded_memory() {
     );
     assert!(peak < before + 100 * 1024, "worker RSS grew from {before} to {peak} KiB");
     assert!(closed > 0 && closed < CLIENTS, "{closed} of {CLIENTS} closed");
-    assert!(wait_until(5, || d.log().contains("unfinished requests in this process exceed 67108864 bytes")), "{}", d.log());
+    assert!(
+        wait_until(5, || d.log().contains("unfinished requests in this process exceed 67108864 bytes")),
+        "{}",
+        d.log()
+    );
     // Once the unfinished ones time out, the memory is given back and a
     // large request fits again.
     drop(clients);

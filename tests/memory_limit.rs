@@ -57,10 +57,8 @@ fn a_table_that_does_not_fit_in_memory_is_retry_and_opens_once_memory_is_back() 
     let big: String = (0..400_000).map(|i| format!("key{i} value{i}-{}\n", "x".repeat(100))).collect();
     d.dir.write("big", big);
     d.dir.write("small", "k v\n");
-    let (big, small) = (
-        format!("texthash:{}/big", d.dir.path().display()),
-        format!("texthash:{}/small", d.dir.path().display()),
-    );
+    let (big, small) =
+        (format!("texthash:{}/big", d.dir.path().display()), format!("texthash:{}/small", d.dir.path().display()));
     let is_reader =
         |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pm-proxymap");
     assert!(wait_until(10, || d.workers().iter().any(is_reader)));

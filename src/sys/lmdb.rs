@@ -25,11 +25,11 @@
 //! and an operation that touched a missing page fails with
 //! [`Error::MapFault`], whatever it read.
 
+use super::map_guard::{self, Watch};
 use lmdb_master_sys as ffi;
 use std::ffi::{c_int, c_uint, CStr};
 use std::os::fd::BorrowedFd;
 use std::ptr::{self, NonNull};
-use super::map_guard::{self, Watch};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Reset read transactions kept per environment; more reads at once than
@@ -156,15 +156,14 @@ impl Env {
         check(unsafe { ffi::mdb_env_create(&mut raw) })?;
         let env = NonNull::new(raw).ok_or(Error::Code(libc::ENOMEM))?;
         // From here on dropping `me` closes the environment.
-        let mut me =
-            Env {
-                env,
-                dbi: 0,
-                read_only,
-                size_known: false,
-                spare: std::array::from_fn(|_| AtomicPtr::default()),
-                watch: Watch::none(),
-            };
+        let mut me = Env {
+            env,
+            dbi: 0,
+            read_only,
+            size_known: false,
+            spare: std::array::from_fn(|_| AtomicPtr::default()),
+            watch: Watch::none(),
+        };
         let flags = POSTFIX_ENV_FLAGS | if read_only { ffi::MDB_RDONLY } else { 0 };
         // SAFETY: the env was created above and is not yet opened, when the
         // map size may always be set.

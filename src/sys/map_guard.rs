@@ -36,8 +36,12 @@ struct Slot {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const FREE: Slot =
-    Slot { taken: AtomicBool::new(false), start: AtomicUsize::new(0), end: AtomicUsize::new(0), faulted: AtomicBool::new(false) };
+const FREE: Slot = Slot {
+    taken: AtomicBool::new(false),
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(0),
+    faulted: AtomicBool::new(false),
+};
 static WATCHED: [Slot; SLOTS] = [FREE; SLOTS];
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
 static INSTALL: Once = Once::new();
@@ -104,9 +108,9 @@ impl Watch {
             return Watch { slot: None };
         }
         let end = start.saturating_add(len);
-        let slot = WATCHED.iter().position(|s| {
-            s.taken.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
-        });
+        let slot = WATCHED
+            .iter()
+            .position(|s| s.taken.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok());
         if let Some(i) = slot {
             let s = &WATCHED[i];
             s.faulted.store(false, Ordering::Relaxed);
@@ -205,7 +209,8 @@ mod tests {
     /// A read-only shared map of `file`'s first `len` bytes.
     fn map(file: &std::fs::File, len: usize) -> *const u8 {
         // SAFETY: a fresh mapping chosen by the kernel, of an open file.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        let p =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
         assert_ne!(p, libc::MAP_FAILED);
         p as *const u8
     }

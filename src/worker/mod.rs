@@ -8,24 +8,25 @@
 pub(crate) mod accept_pause;
 pub(crate) mod backoff;
 pub(crate) mod conn;
+mod connections;
 pub(crate) mod master_status;
 pub(crate) mod request_budget;
+mod spin;
 pub(crate) mod threads;
 
-use crate::protocol::{self, Parse, ANNOUNCEMENT};
-use crate::service::{Place, Served, Service, Session};
+use crate::service::Service;
 use crate::sys::{self, Received};
 use accept_pause::AcceptPause;
-use backoff::Backoff;
-use conn::{Conn, ReadStatus};
+use conn::Conn;
 use master_status::MasterStatus;
-use request_budget::{Budget, InBuf};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use std::os::fd::{AsFd, OwnedFd};
+use request_budget::Budget;
+use spin::Spin;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use threads::{Handoff, Threads};
+use threads::Threads;
 
 /// Control messages between the standalone master and its workers.
 pub mod control {
@@ -129,47 +130,6 @@ pub struct Worker {
     /// With threads: requests a connection has on this loop before it moves
     /// to a thread (`proxymap_connection_thread_after`).
     move_after: u32,
-}
-
-/// Waiting for the next request by polling (`epoll_wait` with a zero
-/// timeout) for a few microseconds before sleeping ([`backoff`]): for one
-/// busy client at a time.
-#[derive(Default)]
-struct Spin {
-    /// Requests answered in this loop pass.
-    served: u32,
-    /// The connection that sent the last request, and how many requests in
-    /// a row came from it.
-    last_slot: usize,
-    streak: u32,
-    backoff: Backoff,
-}
-
-/// Requests in a row from one connection before polling starts.
-const STREAK: u32 = 3;
-
-impl Spin {
-    /// A request from the connection in `slot` was answered.
-    fn served(&mut self, slot: usize) {
-        self.served += 1;
-        if slot == self.last_slot {
-            self.streak = self.streak.saturating_add(1);
-        } else {
-            self.last_slot = slot;
-            self.streak = 1;
-        }
-    }
-
-    /// At the end of a loop pass: poll before sleeping? Only while one client
-    /// is asking alone (one request this pass, and the last few from the same
-    /// connection): with several clients at once a request is usually on its
-    /// way anyway, and a polling worker would take the CPU its clients need.
-    fn start(&mut self) -> bool {
-        if std::mem::take(&mut self.served) != 1 || self.streak < STREAK {
-            return false;
-        }
-        self.backoff.due()
-    }
 }
 
 impl Worker {
@@ -405,187 +365,11 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, stream: UnixStream) {
-        // A client accepted: this process started fine (configuration,
-        // privileges, sockets are behind it). master(8) takes a process that
-        // dies before its first reported use for a broken command and stops
-        // the whole service for a minute; one killed from here on (kill -9,
-        // the OOM killer) is not that, whatever path its requests take.
-        // Not before the first accept: a TAKEN while the connection that
-        // made master start this process still waits makes it start another.
-        self.report_use();
-        if let Some(s) = self.service.stats() {
-            s.connection_opened();
-        }
-        if let Intake::Master(_) = self.intake {
-            self.service.before_accept();
-        }
-        if self.move_after == 0 && self.threads.as_ref().is_some_and(Threads::has_room) {
-            self.active += 1;
-            self.idle_since = None;
-            let pending = InBuf::new(&self.budget);
-            self.hand_to_thread(Handoff { stream, greet: true, session: Session::default(), pending });
-            return;
-        }
-        if stream.set_nonblocking(true).is_err() {
-            return self.connection_ended();
-        }
-        let now = Instant::now();
-        let mut conn = Conn::new(stream, InBuf::new(&self.budget), now);
-        conn.outbuf.extend_from_slice(ANNOUNCEMENT);
-        let slot = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.conns.push(None);
-                self.conns.len() - 1
-            }
-        };
-        let token = FIRST_CONN_TOKEN + slot as u64;
-        if self.epoll.add(conn.stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)).is_err() {
-            self.free.push(slot);
-            return self.connection_ended();
-        }
-        self.conns[slot] = Some(conn);
-        self.active += 1;
-        self.idle_since = None;
-        self.write_reply(slot, now);
-    }
-
-    fn conn_event(&mut self, slot: usize, events: EpollFlags) {
-        let now = Instant::now();
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
-        if conn.has_output() {
-            // Replies go out before more input is read: one request at a time.
-            if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
-                self.write_reply(slot, now);
-            }
-            return;
-        }
-        let grown_from = conn.inbuf.len();
-        let status = match conn.read_some(&mut self.scratch) {
-            Ok(s) => s,
-            Err(_) => return self.close(slot),
-        };
-        match status {
-            ReadStatus::WouldBlock => {}
-            ReadStatus::OverBudget => {
-                request_budget::warn_over(self.service.stream(), &self.budget);
-                self.close(slot)
-            }
-            ReadStatus::Eof => {
-                if let Some(inc) = conn.incomplete.filter(|_| !conn.inbuf.is_empty()) {
-                    conn::warn_end_of_input(self.service.stream(), inc);
-                }
-                self.close(slot)
-            }
-            ReadStatus::Data => {
-                conn.last_active = now;
-                if conn.served >= self.move_after && self.threads.as_ref().is_some_and(Threads::has_room) {
-                    return self.move_to_thread(slot);
-                }
-                match protocol::parse_more(&conn.inbuf, grown_from, conn.incomplete) {
-                    Parse::NeedMore(inc) => {
-                        conn.incomplete = Some(inc);
-                        conn.request_started.get_or_insert(now);
-                        if conn.inbuf.len() > self.limits.max_request {
-                            log::warn!(
-                                "request from {} exceeds {} bytes -- closing connection",
-                                self.service.stream(),
-                                self.limits.max_request
-                            );
-                            self.close(slot);
-                        }
-                    }
-                    Parse::Done { outcome, .. } => {
-                        // With a thread to move to, this loop never waits
-                        // for a table: such a request moves, unanswered.
-                        let place = match self.threads.as_ref().is_some_and(Threads::has_room) {
-                            true => Place::EventLoop,
-                            false => Place::MayWait,
-                        };
-                        let served = self.service.handle(&outcome, &mut conn.session, &mut conn.outbuf, place);
-                        if served == Served::WouldBlock {
-                            return self.move_to_thread(slot);
-                        }
-                        // Like Postfix, input received beyond this request is
-                        // discarded when the reply is sent: clients never pipeline.
-                        conn.inbuf.clear();
-                        conn.incomplete = None;
-                        conn.request_started = None;
-                        conn.served = conn.served.saturating_add(1);
-                        self.write_reply(slot, now);
-                        self.spin.served(slot);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Send pending output; wait for writability if the socket is full.
-    fn write_reply(&mut self, slot: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
-        if !conn.has_output() {
-            return;
-        }
-        let was_waiting = conn.write_started.is_some();
-        match conn.flush() {
-            Ok(true) => {
-                conn.write_started = None;
-                if was_waiting {
-                    let token = FIRST_CONN_TOKEN + slot as u64;
-                    let mut ev = EpollEvent::new(EpollFlags::EPOLLIN, token);
-                    let _ = self.epoll.modify(conn.stream.as_fd(), &mut ev);
-                }
-            }
-            Ok(false) => {
-                if !was_waiting {
-                    conn.write_started = Some(now);
-                    let token = FIRST_CONN_TOKEN + slot as u64;
-                    let mut ev = EpollEvent::new(EpollFlags::EPOLLOUT, token);
-                    let _ = self.epoll.modify(conn.stream.as_fd(), &mut ev);
-                }
-            }
-            Err(_) => self.close(slot),
-        }
-    }
-
-    /// Hand a connection on this loop to a connection thread, with what was
-    /// read of its next request.
-    fn move_to_thread(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
-        let _ = self.epoll.delete(conn.stream.as_fd());
-        self.free.push(slot);
-        self.hand_to_thread(Handoff { stream: conn.stream, greet: false, session: conn.session, pending: conn.inbuf });
-    }
-
-    /// A connection counted in `active` goes to a thread; it stays counted
-    /// until the thread tells that it ended.
-    fn hand_to_thread(&mut self, handoff: Handoff) {
-        let dispatched = match &self.threads {
-            Some(threads) => threads.dispatch(handoff),
-            None => Err(std::io::Error::other("no connection threads")),
-        };
-        if let Err(e) = dispatched {
-            log::error!("start connection thread: {e}");
-            self.active -= 1;
-            self.connection_ended();
-        }
-    }
-
     /// Tell master(8) once that this process started fine (a TAKEN/AVAIL
     /// pair, which it counts as a use); later calls write nothing.
     fn report_use(&mut self) {
         if let Some(status) = &mut self.status {
             self.master_gone |= status.started().is_err();
-        }
-    }
-
-    fn close(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
-            let _ = self.epoll.delete(conn.stream.as_fd());
-            self.free.push(slot);
-            self.active -= 1;
-            self.connection_ended();
         }
     }
 
@@ -688,58 +472,4 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
             | ECONNABORTED
             | EPROTO
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Passes that each answered one request of the same client, as
-    /// `Worker::wait` sees them: how many poll when every poll misses.
-    fn polls_when_idle(spin: &mut Spin, passes: usize) -> usize {
-        let mut polls = 0;
-        for _ in 0..passes {
-            spin.served(7);
-            if spin.start() {
-                polls += 1;
-                spin.backoff.miss();
-            }
-        }
-        polls
-    }
-
-    #[test]
-    fn spinning_backs_off_when_it_does_not_pay() {
-        let mut spin = Spin { streak: STREAK, last_slot: 7, ..Spin::default() };
-        // misses skip 1, 3, 7, ... chances: 4 polls in the first 1+2+4+8 passes
-        assert_eq!(polls_when_idle(&mut spin, 15), 4);
-        // at the cap one pass in 1024 polls: 50 us per 1024 requests at most
-        let backoff = Backoff { misses: backoff::MAX_MISSES, skip: 0 };
-        let mut capped = Spin { streak: STREAK, last_slot: 7, backoff, ..Spin::default() };
-        assert_eq!(polls_when_idle(&mut capped, 1024 * 10), 10);
-        // a hit restores polling after every single-request pass
-        capped.backoff.hit();
-        capped.backoff.skip = 0;
-        capped.served(7);
-        assert!(capped.start());
-    }
-
-    #[test]
-    fn spinning_only_for_a_client_asking_alone() {
-        let mut spin = Spin::default();
-        assert!(!spin.start(), "nothing answered: sleep");
-        for _ in 0..STREAK {
-            spin.served(1);
-        }
-        assert!(!spin.start(), "several requests in one pass: sleep");
-        spin.served(1);
-        assert!(spin.start(), "one client asking alone: poll");
-        spin.backoff.miss();
-        spin.backoff.skip = 0;
-        // clients taking turns: no streak, no polling
-        for slot in [2, 3, 2, 3, 2] {
-            spin.served(slot);
-            assert!(!spin.start());
-        }
-    }
 }
