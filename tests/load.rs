@@ -55,12 +55,7 @@ fn reader(d: &Daemon) -> i32 {
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS:").unwrap_or(0)
 }
 
 /// Raise this process's descriptor limit to its hard limit; how many

@@ -29,15 +29,6 @@ demo = @DIR@
 proxy_read_maps = proxy:texthash:$demo/big proxy:texthash:$demo/small
 ";
 
-fn vm_size_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmSize")
-}
-
 /// Set `pid`'s soft address-space limit (the hard one stays unlimited, so
 /// that it can be lifted again).
 fn limit_address_space(pid: i32, soft: Option<u64>) {
@@ -68,7 +59,7 @@ fn a_table_that_does_not_fit_in_memory_is_retry_and_opens_once_memory_is_back() 
     assert_eq!(c.call(&lookup(&small, "k")), found("v"));
 
     // 20 MiB more than the worker has mapped now.
-    limit_address_space(worker, Some((vm_size_kib(worker) + 20 * 1024) * 1024));
+    limit_address_space(worker, Some((proc_status_kib(worker, "VmSize:").expect("VmSize") + 20 * 1024) * 1024));
     let retry = list(&[("status", "2"), ("value", "")]);
     assert_eq!(c.call(&lookup(&big, "key7")), retry, "a table that does not fit: RETRY");
     assert_eq!(c.call(&lookup(&big, "key8")), retry);

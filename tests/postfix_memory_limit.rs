@@ -10,49 +10,17 @@ mod common;
 
 use common::postfix::{Instance, Server};
 use common::*;
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-/// One reply list, or None when the server closed or said nothing in 10 s.
-fn reply(s: &mut UnixStream) -> Option<Vec<u8>> {
-    let (mut out, mut in_value, mut at_start) = (Vec::new(), false, true);
-    let mut b = [0u8; 1];
-    loop {
-        match s.read(&mut b) {
-            Ok(1) => {}
-            _ => return None,
-        }
-        out.push(b[0]);
-        if b[0] == 0 {
-            if !in_value && at_start {
-                return Some(out);
-            }
-            in_value = !in_value;
-            at_start = !in_value;
-        } else {
-            at_start = false;
-        }
-    }
-}
 
 fn ask(s: &mut UnixStream, table: &str, key: &str) -> String {
     if std::io::Write::write_all(s, &list(&lookup(table, key))).is_err() {
         return "(closed)".into();
     }
-    reply(s).map_or("(closed)".into(), |r| {
+    read_list_or_none(s).map_or("(closed)".into(), |r| {
         let text = String::from_utf8_lossy(&r).replace('\0', "|");
         text.chars().take(30).collect()
     })
-}
-
-fn vm_size_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmSize")
 }
 
 struct Outcome {
@@ -76,7 +44,7 @@ fn run(server: Server) -> Outcome {
         (format!("texthash:{}/big", inst.tables.display()), format!("texthash:{}/small", inst.tables.display()));
     let mut c = UnixStream::connect(inst.socket("proxymap")).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    reply(&mut c).expect("announcement");
+    read_list_or_none(&mut c).expect("announcement");
     assert_eq!(ask(&mut c, &small, "k"), "status|0|value|v||");
     // The one proxymap process master(8) started is the one serving us.
     let master = inst.master_pid().expect("master pid");
@@ -86,7 +54,7 @@ fn run(server: Server) -> Outcome {
     let procs: Vec<i32> = children_of(master).into_iter().filter(is_proxymap).collect();
     assert_eq!(procs.len(), 1, "proxymap processes: {procs:?}");
     let pid = procs[0];
-    let limit = (vm_size_kib(pid) + 20 * 1024) * 1024;
+    let limit = (proc_status_kib(pid, "VmSize:").expect("VmSize") + 20 * 1024) * 1024;
     // As the process's own user: prlimit(2) on another user's process takes
     // CAP_SYS_RESOURCE, which a container's root may lack.
     let st = std::process::Command::new("setpriv")

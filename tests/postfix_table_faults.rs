@@ -23,7 +23,6 @@ mod common;
 
 use common::postfix::{Instance, Server};
 use common::*;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -68,29 +67,6 @@ fn replace(inst: &Instance, kind: &str, scratch: &Path, g: u32, mode: u32) {
     std::fs::rename(&built, inst.tables.join(format!("t.{ext}"))).expect("rename");
 }
 
-/// Read one reply list (see `read_lists`), or None when the server closed
-/// or said nothing within 10 s.
-fn reply(s: &mut UnixStream) -> Option<Vec<u8>> {
-    let (mut out, mut in_value, mut at_start) = (Vec::new(), false, true);
-    let mut b = [0u8; 1];
-    loop {
-        match s.read(&mut b) {
-            Ok(1) => {}
-            _ => return None,
-        }
-        out.push(b[0]);
-        if b[0] == 0 {
-            if !in_value && at_start {
-                return Some(out);
-            }
-            in_value = !in_value;
-            at_start = !in_value;
-        } else {
-            at_start = false;
-        }
-    }
-}
-
 fn client(inst: &Instance, table: &str, seen: &AtomicU32, stop: &AtomicBool, f: &Figures, id: usize) {
     let mut n = id;
     while !stop.load(Ordering::Relaxed) {
@@ -100,7 +76,7 @@ fn client(inst: &Instance, table: &str, seen: &AtomicU32, stop: &AtomicBool, f: 
             continue;
         };
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        if reply(&mut s).is_none() {
+        if read_list_or_none(&mut s).is_none() {
             f.lost.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -116,7 +92,7 @@ fn client(inst: &Instance, table: &str, seen: &AtomicU32, stop: &AtomicBool, f: 
                 f.lost.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            let Some(r) = reply(&mut s) else {
+            let Some(r) = read_list_or_none(&mut s) else {
                 f.lost.fetch_add(1, Ordering::Relaxed);
                 break;
             };
@@ -214,9 +190,9 @@ fn run(server: Server, kind: &str) -> Run {
     let last_answer = match UnixStream::connect(inst.socket("proxymap")) {
         Ok(mut s) => {
             s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-            let _ = reply(&mut s);
+            let _ = read_list_or_none(&mut s);
             let _ = std::io::Write::write_all(&mut s, &list(&lookup(&table, "key1")));
-            reply(&mut s).map_or("(no answer)".into(), |r| String::from_utf8_lossy(&r).replace('\0', "|"))
+            read_list_or_none(&mut s).map_or("(no answer)".into(), |r| String::from_utf8_lossy(&r).replace('\0', "|"))
         }
         Err(e) => format!("(connect: {e})"),
     };

@@ -241,6 +241,37 @@ impl Drop for Daemon {
     }
 }
 
+/// One reply list read byte by byte, or None when the server closed or
+/// said nothing within the stream's read timeout (for tests that count
+/// lost requests instead of failing on the first).
+pub(crate) fn read_list_or_none(s: &mut UnixStream) -> Option<Vec<u8>> {
+    let (mut out, mut in_value, mut at_start) = (Vec::new(), false, true);
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(1) => {}
+            _ => return None,
+        }
+        out.push(b[0]);
+        if b[0] == 0 {
+            if !in_value && at_start {
+                return Some(out);
+            }
+            in_value = !in_value;
+            at_start = !in_value;
+        } else {
+            at_start = false;
+        }
+    }
+}
+
+/// A KiB figure of `/proc/PID/status` (`field` with its colon, e.g.
+/// "VmRSS:"), or None when the process is gone.
+pub(crate) fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Processes whose parent is `pid`.
 pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
